@@ -1,0 +1,410 @@
+//! The booking service: loads the clinic and doctor, hands the store a planner built
+//! from [`rules`], and wraps writes in idempotency. Every write to appointments goes
+//! through here, which is where duplicate detection will hook in after commit.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::domain::{
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, SlotIndex,
+    Status,
+};
+use crate::store::{
+    AppointmentFilter, Booking, IdempotencyRecord, Store, StoreError, StoredResponse,
+};
+
+pub mod idempotency;
+pub mod rules;
+
+use idempotency::KeyLocks;
+use rules::{DayView, PlannedSlot, Refusal, SlotState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("This Idempotency-Key was already used with a different request.")]
+    IdempotencyKeyReused,
+    #[error("A request with this Idempotency-Key is still being processed; retry shortly.")]
+    IdempotencyInFlight,
+}
+
+impl From<Refusal> for BookingError {
+    fn from(r: Refusal) -> Self {
+        BookingError::Store(StoreError::Refused(r))
+    }
+}
+
+/// A booking's answer: made now, or the stored answer to an earlier request with the
+/// same idempotency key.
+#[derive(Debug)]
+pub enum Booked {
+    Fresh(Appointment),
+    Replayed(StoredResponse),
+}
+
+pub struct AdvanceRequest {
+    pub clinic_id: ClinicId,
+    pub doctor_id: DoctorId,
+    pub date: NaiveDate,
+    pub slot: Option<SlotIndex>,
+    pub patient: Patient,
+}
+
+pub struct WalkInRequest {
+    pub clinic_id: ClinicId,
+    pub doctor_id: DoctorId,
+    pub patient: Patient,
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotAvailability {
+    pub slot_index: u32,
+    pub time: String,
+    pub state: SlotState,
+    /// Whether an advance booking of this slot would succeed now (free and outside
+    /// the lead time).
+    pub bookable: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAvailability {
+    pub session_index: u32,
+    pub from: String,
+    pub to: String,
+    pub slots: Vec<SlotAvailability>,
+}
+
+pub struct Bookings {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    key_locks: KeyLocks,
+}
+
+impl Bookings {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            key_locks: KeyLocks::default(),
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub async fn clinic(&self, id: &ClinicId) -> Result<Clinic, BookingError> {
+        Ok(self
+            .store
+            .clinic(id)
+            .await?
+            .ok_or(StoreError::NotFound("clinic"))?)
+    }
+
+    pub async fn clinic_and_doctor(
+        &self,
+        clinic: &ClinicId,
+        doctor: &DoctorId,
+    ) -> Result<(Clinic, Doctor), BookingError> {
+        let clinic = self.clinic(clinic).await?;
+        let doctor = self
+            .store
+            .doctor(&clinic.id, doctor)
+            .await?
+            .ok_or(StoreError::NotFound("doctor"))?;
+        Ok((clinic, doctor))
+    }
+
+    pub async fn appointment(&self, id: &AppointmentId) -> Result<Appointment, BookingError> {
+        Ok(self
+            .store
+            .appointment(id)
+            .await?
+            .ok_or(StoreError::NotFound("appointment"))?)
+    }
+
+    pub async fn appointments(
+        &self,
+        filter: &AppointmentFilter,
+    ) -> Result<Vec<Appointment>, BookingError> {
+        Ok(self.store.appointments(filter).await?)
+    }
+
+    async fn taken(
+        &self,
+        clinic: &ClinicId,
+        doctor: &DoctorId,
+        date: NaiveDate,
+    ) -> Result<BTreeSet<u32>, BookingError> {
+        Ok(self
+            .store
+            .occupying(clinic, doctor, date)
+            .await?
+            .iter()
+            .map(|a| a.slot_index)
+            .collect())
+    }
+
+    pub async fn availability(
+        &self,
+        clinic: &ClinicId,
+        doctor: &DoctorId,
+        date: NaiveDate,
+    ) -> Result<Vec<SessionAvailability>, BookingError> {
+        let (clinic, doctor) = self.clinic_and_doctor(clinic, doctor).await?;
+        let schedule = doctor.day_schedule(date);
+        let taken = self.taken(&clinic.id, &doctor.id, date).await?;
+        let view = DayView {
+            clinic: &clinic,
+            schedule: &schedule,
+            now: self.now(),
+            taken: &taken,
+        };
+        Ok(schedule
+            .sessions
+            .iter()
+            .map(|s| SessionAvailability {
+                session_index: s.index,
+                from: s.from.format("%H:%M").to_string(),
+                to: s.to.format("%H:%M").to_string(),
+                slots: (0..s.slot_count)
+                    .map(|k| SlotAvailability {
+                        slot_index: s.slot(k).value(),
+                        time: s.start_of(k).format("%H:%M").to_string(),
+                        state: view.state(s, k),
+                        bookable: view.advance_refusal(s, k).is_none(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Advisory: would this advance booking succeed now? Writes nothing.
+    pub async fn validate(&self, req: &AdvanceRequest) -> Result<PlannedSlot, BookingError> {
+        let (clinic, doctor) = self
+            .clinic_and_doctor(&req.clinic_id, &req.doctor_id)
+            .await?;
+        let schedule = doctor.day_schedule(req.date);
+        let taken = self.taken(&clinic.id, &doctor.id, req.date).await?;
+        let view = DayView {
+            clinic: &clinic,
+            schedule: &schedule,
+            now: self.now(),
+            taken: &taken,
+        };
+        Ok(view.plan_advance(req.slot)?)
+    }
+
+    pub async fn book(
+        &self,
+        req: &AdvanceRequest,
+        key: Option<&IdempotencyRecord>,
+    ) -> Result<Booked, BookingError> {
+        self.idempotent(&req.clinic_id, key, |key| self.book_advance(req, key, None))
+            .await
+    }
+
+    pub async fn walk_in(
+        &self,
+        req: &WalkInRequest,
+        key: Option<&IdempotencyRecord>,
+    ) -> Result<Booked, BookingError> {
+        self.idempotent(&req.clinic_id, key, |key| self.book_walk_in(req, key))
+            .await
+    }
+
+    /// Moves an appointment to another date or slot of the same doctor: the new one
+    /// exists and the old one is Cancelled, or nothing changed.
+    pub async fn reschedule(
+        &self,
+        old: &Appointment,
+        date: NaiveDate,
+        slot: Option<SlotIndex>,
+    ) -> Result<Appointment, BookingError> {
+        if !old.status.is_occupying() {
+            return Err(StoreError::InvalidTransition {
+                from: old.status,
+                to: Status::Cancelled,
+            }
+            .into());
+        }
+        let req = AdvanceRequest {
+            clinic_id: old.clinic_id.clone(),
+            doctor_id: old.doctor_id.clone(),
+            date,
+            slot,
+            patient: Patient {
+                name: old.patient_name.clone(),
+                phone: old.patient_phone.clone(),
+                booked_via: old.booked_via.clone(),
+            },
+        };
+        self.book_advance(&req, None, Some(&old.id)).await
+    }
+
+    /// Cancels at once, freeing the slot. Cancelling a cancelled appointment is a
+    /// no-op that answers with it, so a retried cancel is harmless.
+    pub async fn cancel(&self, appointment: &Appointment) -> Result<Appointment, BookingError> {
+        if appointment.status == Status::Cancelled {
+            return Ok(appointment.clone());
+        }
+        self.set_status(appointment, Status::Cancelled).await
+    }
+
+    pub async fn set_status(
+        &self,
+        appointment: &Appointment,
+        to: Status,
+    ) -> Result<Appointment, BookingError> {
+        Ok(self
+            .store
+            .change_status(&appointment.id, to, self.now())
+            .await?)
+    }
+
+    async fn book_advance(
+        &self,
+        req: &AdvanceRequest,
+        key: Option<&IdempotencyRecord>,
+        replaces: Option<&AppointmentId>,
+    ) -> Result<Appointment, BookingError> {
+        let (clinic, doctor) = self
+            .clinic_and_doctor(&req.clinic_id, &req.doctor_id)
+            .await?;
+        let schedule = doctor.day_schedule(req.date);
+        let now = self.now();
+        let plan = |taken: &BTreeSet<u32>| {
+            DayView {
+                clinic: &clinic,
+                schedule: &schedule,
+                now,
+                taken,
+            }
+            .plan_advance(req.slot)
+        };
+        Ok(self
+            .store
+            .book(Booking {
+                id: AppointmentId::generate(),
+                clinic_id: &clinic.id,
+                doctor_id: &doctor.id,
+                date: req.date,
+                kind: Kind::Advance,
+                patient: &req.patient,
+                now,
+                replaces,
+                idempotency: key,
+                plan: &plan,
+            })
+            .await?)
+    }
+
+    async fn book_walk_in(
+        &self,
+        req: &WalkInRequest,
+        key: Option<&IdempotencyRecord>,
+    ) -> Result<Appointment, BookingError> {
+        let (clinic, doctor) = self
+            .clinic_and_doctor(&req.clinic_id, &req.doctor_id)
+            .await?;
+        let now = self.now();
+        let date = clinic.today(now);
+        let schedule = doctor.day_schedule(date);
+        let plan = |taken: &BTreeSet<u32>| {
+            DayView {
+                clinic: &clinic,
+                schedule: &schedule,
+                now,
+                taken,
+            }
+            .plan_walk_in(req.force)
+        };
+        Ok(self
+            .store
+            .book(Booking {
+                id: AppointmentId::generate(),
+                clinic_id: &clinic.id,
+                doctor_id: &doctor.id,
+                date,
+                kind: Kind::WalkIn,
+                patient: &req.patient,
+                now,
+                replaces: None,
+                idempotency: key,
+                plan: &plan,
+            })
+            .await?)
+    }
+
+    /// Runs `book` at most once per idempotency key. Requests with the same key in
+    /// this process wait for the first and replay its answer; across processes the
+    /// key's primary key decides, and the loser replays the winner's answer.
+    async fn idempotent<'a, F, Fut>(
+        &'a self,
+        clinic: &ClinicId,
+        key: Option<&'a IdempotencyRecord>,
+        book: F,
+    ) -> Result<Booked, BookingError>
+    where
+        F: FnOnce(Option<&'a IdempotencyRecord>) -> Fut,
+        Fut: std::future::Future<Output = Result<Appointment, BookingError>>,
+    {
+        let Some(key) = key else {
+            return book(None).await.map(Booked::Fresh);
+        };
+        let _turn = self
+            .key_locks
+            .wait_turn(&key.key_hash)
+            .await
+            .ok_or(BookingError::IdempotencyInFlight)?;
+        if let Some(stored) = self
+            .store
+            .idempotent_response(clinic, &key.key_hash)
+            .await?
+        {
+            return replay(stored, key);
+        }
+        match book(Some(key)).await {
+            Err(BookingError::Store(StoreError::IdempotencyKeyUsed)) => {
+                let stored = self
+                    .store
+                    .idempotent_response(clinic, &key.key_hash)
+                    .await?
+                    .ok_or(BookingError::IdempotencyInFlight)?;
+                replay(stored, key)
+            }
+            other => other.map(Booked::Fresh),
+        }
+    }
+
+    /// Drops idempotency keys older than `keep` (they are kept at least 24 hours).
+    pub async fn forget_idempotency_keys(
+        &self,
+        keep: chrono::Duration,
+    ) -> Result<u64, BookingError> {
+        Ok(self
+            .store
+            .forget_idempotency_keys(self.now() - keep)
+            .await?)
+    }
+}
+
+fn replay(stored: StoredResponse, key: &IdempotencyRecord) -> Result<Booked, BookingError> {
+    if stored.request_hash == key.request_hash {
+        Ok(Booked::Replayed(stored))
+    } else {
+        Err(BookingError::IdempotencyKeyReused)
+    }
+}

@@ -1,0 +1,36 @@
+//! The clinic's rules as pure types and functions: identifiers, clinics and their
+//! booking policy, doctors' schedules and slot arithmetic, tokens, statuses.
+//! Nothing here does I/O or reads a clock: "now" is always a parameter.
+
+pub mod appointment;
+pub mod clinic;
+pub mod ids;
+pub mod schedule;
+pub mod status;
+pub mod text;
+pub mod token;
+
+pub use appointment::{Appointment, Kind, Patient};
+pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
+pub use ids::{AppointmentId, ClinicId, DoctorId};
+pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
+pub use status::Status;
+pub use token::Token;
+
+/// A value from outside that is not acceptable, naming the field it came from so the
+/// caller can be told exactly what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Handlers, one module per resource. Each parses its input into domain types,
+//! asks `Principal::may`, and calls the booking service.
+
+pub mod appointments;
+pub mod clinics;

@@ -1,0 +1,116 @@
+//! Turning requests into checked values: JSON bodies (400 when not JSON, 422 naming
+//! the field when a value has the wrong type), bearer keys, query strings.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{authenticate, Principal};
+use crate::domain::FieldError;
+
+/// A JSON body: the typed value and the parsed document (for idempotency hashes).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub document: serde_json::Value,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("The body is larger than {} bytes.", super::BODY_LIMIT_BYTES),
+                )
+            } else {
+                ApiError::malformed(format!("The body could not be read: {rejection}."))
+            }
+        })?;
+        let document: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::malformed(format!("The body is not valid JSON: {e}.")))?;
+        if !document.is_object() {
+            return Err(ApiError::malformed("The body must be a JSON object."));
+        }
+        let value = serde_path_to_error::deserialize(&document).map_err(|e| {
+            let field = e.path().to_string();
+            FieldError::new(field, type_message(&e.into_inner().to_string()))
+        })?;
+        Ok(Self { value, document })
+    }
+}
+
+/// serde's "invalid type: string \"x\", expected u32" without serde's jargon.
+fn type_message(serde_message: &str) -> String {
+    match serde_message.split_once(", expected ") {
+        Some((found, expected)) => format!(
+            "has the wrong type ({}); expected {}",
+            found
+                .trim_start_matches("invalid type: ")
+                .trim_start_matches("invalid value: "),
+            expected
+        ),
+        None => serde_message.to_owned(),
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        authenticate(state.bookings.store(), token.trim())
+            .await?
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// Query parameters, as text; handlers parse each into its domain type.
+pub struct QueryParams(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(QueryParams)
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_query",
+                    "The query string is malformed.",
+                )
+            })
+    }
+}
+
+impl QueryParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, FieldError> {
+        self.get(name)
+            .ok_or_else(|| FieldError::new(name, "is required"))
+    }
+}
+
+/// A required body field, or a 422 naming it.
+pub fn required<T>(field: &str, value: Option<T>) -> Result<T, FieldError> {
+    value.ok_or_else(|| FieldError::new(field, "is required"))
+}

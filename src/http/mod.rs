@@ -1,0 +1,136 @@
+//! The JSON API on axum: routes, shared state, and `serve`, which runs on an
+//! already-bound listener (port 0 in tests) until the shutdown signal, letting
+//! in-flight requests finish.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::booking::Bookings;
+
+pub mod api;
+pub mod error;
+pub mod extract;
+
+use error::ApiError;
+
+/// Largest request body accepted; a booking is a few hundred bytes.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// Requests handled at once before new ones are turned away with 503.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bookings: Arc<Bookings>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(bookings: Arc<Bookings>) -> Self {
+        Self {
+            bookings,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    use api::{appointments, clinics};
+    let v1 = Router::new()
+        .route("/clinics", post(clinics::create_clinic))
+        .route(
+            "/clinics/{clinic_id}",
+            get(clinics::get_clinic).put(clinics::update_clinic),
+        )
+        .route("/clinics/{clinic_id}/doctors", post(clinics::create_doctor))
+        .route(
+            "/clinics/{clinic_id}/doctors/{doctor_id}",
+            get(clinics::get_doctor).put(clinics::update_doctor),
+        )
+        .route(
+            "/clinics/{clinic_id}/doctors/{doctor_id}/availability",
+            get(appointments::availability),
+        )
+        .route(
+            "/appointments",
+            post(appointments::book).get(appointments::list),
+        )
+        .route("/appointments/validate", post(appointments::validate))
+        .route("/appointments/walk-in", post(appointments::walk_in))
+        .route("/appointments/{id}", get(appointments::get))
+        .route("/appointments/{id}/status", post(appointments::set_status))
+        .route("/appointments/{id}/cancel", post(appointments::cancel))
+        .route(
+            "/appointments/{id}/reschedule",
+            post(appointments::reschedule),
+        );
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/book-appointment", post(appointments::book))
+        .nest("/api/v1", v1)
+        .fallback(|| async { ApiError::not_found_route() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This endpoint does not take that method.",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Something went wrong on our side. It has been logged; please retry.",
+            )
+            .into_response()
+        }))
+        .with_state(state)
+}
+
+/// Past `MAX_IN_FLIGHT` concurrent requests, answer 503 at once rather than queue
+/// without bound.
+async fn shed_load(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "The server is at capacity; retry shortly.",
+        )
+        .into_response(),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.bookings.store();
+    store.ping().await?;
+    Ok(Json(json!({
+        "status": "ok",
+        "store": store.backend(),
+        "counters": store.counters().snapshot(),
+    })))
+}
+
+/// Serves the API on `listener` until `shutdown` completes; requests under way then
+/// are finished before this returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,21 @@
+//! slotguard: a clinic appointment and token service that cannot give two patients
+//! the same slot or the same token.
+//!
+//! - [`domain`]: the clinic's vocabulary and arithmetic (slots, tokens, statuses), pure.
+//! - [`booking`]: the booking rules and the intent of each write (idempotency, retries).
+//! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations; the
+//!   invariants are the migrations' unique indexes.
+//! - [`auth`]: API keys, roles and clinic scope.
+//! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
+//! - [`cli`]: the `slotguard` command line and `serve`.
+//! - [`demo`]: the demo clinic `serve --demo` seeds.
+//! - [`clock`]: "what time is it", injectable so tests can stand at any hour.
+
+pub mod auth;
+pub mod booking;
+pub mod cli;
+pub mod clock;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod store;

@@ -1,0 +1,38 @@
+//! `slotguard`: parse the command line, start logging, dispatch.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let cli = match slotguard::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // One line: what was wrong. `--help` has the rest.
+            let rendered = e.render().to_string();
+            eprintln!(
+                "{} (see --help)",
+                rendered.lines().next().unwrap_or("invalid arguments")
+            );
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SLOTGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = slotguard::cli::run(cli).await {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

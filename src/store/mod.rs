@@ -1,0 +1,251 @@
+//! Persistence: one `Store` trait with one method per use case, implemented for the
+//! embedded SQLite default and for PostgreSQL. The invariants of SPEC.md live in the
+//! migrations (`migrations/{sqlite,postgres}`), not here: code picks a slot, the
+//! partial unique indexes make sure no second occupant can ever commit.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::booking::rules::{PlannedSlot, Refusal};
+use crate::domain::{
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, Status,
+};
+
+mod codec;
+pub mod postgres;
+pub mod sqlite;
+
+pub use sqlite::SqliteSync;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("an appointment that is {from} cannot become {to}")]
+    InvalidTransition { from: Status, to: Status },
+    /// A concurrent change got there first.
+    #[error("{0}")]
+    Changed(&'static str),
+    /// The idempotency key was stored by a concurrent request first.
+    #[error("idempotency key already used")]
+    IdempotencyKeyUsed,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is unreadable: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL: {0}")]
+    BadUrl(String),
+}
+
+/// Which engine is behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How often the store had to retry or refuse, for the metrics to come.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bookings: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CountersSnapshot {
+    pub bookings: u64,
+    pub conflicts: u64,
+    pub retries: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            bookings: self.bookings.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn record(&self, outcome: &Result<Appointment, StoreError>) {
+        let counter = match outcome {
+            Ok(_) => &self.bookings,
+            Err(StoreError::Refused(Refusal::SlotTaken | Refusal::TokenTaken)) => &self.conflicts,
+            Err(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Decides the slot once the day's occupied slots are known, inside the transaction.
+pub type Planner<'a> = &'a (dyn Fn(&BTreeSet<u32>) -> Result<PlannedSlot, Refusal> + Send + Sync);
+
+/// One booking to commit: a new appointment, or a reschedule that cancels
+/// `replaces` in the same transaction.
+pub struct Booking<'a> {
+    pub id: AppointmentId,
+    pub clinic_id: &'a ClinicId,
+    pub doctor_id: &'a DoctorId,
+    pub date: NaiveDate,
+    pub kind: Kind,
+    pub patient: &'a Patient,
+    pub now: DateTime<Utc>,
+    pub replaces: Option<&'a AppointmentId>,
+    pub idempotency: Option<&'a IdempotencyRecord>,
+    pub plan: Planner<'a>,
+}
+
+/// The idempotency key of a booking request, stored with its response in the
+/// booking's own transaction.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub key_hash: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AppointmentFilter {
+    pub clinic_id: Option<ClinicId>,
+    pub doctor_id: Option<DoctorId>,
+    pub date: Option<NaiveDate>,
+    pub status: Option<Status>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Clinic,
+    Booking,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Clinic => "clinic",
+            Role::Booking => "booking",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Role::Admin, Role::Clinic, Role::Booking]
+            .into_iter()
+            .find(|r| r.as_str() == raw)
+    }
+}
+
+/// An API key as stored: only a hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub role: Role,
+    pub clinics: Vec<ClinicId>,
+    #[serde(skip)]
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    fn backend(&self) -> Backend;
+    fn counters(&self) -> &Counters;
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn insert_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn update_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn clinic(&self, id: &ClinicId) -> Result<Option<Clinic>, StoreError>;
+
+    async fn insert_doctor(&self, doctor: &Doctor, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn update_doctor(&self, doctor: &Doctor, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn doctor(&self, clinic: &ClinicId, id: &DoctorId) -> Result<Option<Doctor>, StoreError>;
+
+    /// Commits a booking atomically: the slot chosen by `plan`, its token, the
+    /// cancellation of a replaced appointment and the idempotency record, or nothing.
+    async fn book(&self, booking: Booking<'_>) -> Result<Appointment, StoreError>;
+    async fn change_status(
+        &self,
+        id: &AppointmentId,
+        to: Status,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError>;
+    async fn appointment(&self, id: &AppointmentId) -> Result<Option<Appointment>, StoreError>;
+    async fn appointments(
+        &self,
+        filter: &AppointmentFilter,
+    ) -> Result<Vec<Appointment>, StoreError>;
+    /// Occupying appointments of one doctor-day, by slot: what availability shows and
+    /// what duplicate detection will check.
+    async fn occupying(
+        &self,
+        clinic: &ClinicId,
+        doctor: &DoctorId,
+        date: NaiveDate,
+    ) -> Result<Vec<Appointment>, StoreError>;
+
+    async fn idempotent_response(
+        &self,
+        clinic: &ClinicId,
+        key_hash: &str,
+    ) -> Result<Option<StoredResponse>, StoreError>;
+    async fn forget_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+/// Opens (creating and migrating) the store a URL names: `postgres://…` or
+/// `postgresql://…` for PostgreSQL, `sqlite:…` or a plain file path for SQLite.
+pub async fn open(url: &str, sync: SqliteSync) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresStore::open(url).await?))
+    } else {
+        Ok(Box::new(sqlite::SqliteStore::open(url, sync).await?))
+    }
+}
+
+/// Builds a migrator from migrations embedded in the binary (`include_str!`), so a
+/// fresh machine needs nothing but the executable.
+fn migrator(sources: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator {
+        migrations: sources
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into(),
+                    false,
+                )
+            })
+            .collect::<Vec<_>>()
+            .into(),
+        ..Migrator::DEFAULT
+    }
+}

@@ -1,0 +1,109 @@
+//! The production store: PostgreSQL at READ COMMITTED, several `slotguard serve`
+//! processes may share it. Bookings of one doctor-day take that day's row lock in
+//! `booking_days` first; the partial unique indexes remain the guard. Serialization
+//! failures and deadlocks are retried a bounded number of times with jittered backoff.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use super::codec::{book_in_transaction, impl_store, APPOINTMENT_COLUMNS};
+use super::{
+    ApiKeyRecord, AppointmentFilter, Backend, Booking, Counters, StoreError, StoredResponse,
+};
+use crate::domain::schedule::days_off_to_json;
+use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
+
+/// Attempts per booking when PostgreSQL reports a serialization failure or deadlock.
+const MAX_ATTEMPTS: u32 = 6;
+
+pub struct PostgresStore {
+    writer: PgPool,
+    reader: PgPool,
+    counters: Counters,
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    super::migrator(&[(
+        1,
+        "booking core",
+        include_str!("../../migrations/postgres/0001_booking_core.sql"),
+    )])
+}
+
+const LOCK_DOCTOR_DAY: &str = "INSERT INTO booking_days (clinic_id, doctor_id, date, bookings) \
+    VALUES ($1, $2, $3, 1) ON CONFLICT (clinic_id, doctor_id, date) \
+    DO UPDATE SET bookings = booking_days.bookings + 1";
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        // sqlx takes an advisory lock while migrating, so two processes starting
+        // together apply each migration once.
+        migrator().run(&pool).await?;
+        Ok(Self {
+            reader: pool.clone(),
+            writer: pool,
+            counters: Counters::default(),
+        })
+    }
+
+    const LOCK_ROW: &'static str = " FOR UPDATE";
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    async fn book_once(&self, b: &Booking<'_>) -> Result<Appointment, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(LOCK_DOCTOR_DAY)
+            .bind(b.clinic_id.as_str())
+            .bind(b.doctor_id.as_str())
+            .bind(b.date)
+            .execute(&mut *tx)
+            .await?;
+        let appointment = book_in_transaction!(tx, b);
+        tx.commit().await?;
+        Ok(appointment)
+    }
+
+    /// Runs the booking, again when PostgreSQL rolled it back for a serialization
+    /// failure or deadlock, with jittered exponential backoff.
+    async fn book_committed(&self, booking: &Booking<'_>) -> Result<Appointment, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let outcome = self.book_once(booking).await;
+            match outcome {
+                Err(ref e) if attempt < MAX_ATTEMPTS && is_retryable(e) => {
+                    self.counters
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let ceiling_ms = 5u64 << attempt;
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=ceiling_ms))).await;
+                    attempt += 1;
+                }
+                _ => return outcome,
+            }
+        }
+    }
+}
+
+/// Serialization failure or deadlock: the transaction was rolled back and may simply
+/// be run again.
+fn is_retryable(err: &StoreError) -> bool {
+    let StoreError::Database(e) = err else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
+impl_store!(PostgresStore, Backend::Postgres);
