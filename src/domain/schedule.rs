@@ -77,15 +77,18 @@ impl WeeklyAvailability {
         let object = raw.as_object().ok_or_else(|| {
             FieldError::new(field, "must be an object keyed by weekday (mon … sun)")
         })?;
+        if let Some(key) = object.keys().find(|k| !WEEKDAY_KEYS.contains(&k.as_str())) {
+            return Err(FieldError::new(
+                format!("{field}.{key}"),
+                "is not a weekday; use mon, tue, wed, thu, fri, sat or sun",
+            ));
+        }
         let mut availability = Self::default();
-        for (key, sessions) in object {
+        for (day, key) in WEEKDAY_KEYS.iter().enumerate() {
+            let Some(sessions) = object.get(*key) else {
+                continue;
+            };
             let day_field = format!("{field}.{key}");
-            let day = WEEKDAY_KEYS.iter().position(|k| k == key).ok_or_else(|| {
-                FieldError::new(
-                    &day_field,
-                    "is not a weekday; use mon, tue, wed, thu, fri, sat or sun",
-                )
-            })?;
             let list = sessions
                 .as_array()
                 .ok_or_else(|| FieldError::new(&day_field, "must be a list of sessions"))?;

@@ -48,16 +48,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 /// serde's "invalid type: string \"x\", expected u32" without serde's jargon.
 fn type_message(serde_message: &str) -> String {
-    match serde_message.split_once(", expected ") {
-        Some((found, expected)) => format!(
-            "has the wrong type ({}); expected {}",
-            found
-                .trim_start_matches("invalid type: ")
-                .trim_start_matches("invalid value: "),
-            expected
-        ),
-        None => serde_message.to_owned(),
-    }
+    let Some((found, expected)) = serde_message.split_once(", expected ") else {
+        return serde_message.to_owned();
+    };
+    let expected = match expected {
+        "i64" | "u32" | "u64" | "i32" => "a whole number",
+        "f64" => "a number",
+        other => other,
+    };
+    let found = found
+        .trim_start_matches("invalid type: ")
+        .trim_start_matches("invalid value: ");
+    format!("has the wrong type ({found}); expected {expected}")
 }
 
 impl FromRequestParts<AppState> for Principal {

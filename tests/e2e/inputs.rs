@@ -1,0 +1,650 @@
+//! Bad input gets the documented 4xx with an actionable message and changes nothing;
+//! keys are held to their role and clinic.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slotguard::store::Role;
+
+use crate::support::*;
+
+const CLINIC: &str = "kochi";
+
+fn booking(extra: Value) -> Value {
+    let mut body = json!({"clinicId": CLINIC, "doctorId": "dr-asha", "date": DAY, "slotIndex": 5, "patientName": "Anu"});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            body.as_object_mut().unwrap().remove(k);
+        } else {
+            body[k] = v.clone();
+        }
+    }
+    body
+}
+
+/// One row of the table: what is sent and what must come back.
+struct Case {
+    what: &'static str,
+    method: Method,
+    path: String,
+    key: Option<String>,
+    body: Option<String>,
+    headers: Vec<(&'static str, String)>,
+    status: u16,
+    code: &'static str,
+    field: Option<&'static str>,
+}
+
+fn case(
+    what: &'static str,
+    path: &str,
+    body: Value,
+    status: u16,
+    code: &'static str,
+    field: Option<&'static str>,
+) -> Case {
+    Case {
+        what,
+        method: Method::POST,
+        path: path.to_owned(),
+        key: None,
+        body: Some(body.to_string()),
+        headers: vec![],
+        status,
+        code,
+        field,
+    }
+}
+
+fn raw(what: &'static str, body: &str, status: u16, code: &'static str) -> Case {
+    Case {
+        body: Some(body.to_owned()),
+        ..case(what, "/api/v1/appointments", json!({}), status, code, None)
+    }
+}
+
+const BOOK: &str = "/api/v1/appointments";
+
+pub async fn bad_inputs_get_the_documented_4xx_and_change_nothing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    app.post("/api/v1/clinics", json!({"id": "other", "name": "Other"}))
+        .await;
+    app.post(
+        "/api/v1/clinics",
+        json!({"id": "strict", "name": "Strict", "minLeadMinutes": 240}),
+    )
+    .await;
+    app.post(
+        "/api/v1/clinics/strict/doctors",
+        doctor_body("dr-asha", 10, json!([{"from": "09:00", "to": "13:00"}])),
+    )
+    .await;
+    let taken = app.post(BOOK, booking(json!({"slotIndex": 7}))).await;
+    let taken_id = taken.body["id"].as_str().unwrap().to_owned();
+    let booking_app = app.key(Role::Booking, &[]).await;
+    let other_staff = app.key(Role::Clinic, &["other"]).await;
+
+    let mut cases = vec![
+        raw("malformed JSON", "{\"clinicId\": ", 400, "malformed_body"),
+        raw("not an object", "[1, 2]", 400, "malformed_body"),
+        raw("empty body", "", 400, "malformed_body"),
+        case(
+            "slotIndex as a string",
+            BOOK,
+            booking(json!({"slotIndex": "5"})),
+            422,
+            "invalid_field",
+            Some("slotIndex"),
+        ),
+        case(
+            "slotIndex as a fraction",
+            BOOK,
+            booking(json!({"slotIndex": 5.5})),
+            422,
+            "invalid_field",
+            Some("slotIndex"),
+        ),
+        case(
+            "patientName as a number",
+            BOOK,
+            booking(json!({"patientName": 42})),
+            422,
+            "invalid_field",
+            Some("patientName"),
+        ),
+        case(
+            "missing patientName",
+            BOOK,
+            booking(json!({"patientName": null})),
+            422,
+            "invalid_field",
+            Some("patientName"),
+        ),
+        case(
+            "missing clinicId",
+            BOOK,
+            booking(json!({"clinicId": null})),
+            422,
+            "invalid_field",
+            Some("clinicId"),
+        ),
+        case(
+            "missing date",
+            BOOK,
+            booking(json!({"date": null})),
+            422,
+            "invalid_field",
+            Some("date"),
+        ),
+        case(
+            "negative slot",
+            BOOK,
+            booking(json!({"slotIndex": -1})),
+            422,
+            "invalid_field",
+            Some("slotIndex"),
+        ),
+        case(
+            "slot past the session",
+            BOOK,
+            booking(json!({"slotIndex": 24})),
+            422,
+            "slot_out_of_range",
+            Some("slotIndex"),
+        ),
+        case(
+            "slot of a session that does not exist",
+            BOOK,
+            booking(json!({"slotIndex": 1000})),
+            422,
+            "slot_out_of_range",
+            Some("slotIndex"),
+        ),
+        case(
+            "absurd slot",
+            BOOK,
+            booking(json!({"slotIndex": 9_999_999_999_i64})),
+            422,
+            "invalid_field",
+            Some("slotIndex"),
+        ),
+        case(
+            "past date",
+            BOOK,
+            booking(json!({"date": "2026-11-30"})),
+            422,
+            "date_in_past",
+            Some("date"),
+        ),
+        case(
+            "impossible date",
+            BOOK,
+            booking(json!({"date": "2026-02-30"})),
+            422,
+            "invalid_field",
+            Some("date"),
+        ),
+        case(
+            "date in another format",
+            BOOK,
+            booking(json!({"date": "1 December 2026"})),
+            422,
+            "invalid_field",
+            Some("date"),
+        ),
+        case(
+            "date years ahead",
+            BOOK,
+            booking(json!({"date": "2031-01-01"})),
+            422,
+            "date_too_far",
+            Some("date"),
+        ),
+        case(
+            "unknown clinic",
+            BOOK,
+            booking(json!({"clinicId": "nowhere"})),
+            404,
+            "clinic_not_found",
+            None,
+        ),
+        case(
+            "unknown doctor",
+            BOOK,
+            booking(json!({"doctorId": "dr-nobody"})),
+            404,
+            "doctor_not_found",
+            None,
+        ),
+        case(
+            "reserved walk-in slot",
+            BOOK,
+            booking(json!({"slotIndex": 21})),
+            409,
+            "slot_reserved_walk_in",
+            Some("slotIndex"),
+        ),
+        case(
+            "slot inside the lead time",
+            BOOK,
+            booking(json!({"clinicId": "strict", "slotIndex": 0})),
+            422,
+            "slot_too_soon",
+            Some("slotIndex"),
+        ),
+        case(
+            "taken slot",
+            BOOK,
+            booking(json!({"slotIndex": 7})),
+            409,
+            "slot_taken",
+            None,
+        ),
+        case(
+            "path tricks in clinicId",
+            BOOK,
+            booking(json!({"clinicId": "../../etc/passwd"})),
+            422,
+            "invalid_field",
+            Some("clinicId"),
+        ),
+        case(
+            "SQL in doctorId",
+            BOOK,
+            booking(json!({"doctorId": "x' OR '1'='1"})),
+            422,
+            "invalid_field",
+            Some("doctorId"),
+        ),
+        case(
+            "NUL in a name",
+            BOOK,
+            booking(json!({"patientName": "An\u{0}u"})),
+            422,
+            "invalid_field",
+            Some("patientName"),
+        ),
+        case(
+            "name of 10 000 characters",
+            BOOK,
+            booking(json!({"patientName": "x".repeat(10_000)})),
+            422,
+            "invalid_field",
+            Some("patientName"),
+        ),
+        case(
+            "blank name",
+            BOOK,
+            booking(json!({"patientName": "   "})),
+            422,
+            "invalid_field",
+            Some("patientName"),
+        ),
+        case(
+            "phone that is not one",
+            BOOK,
+            booking(json!({"patientPhone": "call me"})),
+            422,
+            "invalid_field",
+            Some("patientPhone"),
+        ),
+        case(
+            "oversized body",
+            BOOK,
+            booking(json!({"patientName": "x".repeat(100_000)})),
+            413,
+            "body_too_large",
+            None,
+        ),
+        case(
+            "unknown status",
+            &format!("{BOOK}/{taken_id}/status"),
+            json!({"status": "Done"}),
+            422,
+            "invalid_field",
+            Some("status"),
+        ),
+        case(
+            "appointment id that is no id",
+            &format!("{BOOK}/42/cancel"),
+            json!({}),
+            422,
+            "invalid_field",
+            Some("id"),
+        ),
+        case(
+            "unknown appointment",
+            &format!("{BOOK}/{}/cancel", uuid::Uuid::new_v4()),
+            json!({}),
+            404,
+            "appointment_not_found",
+            None,
+        ),
+        case(
+            "clinic with a made-up time zone",
+            "/api/v1/clinics",
+            json!({"id": "c2", "name": "C", "timezone": "Mars/Olympus"}),
+            422,
+            "invalid_field",
+            Some("timezone"),
+        ),
+        case(
+            "reserve ratio above 1",
+            "/api/v1/clinics",
+            json!({"id": "c2", "name": "C", "walkInReserveRatio": 2}),
+            422,
+            "invalid_field",
+            Some("walkInReserveRatio"),
+        ),
+        case(
+            "clinic id taken",
+            "/api/v1/clinics",
+            json!({"id": CLINIC, "name": "Again"}),
+            409,
+            "already_exists",
+            Some("id"),
+        ),
+        case(
+            "overlapping sessions",
+            "/api/v1/clinics/kochi/doctors",
+            doctor_body(
+                "dr-b",
+                10,
+                json!([{"from": "09:00", "to": "12:00"}, {"from": "11:00", "to": "13:00"}]),
+            ),
+            422,
+            "invalid_field",
+            Some("availability.mon"),
+        ),
+        case(
+            "walk-in for an unknown doctor",
+            "/api/v1/appointments/walk-in",
+            json!({"clinicId": CLINIC, "doctorId": "dr-x", "patientName": "A"}),
+            404,
+            "doctor_not_found",
+            None,
+        ),
+        Case {
+            headers: vec![("Idempotency-Key", "k".repeat(300))],
+            ..case(
+                "idempotency key too long",
+                BOOK,
+                booking(json!({})),
+                422,
+                "invalid_field",
+                Some("Idempotency-Key"),
+            )
+        },
+        Case {
+            key: Some(String::new()),
+            ..case(
+                "no key",
+                BOOK,
+                booking(json!({"slotIndex": 6})),
+                401,
+                "unauthorized",
+                None,
+            )
+        },
+        Case {
+            key: Some("sg_nope_nope".into()),
+            ..case(
+                "unknown key",
+                BOOK,
+                booking(json!({"slotIndex": 6})),
+                401,
+                "unauthorized",
+                None,
+            )
+        },
+        Case {
+            key: Some(booking_app.clone()),
+            ..case(
+                "wrong role",
+                "/api/v1/clinics",
+                json!({"id": "c3", "name": "C"}),
+                403,
+                "forbidden",
+                None,
+            )
+        },
+        Case {
+            key: Some(other_staff.clone()),
+            ..case(
+                "other clinic's key",
+                BOOK,
+                booking(json!({"slotIndex": 6})),
+                403,
+                "forbidden",
+                None,
+            )
+        },
+        Case {
+            key: Some(other_staff.clone()),
+            ..case(
+                "other clinic's appointment",
+                &format!("{BOOK}/{taken_id}/cancel"),
+                json!({}),
+                403,
+                "forbidden",
+                None,
+            )
+        },
+        Case {
+            method: Method::GET,
+            body: None,
+            ..case(
+                "availability without a date",
+                "/api/v1/clinics/kochi/doctors/dr-asha/availability",
+                json!({}),
+                422,
+                "invalid_field",
+                Some("date"),
+            )
+        },
+        Case {
+            method: Method::GET,
+            body: None,
+            ..case(
+                "list with limit 0",
+                "/api/v1/appointments?limit=0",
+                json!({}),
+                422,
+                "invalid_field",
+                Some("limit"),
+            )
+        },
+        Case {
+            method: Method::GET,
+            body: None,
+            ..case(
+                "unknown route",
+                "/api/v1/nothing-here",
+                json!({}),
+                404,
+                "not_found",
+                None,
+            )
+        },
+        Case {
+            method: Method::DELETE,
+            body: None,
+            ..case(
+                "wrong method",
+                BOOK,
+                json!({}),
+                405,
+                "method_not_allowed",
+                None,
+            )
+        },
+    ];
+    for c in &mut cases {
+        if c.key.is_none() {
+            c.key = Some(app.admin_key.clone());
+        }
+    }
+
+    let before = app.row_counts().await;
+    for c in cases {
+        let mut request = app
+            .client
+            .request(c.method.clone(), app.url(&c.path))
+            .header("content-type", "application/json");
+        if let Some(key) = c.key.as_deref().filter(|k| !k.is_empty()) {
+            request = request.bearer_auth(key);
+        }
+        for (name, value) in &c.headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = c.body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let reply: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status.as_u16(), c.status, "{}: {reply}", c.what);
+        assert_eq!(reply["error"]["code"], c.code, "{}: {reply}", c.what);
+        let message = reply["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.len() > 10,
+            "{}: a person needs a message, got {reply}",
+            c.what
+        );
+        if let Some(field) = c.field {
+            assert_eq!(
+                reply["error"]["details"]["field"], field,
+                "{}: {reply}",
+                c.what
+            );
+        }
+    }
+    assert_eq!(
+        app.row_counts().await,
+        before,
+        "refused requests left rows behind"
+    );
+
+    let hostile = "Robert'); DROP TABLE appointments;-- <script>alert(1)</script> \u{202e}";
+    let stored = app
+        .post(
+            BOOK,
+            booking(json!({"slotIndex": 8, "patientName": hostile})),
+        )
+        .await;
+    assert_eq!(
+        stored.status,
+        StatusCode::CREATED,
+        "odd but printable names are a patient's business"
+    );
+    assert_eq!(
+        app.get(&format!("{BOOK}/{}", stored.body["id"].as_str().unwrap()))
+            .await
+            .body["patientName"],
+        hostile
+    );
+}
+
+pub async fn keys_are_held_to_their_role_and_clinic(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    app.post("/api/v1/clinics", json!({"id": "other", "name": "Other"}))
+        .await;
+    let staff = app.key(Role::Clinic, &[CLINIC]).await;
+    let kiosk = app.key(Role::Booking, &[CLINIC]).await;
+    let elsewhere = app.key(Role::Booking, &["other"]).await;
+
+    let booked = app.post_as(&kiosk, BOOK, booking(json!({}))).await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{}", booked.text);
+    assert_eq!(
+        app.post_as(&elsewhere, BOOK, booking(json!({"slotIndex": 6})))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let list = send(
+        &app.client,
+        Method::GET,
+        &app.url(&format!("{BOOK}?clinicId={CLINIC}")),
+        Some(&kiosk),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        list.status,
+        StatusCode::FORBIDDEN,
+        "a patient app may not list other patients"
+    );
+    let list = send(
+        &app.client,
+        Method::GET,
+        &app.url(&format!("{BOOK}?clinicId={CLINIC}")),
+        Some(&staff),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(list.body["appointments"].as_array().map(Vec::len), Some(1));
+    let everything = send(
+        &app.client,
+        Method::GET,
+        &app.url(BOOK),
+        Some(&staff),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        everything.status,
+        StatusCode::FORBIDDEN,
+        "staff list their own clinic only"
+    );
+
+    let id = booked.body["id"].as_str().unwrap();
+    let confirm = app
+        .post_as(
+            &kiosk,
+            &format!("{BOOK}/{id}/status"),
+            json!({"status": "Confirmed"}),
+        )
+        .await;
+    assert_eq!(
+        confirm.status,
+        StatusCode::FORBIDDEN,
+        "status changes are the clinic's"
+    );
+    let confirm = app
+        .post_as(
+            &staff,
+            &format!("{BOOK}/{id}/status"),
+            json!({"status": "Confirmed"}),
+        )
+        .await;
+    assert_eq!(confirm.body["status"], "Confirmed");
+    let cancel = app
+        .post_as(&kiosk, &format!("{BOOK}/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancel.body["status"], "Cancelled");
+
+    let store = slotguard::store::open(&app.db.url, slotguard::store::SqliteSync::Full)
+        .await
+        .unwrap();
+    let kiosk_id = kiosk.split('_').nth(1).unwrap();
+    assert!(store
+        .revoke_api_key(kiosk_id, chrono::Utc::now())
+        .await
+        .unwrap());
+    assert_eq!(
+        app.post_as(&kiosk, BOOK, booking(json!({"slotIndex": 9})))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,0 +1,60 @@
+//! End-to-end tests: a real server on port 0 over a real database per test. Every
+//! story in `stories!` runs once on SQLite and once on PostgreSQL.
+
+mod support;
+
+mod booking;
+mod inputs;
+mod processes;
+
+/// Runs each listed story on both stores: `sqlite::name` and `postgres::name`.
+macro_rules! stories {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+stories! {
+    booking::two_patients_racing_for_slot_5_get_one_booking,
+    booking::two_hundred_concurrent_bookings_of_one_slot_have_one_winner,
+    booking::a_hundred_concurrent_walk_ins_get_distinct_slots_and_tokens_101_to_200,
+    booking::walk_ins_and_advance_bookings_racing_over_one_session_keep_the_invariants,
+    booking::fifty_requests_with_one_idempotency_key_make_one_appointment,
+    booking::an_idempotency_key_reused_with_another_body_is_refused,
+    booking::cancel_frees_the_slot_at_once_and_walk_in_tokens_are_not_reissued,
+    booking::no_show_frees_the_slot_but_every_occupying_status_holds_it,
+    booking::reschedule_moves_the_booking_or_changes_nothing,
+    booking::earliest_bookable_slot_skips_taken_reserved_and_too_soon_slots,
+    booking::availability_shows_taken_reserved_and_past_slots,
+    booking::validate_answers_without_writing,
+    booking::a_forced_walk_in_goes_after_the_last_slot,
+    inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
+    inputs::keys_are_held_to_their_role_and_clinic,
+    processes::a_server_killed_after_answering_201_loses_none_of_them,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_serve_processes_on_one_postgresql_never_double_book() {
+    processes::two_serve_processes_on_one_database_never_double_book(support::Backend::Postgres)
+        .await
+}
+
+#[test]
+fn keys_create_prints_only_the_key_and_bad_flags_exit_2() {
+    processes::keys_create_prints_only_the_key_and_bad_flags_exit_2()
+}

@@ -1,0 +1,245 @@
+//! Stories that need real `slotguard` processes: a crash by SIGKILL, two servers on
+//! one database, and the command line itself. These use the real clock, so they
+//! book a week ahead on a doctor who works every day.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slotguard::domain::Clinic;
+
+use crate::support::*;
+
+const CLINIC: &str = "kochi";
+
+fn a_week_ahead() -> String {
+    (Utc::now()
+        .with_timezone(&Clinic::DEFAULT_TIMEZONE)
+        .date_naive()
+        + chrono::Duration::days(7))
+    .to_string()
+}
+
+async fn post(client: &reqwest::Client, base: &str, key: &str, path: &str, body: Value) -> Reply {
+    send(
+        client,
+        Method::POST,
+        &format!("{base}{path}"),
+        Some(key),
+        Some(&body),
+        &[],
+    )
+    .await
+}
+
+async fn set_up_clinic(client: &reqwest::Client, base: &str, key: &str) {
+    let made = post(
+        client,
+        base,
+        key,
+        "/api/v1/clinics",
+        json!({"id": CLINIC, "name": "Test Clinic"}),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let made = post(
+        client,
+        base,
+        key,
+        &format!("/api/v1/clinics/{CLINIC}/doctors"),
+        doctor_body("dr-asha", 10, json!([{"from": "08:00", "to": "20:00"}])),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+}
+
+pub async fn a_server_killed_after_answering_201_loses_none_of_them(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let key = admin_key_for(&db.url).await;
+    let client = client();
+    let server = ServerProcess::start(&db.url).await;
+    set_up_clinic(&client, &server.base, &key).await;
+    let date = a_week_ahead();
+
+    let mut tasks = Vec::new();
+    for slot in 0..40 {
+        let (client, base, key, date) = (
+            client.clone(),
+            server.base.clone(),
+            key.clone(),
+            date.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            post(&client, &base, &key, "/api/v1/appointments", json!({"clinicId": CLINIC, "doctorId": "dr-asha", "date": date, "slotIndex": slot, "patientName": format!("Patient {slot}")})).await
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        acknowledged.push(reply.body);
+    }
+    server.kill().await;
+
+    let restarted = ServerProcess::start(&db.url).await;
+    for booked in &acknowledged {
+        let id = booked["id"].as_str().unwrap();
+        let found = send(
+            &client,
+            Method::GET,
+            &format!("{}/api/v1/appointments/{id}", restarted.base),
+            Some(&key),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            found.status,
+            StatusCode::OK,
+            "acknowledged booking {id} was lost"
+        );
+        assert_eq!(found.body["tokenNumber"], booked["tokenNumber"]);
+    }
+    restarted.kill().await;
+}
+
+pub async fn two_serve_processes_on_one_database_never_double_book(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let key = admin_key_for(&db.url).await;
+    let client = client();
+    let servers = [
+        ServerProcess::start(&db.url).await,
+        ServerProcess::start(&db.url).await,
+    ];
+    set_up_clinic(&client, &servers[0].base, &key).await;
+    let date = a_week_ahead();
+
+    // 300 requests over 72 slots, alternating servers: explicit slots racing each
+    // other and "earliest free" bookings racing everything.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let base = servers[i % 2].base.clone();
+        let mut body = json!({"clinicId": CLINIC, "doctorId": "dr-asha", "date": date, "patientName": format!("Patient {i}")});
+        if i % 3 != 0 {
+            body["slotIndex"] = json!(i % 40);
+        }
+        let (client, key) = (client.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            post(&client, &base, &key, "/api/v1/appointments", body).await
+        }));
+    }
+    let mut created = Vec::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(
+            reply.status.is_success() || reply.status == StatusCode::CONFLICT,
+            "{}",
+            reply.text
+        );
+        if reply.status == StatusCode::CREATED {
+            created.push(reply.body);
+        }
+    }
+    let listed = send(
+        &client,
+        Method::GET,
+        &format!(
+            "{}/api/v1/appointments?clinicId={CLINIC}&date={date}",
+            servers[1].base
+        ),
+        Some(&key),
+        None,
+        &[],
+    )
+    .await;
+    let stored = listed.body["appointments"].as_array().unwrap().clone();
+    assert_no_duplicates(&stored);
+    assert_eq!(
+        stored.len(),
+        created.len(),
+        "every 201 is stored, nothing else is"
+    );
+    let explicit: BTreeSet<u64> = stored
+        .iter()
+        .filter_map(|a| a["slotIndex"].as_u64())
+        .filter(|s| *s < 40)
+        .collect();
+    assert_eq!(
+        explicit.len(),
+        40,
+        "each of the 40 contested slots went to exactly one patient"
+    );
+    for server in servers {
+        server.kill().await;
+    }
+}
+
+pub fn keys_create_prints_only_the_key_and_bad_flags_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("keys.db").display().to_string();
+    let slotguard = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let created = slotguard(&[
+        "keys",
+        "create",
+        "--role",
+        "clinic",
+        "--clinic",
+        "kochi",
+        "--database",
+        &database,
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout is the key alone: {stdout:?}"
+    );
+    assert!(stdout.starts_with("sg_") && stdout.trim_end().len() > 40);
+
+    let listed = slotguard(&["keys", "list", "--database", &database]);
+    let listing = String::from_utf8(listed.stdout).unwrap();
+    assert!(listing.contains("clinic\tkochi"), "{listing}");
+    assert!(
+        !listing.contains(stdout.trim()),
+        "listing never shows a secret"
+    );
+
+    for bad in [
+        &["keys", "create", "--role", "owner", "--database", &database][..],
+        &[
+            "keys",
+            "create",
+            "--role",
+            "clinic",
+            "--database",
+            &database,
+        ][..],
+        &["serve", "--no-such-flag"][..],
+        &["frobnicate"][..],
+    ] {
+        let out = slotguard(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{bad:?}: one line, got {stderr:?}"
+        );
+    }
+}

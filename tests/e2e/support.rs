@@ -1,0 +1,442 @@
+//! Test support: a real slotguard on port 0 over a real database per test (a fresh
+//! SQLite file, or a fresh PostgreSQL database on the server `scripts/test.sh`
+//! starts), and a real `slotguard` process for crash and multi-process tests.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use slotguard::booking::Bookings;
+use slotguard::clock::FixedClock;
+use slotguard::domain::Clinic;
+use slotguard::http::{self, AppState};
+use slotguard::store::{self, Role, SqliteSync};
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test; the SQLite file lives as long as this does.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh database, or `None` when PostgreSQL is not available outside CI (the
+/// test is then skipped, loudly). In CI a missing PostgreSQL fails the test.
+pub async fn test_db(backend: Backend) -> Option<TestDb> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = dir.path().join("slotguard.db").display().to_string();
+            Some(TestDb {
+                url,
+                _dir: Some(dir),
+            })
+        }
+        Backend::Postgres => {
+            let Ok(admin_url) = std::env::var("SLOTGUARD_TEST_DATABASE_URL") else {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(
+                    !ci,
+                    "CI=true but SLOTGUARD_TEST_DATABASE_URL is not set: run scripts/test.sh"
+                );
+                eprintln!("SKIPPED (no PostgreSQL; run scripts/test.sh): a PostgreSQL test");
+                return None;
+            };
+            let name = format!("sg_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to the test PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .expect("create test database");
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .expect("database URL with a path");
+            Some(TestDb {
+                url: format!("{base}/{name}"),
+                _dir: None,
+            })
+        }
+    }
+}
+
+/// 2026-12-01 (a Tuesday) at `hh:mm` in Asia/Kolkata.
+pub fn kolkata(date: &str, hh: u32, mm: u32) -> DateTime<Utc> {
+    let local = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .unwrap()
+        .and_hms_opt(hh, mm, 0)
+        .unwrap();
+    Clinic::DEFAULT_TIMEZONE
+        .from_local_datetime(&local)
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+use chrono::TimeZone;
+
+/// The day most tests book on, and the instant they stand at: early that morning.
+pub const DAY: &str = "2026-12-01";
+
+pub struct TestApp {
+    pub base: String,
+    pub admin_key: String,
+    pub clock: Arc<FixedClock>,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Serves slotguard in this process, with its clock standing at 06:00 on [`DAY`].
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let db = test_db(backend).await?;
+    let store: Arc<dyn store::Store> = Arc::from(
+        store::open(&db.url, SqliteSync::Full)
+            .await
+            .expect("open store"),
+    );
+    let key = slotguard::auth::new_key(Role::Admin, vec![], Utc::now());
+    store.insert_api_key(&key.record).await.unwrap();
+    let clock = Arc::new(FixedClock::at(kolkata(DAY, 6, 0)));
+    let bookings = Arc::new(Bookings::new(store, clock.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, AppState::new(bookings), async {
+        let _ = stopped.await;
+    }));
+    Some(TestApp {
+        base,
+        admin_key: key.text,
+        clock,
+        db,
+        client: client(),
+        shutdown: Some(stop),
+    })
+}
+
+/// A response: status and JSON body (`Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = client.request(method, url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request reached the server");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    Reply {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        send(
+            &self.client,
+            reqwest::Method::POST,
+            &self.url(path),
+            Some(&self.admin_key),
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> Reply {
+        send(
+            &self.client,
+            reqwest::Method::POST,
+            &self.url(path),
+            Some(key),
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        send(
+            &self.client,
+            reqwest::Method::GET,
+            &self.url(path),
+            Some(&self.admin_key),
+            None,
+            &[],
+        )
+        .await
+    }
+
+    /// A key of `role` for `clinic`, made through the same code as `keys create`.
+    pub async fn key(&self, role: Role, clinics: &[&str]) -> String {
+        let store = store::open(&self.db.url, SqliteSync::Full).await.unwrap();
+        let clinics = clinics
+            .iter()
+            .map(|c| slotguard::domain::ClinicId::parse("c", c).unwrap())
+            .collect();
+        let key = slotguard::auth::new_key(role, clinics, Utc::now());
+        store.insert_api_key(&key.record).await.unwrap();
+        key.text
+    }
+
+    /// `clinic` with doctor `dr-asha`: `hours` every day of the week in `slot_minutes` slots.
+    pub async fn clinic_with_doctor(&self, clinic: &str, slot_minutes: u32, hours: Value) {
+        let created = self
+            .post(
+                "/api/v1/clinics",
+                json!({"id": clinic, "name": "Test Clinic"}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let created = self
+            .post(
+                &format!("/api/v1/clinics/{clinic}/doctors"),
+                doctor_body("dr-asha", slot_minutes, hours),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    }
+
+    pub async fn occupying(&self, clinic: &str, date: &str) -> Vec<Value> {
+        let listed = self
+            .get(&format!(
+                "/api/v1/appointments?clinicId={clinic}&date={date}"
+            ))
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+        listed.body["appointments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| !matches!(a["status"].as_str(), Some("Cancelled" | "No-show")))
+            .cloned()
+            .collect()
+    }
+
+    pub async fn row_counts(&self) -> Value {
+        row_counts(&self.db.url).await
+    }
+}
+
+pub fn doctor_body(id: &str, slot_minutes: u32, hours: Value) -> Value {
+    let week: serde_json::Map<String, Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| (d.to_string(), hours.clone()))
+        .collect();
+    json!({"id": id, "name": "Asha Menon", "slotMinutes": slot_minutes, "availability": week})
+}
+
+/// Rows of every table that a request could write, read straight from the database.
+pub async fn row_counts(url: &str) -> Value {
+    let tables = [
+        "clinics",
+        "doctors",
+        "appointments",
+        "walk_in_counters",
+        "idempotency_keys",
+    ];
+    let mut counts = serde_json::Map::new();
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        for t in tables {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {t}"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            counts.insert(t.into(), json!(n));
+        }
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{url}"))
+            .await
+            .unwrap();
+        for t in tables {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {t}"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            counts.insert(t.into(), json!(n));
+        }
+    }
+    Value::Object(counts)
+}
+
+/// Asserts invariants 1 and 2 over a list of appointments.
+pub fn assert_no_duplicates(appointments: &[Value]) {
+    let mut slots = std::collections::HashSet::new();
+    let mut tokens = std::collections::HashSet::new();
+    for a in appointments
+        .iter()
+        .filter(|a| !matches!(a["status"].as_str(), Some("Cancelled" | "No-show")))
+    {
+        let day = (
+            a["clinicId"].to_string(),
+            a["doctorId"].to_string(),
+            a["date"].to_string(),
+        );
+        assert!(
+            slots.insert((day.clone(), a["slotIndex"].as_u64())),
+            "two occupants of slot {}",
+            a["slotIndex"]
+        );
+        assert!(
+            tokens.insert((day, a["tokenNumber"].to_string())),
+            "two holders of token {}",
+            a["tokenNumber"]
+        );
+    }
+}
+
+/// `slotguard serve` as a child process on an ephemeral port.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    pub async fn start(database: &str) -> ServerProcess {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start slotguard");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(address) = line.strip_prefix("slotguard listening on ") {
+                    return address.to_owned();
+                }
+            }
+            panic!("slotguard exited before listening");
+        })
+        .await
+        .expect("slotguard started within 30 s");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess { child, base }
+    }
+
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// An admin key stored straight into `url`, for a server started as a process.
+pub async fn admin_key_for(url: &str) -> String {
+    let store = store::open(url, SqliteSync::Full)
+        .await
+        .expect("open store");
+    let key = slotguard::auth::new_key(Role::Admin, vec![], Utc::now());
+    store.insert_api_key(&key.record).await.unwrap();
+    key.text
+}
+
+/// Sends all `requests` (path, body, extra headers) at once, each on its own task,
+/// with `key`; replies in request order.
+pub async fn concurrently(
+    app: &TestApp,
+    key: &str,
+    requests: Vec<(String, Value, Vec<(String, String)>)>,
+) -> Vec<Reply> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(path, body, headers)| {
+            let (client, url, key, barrier) = (
+                app.client.clone(),
+                app.url(&path),
+                key.to_owned(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                send(
+                    &client,
+                    reqwest::Method::POST,
+                    &url,
+                    Some(&key),
+                    Some(&body),
+                    &headers,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        replies.push(task.await.expect("request task"));
+    }
+    replies
+}
+
+/// How many replies had each status.
+pub fn tally(replies: &[Reply]) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in replies {
+        *counts.entry(r.status.as_u16()).or_default() += 1;
+    }
+    counts
+}
