@@ -43,7 +43,7 @@ impl From<Refusal> for BookingError {
 /// same idempotency key.
 #[derive(Debug)]
 pub enum Booked {
-    Fresh(Appointment),
+    Fresh(Box<Appointment>),
     Replayed(StoredResponse),
 }
 
@@ -362,7 +362,7 @@ impl Bookings {
         Fut: std::future::Future<Output = Result<Appointment, BookingError>>,
     {
         let Some(key) = key else {
-            return book(None).await.map(Booked::Fresh);
+            return book(None).await.map(|a| Booked::Fresh(Box::new(a)));
         };
         let _turn = self
             .key_locks
@@ -385,7 +385,7 @@ impl Bookings {
                     .ok_or(BookingError::IdempotencyInFlight)?;
                 replay(stored, key)
             }
-            other => other.map(Booked::Fresh),
+            other => other.map(|a| Booked::Fresh(Box::new(a))),
         }
     }
 

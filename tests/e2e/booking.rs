@@ -31,7 +31,7 @@ fn posts(
     n: usize,
     path: &str,
     body: impl Fn(usize) -> Value,
-) -> Vec<(String, Value, Vec<(String, String)>)> {
+) -> Vec<Post> {
     (0..n).map(|i| (path.to_owned(), body(i), vec![])).collect()
 }
 

@@ -390,12 +390,15 @@ pub async fn admin_key_for(url: &str) -> String {
     key.text
 }
 
+/// A POST to send: path, JSON body, extra headers.
+pub type Post = (String, Value, Vec<(String, String)>);
+
 /// Sends all `requests` (path, body, extra headers) at once, each on its own task,
 /// with `key`; replies in request order.
 pub async fn concurrently(
     app: &TestApp,
     key: &str,
-    requests: Vec<(String, Value, Vec<(String, String)>)>,
+    requests: Vec<Post>,
 ) -> Vec<Reply> {
     let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
     let tasks: Vec<_> = requests
