@@ -9,6 +9,7 @@
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
 //! - [`cli`]: the `slotguard` command line and `serve`.
 //! - [`demo`]: the demo clinic `serve --demo` seeds.
+//! - [`history`]: the JSON-lines record of a load run that `check` verifies.
 //! - [`clock`]: "what time is it", injectable so tests can stand at any hour.
 
 pub mod auth;
@@ -17,5 +18,6 @@ pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod domain;
+pub mod history;
 pub mod http;
 pub mod store;
