@@ -27,11 +27,7 @@ fn walk_in(patient: &str) -> Value {
     json!({"clinicId": CLINIC, "doctorId": "dr-asha", "patientName": patient})
 }
 
-fn posts(
-    n: usize,
-    path: &str,
-    body: impl Fn(usize) -> Value,
-) -> Vec<Post> {
+fn posts(n: usize, path: &str, body: impl Fn(usize) -> Value) -> Vec<Post> {
     (0..n).map(|i| (path.to_owned(), body(i), vec![])).collect()
 }
 

@@ -395,11 +395,7 @@ pub type Post = (String, Value, Vec<(String, String)>);
 
 /// Sends all `requests` (path, body, extra headers) at once, each on its own task,
 /// with `key`; replies in request order.
-pub async fn concurrently(
-    app: &TestApp,
-    key: &str,
-    requests: Vec<Post>,
-) -> Vec<Reply> {
+pub async fn concurrently(app: &TestApp, key: &str, requests: Vec<Post>) -> Vec<Reply> {
     let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
     let tasks: Vec<_> = requests
         .into_iter()
