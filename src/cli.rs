@@ -40,6 +40,22 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Drive a slotguard server with load, then verify nothing was double-booked or lost.
+    Loadtest(Box<crate::loadtest::LoadtestArgs>),
+    /// Check a load run's history against the database (exit 0 only when clean).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The history a `loadtest --history FILE` run wrote (JSON lines).
+    #[arg(long)]
+    pub history: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +217,31 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Keys { command } => keys(command).await,
+        Command::Loadtest(args) => crate::loadtest::run(*args).await,
+        Command::Check(args) => check_history(args).await,
+    }
+}
+
+async fn check_history(args: CheckArgs) -> Result<(), CliError> {
+    let history =
+        crate::check::read_history(&args.history).map_err(|e| CliError::Usage(e.to_string()))?;
+    let store = open_store(&settings(&args.store, None)?).await?;
+    let rows = crate::check::rows_for(store.as_ref(), &history).await?;
+    let report = crate::check::check(&history, &rows);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!("{}", report.render());
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(
+            "the history shows lost, lying or duplicate bookings".into(),
+        ))
     }
 }
 

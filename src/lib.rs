@@ -7,17 +7,22 @@
 //!   invariants are the migrations' unique indexes.
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
+//! - [`loadtest`]: `slotguard loadtest`, open and closed models, HDR statistics.
 //! - [`cli`]: the `slotguard` command line and `serve`.
 //! - [`demo`]: the demo clinic `serve --demo` seeds.
 //! - [`history`]: the JSON-lines record of a load run that `check` verifies.
+//! - [`check`]: the history checker: acknowledged writes lost, refusals that wrote,
+//!   duplicate slots and tokens, answers that disagree with the stored rows.
 //! - [`clock`]: "what time is it", injectable so tests can stand at any hour.
 
 pub mod auth;
 pub mod booking;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod domain;
 pub mod history;
 pub mod http;
+pub mod loadtest;
 pub mod store;

@@ -37,7 +37,9 @@ pub struct Patient {
     pub booked_via: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Deserialize reads the API's own answers (the load tester's read-back); input from
+/// people is parsed field by field at the edge instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Appointment {
     pub id: AppointmentId,
