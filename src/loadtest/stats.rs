@@ -312,7 +312,7 @@ mod tests {
         for i in 0..100 {
             stats.record(sample(
                 i,
-                if i == 99 { 50 } else { 2 },
+                if i >= 98 { 50 } else { 2 },
                 if i < 95 {
                     Class::Created
                 } else {
