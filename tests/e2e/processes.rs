@@ -243,3 +243,92 @@ pub fn keys_create_prints_only_the_key_and_bad_flags_exit_2() {
         );
     }
 }
+
+pub async fn a_short_load_run_checks_clean_and_a_lost_booking_is_caught(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let key = admin_key_for(&db.url).await;
+    let server = ServerProcess::start(&db.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (history, report) = (
+        dir.path().join("history.jsonl"),
+        dir.path().join("report.json"),
+    );
+    let slotguard = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let run = slotguard(&[
+        "loadtest",
+        "--target",
+        &server.base,
+        "--key",
+        &key,
+        "--scenario",
+        "rush",
+        "--duration",
+        "2",
+        "--rate",
+        "40",
+        "--quiet",
+        "--history",
+        history.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--expect-zero-duplicates",
+        "--max-error-rate",
+        "0",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["summary"]["requests"], 80);
+    assert_eq!(report["verification"]["lost"]["count"], 0);
+    let check = slotguard(&[
+        "check",
+        "--history",
+        history.to_str().unwrap(),
+        "--database",
+        &db.url,
+    ]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let acknowledged = std::fs::read_to_string(&history)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|op| op["outcome"] == "ok" && op["kind"] == "book")
+        .expect("an acknowledged booking");
+    tamper(
+        &db.url,
+        &format!(
+            "DELETE FROM appointments WHERE id = '{}'",
+            acknowledged["response"]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    let check = slotguard(&[
+        "check",
+        "--history",
+        history.to_str().unwrap(),
+        "--database",
+        &db.url,
+        "--json",
+    ]);
+    assert_eq!(check.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(verdict["lost"]["count"], 1);
+    server.kill().await;
+}

@@ -439,3 +439,16 @@ pub fn tally(replies: &[Reply]) -> std::collections::BTreeMap<u16, usize> {
     }
     counts
 }
+
+/// Runs one SQL statement straight on the database, behind slotguard's back.
+pub async fn tamper(url: &str, sql: &str) {
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{url}"))
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
