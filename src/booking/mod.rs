@@ -285,30 +285,28 @@ impl Bookings {
             .await?;
         let schedule = doctor.day_schedule(req.date);
         let now = self.now();
-        let plan = |taken: &BTreeSet<u32>| {
-            DayView {
-                clinic: &clinic,
-                schedule: &schedule,
-                now,
-                taken,
-            }
-            .plan_advance(req.slot)
+        let requested = req.slot;
+        let booking = Booking {
+            id: AppointmentId::generate(),
+            clinic_id: clinic.id.clone(),
+            doctor_id: doctor.id,
+            date: req.date,
+            kind: Kind::Advance,
+            patient: req.patient.clone(),
+            now,
+            replaces: replaces.cloned(),
+            idempotency: key.cloned(),
+            plan: Box::new(move |taken: &BTreeSet<u32>| {
+                DayView {
+                    clinic: &clinic,
+                    schedule: &schedule,
+                    now,
+                    taken,
+                }
+                .plan_advance(requested)
+            }),
         };
-        Ok(self
-            .store
-            .book(Booking {
-                id: AppointmentId::generate(),
-                clinic_id: &clinic.id,
-                doctor_id: &doctor.id,
-                date: req.date,
-                kind: Kind::Advance,
-                patient: &req.patient,
-                now,
-                replaces,
-                idempotency: key,
-                plan: &plan,
-            })
-            .await?)
+        Ok(self.store.book(booking).await?)
     }
 
     async fn book_walk_in(
@@ -322,30 +320,28 @@ impl Bookings {
         let now = self.now();
         let date = clinic.today(now);
         let schedule = doctor.day_schedule(date);
-        let plan = |taken: &BTreeSet<u32>| {
-            DayView {
-                clinic: &clinic,
-                schedule: &schedule,
-                now,
-                taken,
-            }
-            .plan_walk_in(req.force)
+        let force = req.force;
+        let booking = Booking {
+            id: AppointmentId::generate(),
+            clinic_id: clinic.id.clone(),
+            doctor_id: doctor.id,
+            date,
+            kind: Kind::WalkIn,
+            patient: req.patient.clone(),
+            now,
+            replaces: None,
+            idempotency: key.cloned(),
+            plan: Box::new(move |taken: &BTreeSet<u32>| {
+                DayView {
+                    clinic: &clinic,
+                    schedule: &schedule,
+                    now,
+                    taken,
+                }
+                .plan_walk_in(force)
+            }),
         };
-        Ok(self
-            .store
-            .book(Booking {
-                id: AppointmentId::generate(),
-                clinic_id: &clinic.id,
-                doctor_id: &doctor.id,
-                date,
-                kind: Kind::WalkIn,
-                patient: &req.patient,
-                now,
-                replaces: None,
-                idempotency: key,
-                plan: &plan,
-            })
-            .await?)
+        Ok(self.store.book(booking).await?)
     }
 
     /// Runs `book` at most once per idempotency key. Requests with the same key in

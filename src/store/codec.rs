@@ -233,7 +233,7 @@ where
 
 /// The appointment a planned slot becomes, with its token already decided.
 pub fn new_appointment(
-    booking: &super::Booking<'_>,
+    booking: &super::Booking,
     planned: crate::booking::rules::PlannedSlot,
     token: crate::domain::Token,
 ) -> Appointment {
@@ -254,7 +254,7 @@ pub fn new_appointment(
         booked_via: booking.patient.booked_via.clone(),
         created_at: booking.now,
         updated_at: booking.now,
-        previous_appointment_id: booking.replaces.cloned(),
+        previous_appointment_id: booking.replaces.clone(),
     }
 }
 
@@ -281,7 +281,7 @@ pub const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
 macro_rules! book_in_transaction {
     ($tx:ident, $b:expr) => {{
         let b = $b;
-        if let Some(old) = b.replaces {
+        if let Some(old) = &b.replaces {
             let cancelled = sqlx::query($crate::store::codec::CANCEL_REPLACED)
                 .bind(b.now)
                 .bind(old.as_str())
@@ -330,7 +330,7 @@ macro_rules! book_in_transaction {
         .map_err(|e| {
             $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e))
         })?;
-        if let Some(key) = b.idempotency {
+        if let Some(key) = &b.idempotency {
             let body = serde_json::to_string(&appointment)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query($crate::store::codec::INSERT_IDEMPOTENCY_KEY)
@@ -390,8 +390,8 @@ impl $crate::store::Store for $store {
         &self.counters
     }
 
-    async fn book(&self, booking: Booking<'_>) -> Result<Appointment, StoreError> {
-        let outcome = self.book_committed(&booking).await;
+    async fn book(&self, booking: Booking) -> Result<Appointment, StoreError> {
+        let outcome = self.book_committed(booking).await;
         self.counters.record(&outcome);
         outcome
     }

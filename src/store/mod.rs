@@ -43,6 +43,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
+    /// The group commit holding this booking failed as a whole (nothing of it was
+    /// committed); the cause is logged once by the committer.
+    #[error("the booking's group commit failed")]
+    GroupCommitFailed,
     #[error("unsupported database URL: {0}")]
     BadUrl(String),
 }
@@ -90,21 +94,22 @@ impl Counters {
 }
 
 /// Decides the slot once the day's occupied slots are known, inside the transaction.
-pub type Planner<'a> = &'a (dyn Fn(&BTreeSet<u32>) -> Result<PlannedSlot, Refusal> + Send + Sync);
+pub type Planner = Box<dyn Fn(&BTreeSet<u32>) -> Result<PlannedSlot, Refusal> + Send + Sync>;
 
 /// One booking to commit: a new appointment, or a reschedule that cancels
-/// `replaces` in the same transaction.
-pub struct Booking<'a> {
+/// `replaces` in the same transaction. Owned, so SQLite's group committer can take
+/// it to its writer task.
+pub struct Booking {
     pub id: AppointmentId,
-    pub clinic_id: &'a ClinicId,
-    pub doctor_id: &'a DoctorId,
+    pub clinic_id: ClinicId,
+    pub doctor_id: DoctorId,
     pub date: NaiveDate,
     pub kind: Kind,
-    pub patient: &'a Patient,
+    pub patient: Patient,
     pub now: DateTime<Utc>,
-    pub replaces: Option<&'a AppointmentId>,
-    pub idempotency: Option<&'a IdempotencyRecord>,
-    pub plan: Planner<'a>,
+    pub replaces: Option<AppointmentId>,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub plan: Planner,
 }
 
 /// The idempotency key of a booking request, stored with its response in the
@@ -184,7 +189,7 @@ pub trait Store: Send + Sync {
 
     /// Commits a booking atomically: the slot chosen by `plan`, its token, the
     /// cancellation of a replaced appointment and the idempotency record, or nothing.
-    async fn book(&self, booking: Booking<'_>) -> Result<Appointment, StoreError>;
+    async fn book(&self, booking: Booking) -> Result<Appointment, StoreError>;
     async fn change_status(
         &self,
         id: &AppointmentId,

@@ -61,7 +61,7 @@ impl PostgresStore {
         self.writer.begin().await
     }
 
-    async fn book_once(&self, b: &Booking<'_>) -> Result<Appointment, StoreError> {
+    async fn book_once(&self, b: &Booking) -> Result<Appointment, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(LOCK_DOCTOR_DAY)
             .bind(b.clinic_id.as_str())
@@ -76,10 +76,10 @@ impl PostgresStore {
 
     /// Runs the booking, again when PostgreSQL rolled it back for a serialization
     /// failure or deadlock, with jittered exponential backoff.
-    async fn book_committed(&self, booking: &Booking<'_>) -> Result<Appointment, StoreError> {
+    async fn book_committed(&self, booking: Booking) -> Result<Appointment, StoreError> {
         let mut attempt = 1;
         loop {
-            let outcome = self.book_once(booking).await;
+            let outcome = self.book_once(&booking).await;
             match outcome {
                 Err(ref e) if attempt < MAX_ATTEMPTS && is_retryable(e) => {
                     self.counters

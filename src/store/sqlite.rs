@@ -1,6 +1,8 @@
 //! The embedded default store: one SQLite file in WAL mode, one writer connection
 //! (every write transaction `BEGIN IMMEDIATE`, so writes are serial and never fail
 //! to upgrade a lock), a few reader connections, `synchronous=FULL` unless traded.
+//! Bookings go through a group committer: all bookings waiting for the writer are
+//! committed in one transaction, one savepoint each.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,7 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{book_in_transaction, impl_store, APPOINTMENT_COLUMNS};
 use super::{
@@ -31,6 +34,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     counters: Counters,
+    bookings: mpsc::Sender<Job>,
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
@@ -74,10 +78,13 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
+        let (bookings, jobs) = mpsc::channel(1024);
+        tokio::spawn(group_committer(writer.clone(), jobs));
         Ok(Self {
             writer,
             reader,
             counters: Counters::default(),
+            bookings,
         })
     }
 
@@ -88,12 +95,76 @@ impl SqliteStore {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
-    async fn book_committed(&self, b: &Booking<'_>) -> Result<Appointment, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let appointment = book_in_transaction!(tx, b);
-        tx.commit().await?;
-        Ok(appointment)
+    /// Hands the booking to the group committer and waits for its commit.
+    async fn book_committed(&self, booking: Booking) -> Result<Appointment, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.bookings
+            .send(Job { booking, reply })
+            .await
+            .map_err(|_| StoreError::GroupCommitFailed)?;
+        answer.await.map_err(|_| StoreError::GroupCommitFailed)?
     }
+}
+
+/// Bookings committed together at most: bounds how long the first one waits.
+const MAX_GROUP: usize = 64;
+
+struct Job {
+    booking: Booking,
+    reply: oneshot::Sender<Result<Appointment, StoreError>>,
+}
+
+/// The single writer of bookings. It takes every booking waiting when it is free and
+/// commits them in one transaction, each in its own savepoint, so one booking's
+/// conflict touches no other and one fsync covers the group. Each booking is
+/// answered only after the commit that holds it, so an acknowledged booking is as
+/// durable as with one transaction per booking.
+async fn group_committer(writer: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = match commit_group(&writer, &group).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, bookings = group.len(), "group commit failed");
+                group
+                    .iter()
+                    .map(|_| Err(StoreError::GroupCommitFailed))
+                    .collect()
+            }
+        };
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+async fn commit_group(
+    writer: &SqlitePool,
+    group: &[Job],
+) -> Result<Vec<Result<Appointment, StoreError>>, StoreError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in group {
+        let mut savepoint = tx.begin().await?;
+        let outcome = async {
+            let appointment = book_in_transaction!(savepoint, &job.booking);
+            Ok::<_, StoreError>(appointment)
+        }
+        .await;
+        match outcome {
+            Ok(_) => savepoint.commit().await?,
+            Err(_) => savepoint.rollback().await?,
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 impl_store!(SqliteStore, Backend::Sqlite);
