@@ -5,6 +5,8 @@
 //! - [`booking`]: the booking rules and the intent of each write (idempotency, retries).
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations; the
 //!   invariants are the migrations' unique indexes.
+//! - [`watch`]: mirroring an external app's appointment documents (Kloqo and files).
+//! - [`alert`]: notifications and their channels (webhook, email, SMS, log).
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
 //! - [`loadtest`]: `slotguard loadtest`, open and closed models, HDR statistics.
@@ -15,6 +17,7 @@
 //!   duplicate slots and tokens, answers that disagree with the stored rows.
 //! - [`clock`]: "what time is it", injectable so tests can stand at any hour.
 
+pub mod alert;
 pub mod auth;
 pub mod booking;
 pub mod check;
@@ -26,3 +29,4 @@ pub mod history;
 pub mod http;
 pub mod loadtest;
 pub mod store;
+pub mod watch;

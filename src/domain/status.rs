@@ -53,6 +53,14 @@ impl Status {
         }
     }
 
+    /// Whether a status written by another app holds its slot: a status slotguard
+    /// knows is judged by [`Status::is_occupying`]; one it does not know is taken to
+    /// occupy, since a watchdog should rather raise a false alarm than miss a
+    /// double booking.
+    pub fn occupies(raw: &str) -> bool {
+        Status::parse("status", raw).map_or(true, Status::is_occupying)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "Pending",
@@ -104,6 +112,14 @@ mod tests {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn an_unknown_foreign_status_is_taken_to_occupy() {
+        assert!(Status::occupies("Pending"));
+        assert!(!Status::occupies("Cancelled"));
+        assert!(!Status::occupies("No-show"));
+        assert!(Status::occupies("Rescheduled?"));
     }
 
     #[test]
