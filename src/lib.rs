@@ -5,6 +5,7 @@
 //! - [`booking`]: the booking rules and the intent of each write (idempotency, retries).
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations; the
 //!   invariants are the migrations' unique indexes.
+//! - [`detect`]: duplicates found after each write become incidents (reconcile, detector).
 //! - [`watch`]: mirroring an external app's appointment documents (Kloqo and files).
 //! - [`alert`]: notifications and their channels (webhook, email, SMS, log).
 //! - [`auth`]: API keys, roles and clinic scope.
@@ -24,6 +25,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod detect;
 pub mod domain;
 pub mod history;
 pub mod http;

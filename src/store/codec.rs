@@ -72,11 +72,11 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<StoreError> {
     })
 }
 
-fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
+pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what} {value}"))
 }
 
-fn u32_of(what: &str, v: i64) -> Result<u32, StoreError> {
+pub fn u32_of(what: &str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(what, v))
 }
 
@@ -89,6 +89,7 @@ where
     fn text(&self, col: &str) -> Result<String, StoreError>;
     fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
     fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
     fn date(&self, col: &str) -> Result<NaiveDate, StoreError>;
     fn instant(&self, col: &str) -> Result<DateTime<Utc>, StoreError>;
     fn opt_instant(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
@@ -110,6 +111,9 @@ where
         Ok(self.try_get(col)?)
     }
     fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.try_get(col)?)
     }
     fn date(&self, col: &str) -> Result<NaiveDate, StoreError> {
@@ -388,6 +392,14 @@ impl $crate::store::Store for $store {
 
     fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    async fn announce(&self, group: &$crate::detect::Group) -> Result<(), StoreError> {
+        self.announce_group(group).await
+    }
+
+    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<$crate::detect::Group>> {
+        self.listen_groups().await
     }
 
     async fn book(&self, booking: Booking) -> Result<Appointment, StoreError> {

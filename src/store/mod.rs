@@ -16,6 +16,7 @@ use crate::domain::{
 };
 
 mod codec;
+pub mod detection;
 pub mod postgres;
 pub mod sqlite;
 
@@ -174,7 +175,7 @@ pub struct ApiKeyRecord {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: detection::DetectionStore + Send + Sync {
     fn backend(&self) -> Backend;
     fn counters(&self) -> &Counters;
     async fn ping(&self) -> Result<(), StoreError>;
@@ -221,6 +222,12 @@ pub trait Store: Send + Sync {
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Tells other instances a doctor-day changed (PostgreSQL NOTIFY; nothing on
+    /// SQLite, which one process serves).
+    async fn announce(&self, group: &crate::detect::Group) -> Result<(), StoreError>;
+    /// Changed days announced by other instances, when the backend can hear them.
+    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>>;
 }
 
 /// Opens (creating and migrating) the store a URL names: `postgres://…` or

@@ -16,6 +16,9 @@ use super::{
 use crate::domain::schedule::days_off_to_json;
 use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
 
+/// The NOTIFY channel on which instances announce changed doctor-days.
+const CHANGED_DAYS: &str = "slotguard_changed_days";
+
 /// Attempts per booking when PostgreSQL reports a serialization failure or deadlock.
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -26,11 +29,18 @@ pub struct PostgresStore {
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
-    super::migrator(&[(
-        1,
-        "booking core",
-        include_str!("../../migrations/postgres/0001_booking_core.sql"),
-    )])
+    super::migrator(&[
+        (
+            1,
+            "booking core",
+            include_str!("../../migrations/postgres/0001_booking_core.sql"),
+        ),
+        (
+            2,
+            "detection",
+            include_str!("../../migrations/postgres/0002_detection.sql"),
+        ),
+    ])
 }
 
 const LOCK_DOCTOR_DAY: &str = "INSERT INTO booking_days (clinic_id, doctor_id, date, bookings) \
@@ -56,6 +66,54 @@ impl PostgresStore {
     }
 
     const LOCK_ROW: &'static str = " FOR UPDATE";
+
+    async fn announce_group(&self, group: &crate::detect::Group) -> Result<(), StoreError> {
+        let payload =
+            serde_json::to_string(group).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGED_DAYS)
+            .bind(payload)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Listens for other instances' announcements on a connection of its own; the
+    /// listener reconnects by itself after a database restart.
+    async fn listen_groups(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>> {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.writer).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN; relying on the re-scan");
+                return None;
+            }
+        };
+        if let Err(e) = listener.listen(CHANGED_DAYS).await {
+            tracing::warn!(error = %e, "cannot LISTEN; relying on the re-scan");
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(n) => {
+                        if let Ok(group) = serde_json::from_str(n.payload()) {
+                            if tx.send(group).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Some(rx)
+    }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
         self.writer.begin().await
@@ -106,4 +164,5 @@ fn is_retryable(err: &StoreError) -> bool {
         .is_some_and(|code| code == "40001" || code == "40P01")
 }
 
+crate::store::detection::impl_detection!(PostgresStore);
 impl_store!(PostgresStore, Backend::Postgres);

@@ -38,11 +38,18 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
-    super::migrator(&[(
-        1,
-        "booking core",
-        include_str!("../../migrations/sqlite/0001_booking_core.sql"),
-    )])
+    super::migrator(&[
+        (
+            1,
+            "booking core",
+            include_str!("../../migrations/sqlite/0001_booking_core.sql"),
+        ),
+        (
+            2,
+            "detection",
+            include_str!("../../migrations/sqlite/0002_detection.sql"),
+        ),
+    ])
 }
 
 impl SqliteStore {
@@ -93,6 +100,14 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn announce_group(&self, _group: &crate::detect::Group) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn listen_groups(&self) -> Option<mpsc::UnboundedReceiver<crate::detect::Group>> {
+        None
     }
 
     /// Hands the booking to the group committer and waits for its commit.
@@ -167,4 +182,5 @@ async fn commit_group(
     Ok(outcomes)
 }
 
+crate::store::detection::impl_detection!(SqliteStore);
 impl_store!(SqliteStore, Backend::Sqlite);

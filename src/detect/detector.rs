@@ -1,0 +1,177 @@
+//! The detector: checks a doctor-day after each committed write that touched it
+//! (in-process wake-ups, plus PostgreSQL NOTIFY from other instances) and re-scans
+//! recently changed days periodically, so a lost wake-up only delays detection.
+//! When several servers share a database, the one holding the `detector` lease
+//! does the work.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
+
+use super::reconcile::{reconcile, Changes};
+use super::{FoundBy, Group};
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+
+/// How the detector runs; `[detect]` in slotguard.toml.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// React to wake-ups; off, only the re-scan finds duplicates.
+    pub wakeups: bool,
+    pub rescan_every: Duration,
+    /// How far back the re-scan looks for changed days.
+    pub rescan_window: Duration,
+    /// Wake-ups are gathered this long, so a burst checks each day once.
+    pub debounce: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            wakeups: true,
+            rescan_every: Duration::from_secs(5),
+            rescan_window: Duration::from_secs(120),
+            debounce: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Lease length; renewed at every pass, at least every `rescan_every`.
+const LEASE: chrono::Duration = chrono::Duration::seconds(15);
+
+/// Sends "this day changed" to the detector: in-process, and to other instances
+/// through the store (PostgreSQL NOTIFY).
+#[derive(Clone)]
+pub struct Wakeups {
+    local: mpsc::UnboundedSender<Group>,
+    store: Arc<dyn Store>,
+}
+
+impl Wakeups {
+    pub fn new(store: Arc<dyn Store>) -> (Self, mpsc::UnboundedReceiver<Group>) {
+        let (local, received) = mpsc::unbounded_channel();
+        (Self { local, store }, received)
+    }
+
+    /// Called after a commit. Never fails the write it follows: a lost wake-up is
+    /// caught by the re-scan.
+    pub async fn wake(&self, group: Group) {
+        if let Err(e) = self.store.announce(&group).await {
+            tracing::debug!(error = %e, "could not announce a changed day");
+        }
+        let _ = self.local.send(group);
+    }
+}
+
+pub struct Detector {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    holder: String,
+    settings: Settings,
+    latency_ms: Mutex<Histogram<u64>>,
+}
+
+impl Detector {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        Self {
+            store,
+            clock,
+            holder: uuid::Uuid::new_v4().to_string(),
+            settings,
+            latency_ms: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds"),
+            ),
+        }
+    }
+
+    /// Checks one doctor-day now and saves what changed.
+    pub async fn check(&self, group: &Group, found_by: FoundBy) -> Result<Changes, StoreError> {
+        let found = self.store.duplicates(group).await?;
+        let existing = self.store.group_incidents(group).await?;
+        let changes = reconcile(group, &found, &existing, self.clock.now(), found_by);
+        if !changes.is_empty() {
+            self.store.save_incidents(&changes).await?;
+            let mut latency = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
+            for ms in changes.incidents.iter().filter_map(|i| i.detection_ms) {
+                latency.saturating_record(ms.max(1) as u64);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Detection latency (commit of the newest member → incident saved), in ms:
+    /// (count, p50, p99, max).
+    pub fn latency(&self) -> (u64, u64, u64, u64) {
+        let h = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if h.is_empty() {
+            return (0, 0, 0, 0);
+        }
+        (
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max(),
+        )
+    }
+
+    async fn lead(&self) -> bool {
+        let now = self.clock.now();
+        match self
+            .store
+            .try_lease("detector", &self.holder, now, now + LEASE)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "detector lease");
+                false
+            }
+        }
+    }
+
+    async fn check_all(&self, groups: impl IntoIterator<Item = Group>) {
+        for group in groups {
+            if let Err(e) = self.check(&group, FoundBy::Realtime).await {
+                tracing::warn!(error = %e, clinic = %group.clinic_id, "detection failed; the re-scan will retry");
+            }
+        }
+    }
+
+    /// Runs until `stopped` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        mut wakeups: mpsc::UnboundedReceiver<Group>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut remote = self.store.listen().await;
+        let mut rescan = tokio::time::interval(self.settings.rescan_every);
+        let mut pending = BTreeSet::new();
+        loop {
+            tokio::select! {
+                Some(group) = wakeups.recv() => { pending.insert(group); }
+                Some(group) = async { match remote.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    pending.insert(group);
+                }
+                _ = tokio::time::sleep(self.settings.debounce), if !pending.is_empty() => {
+                    let groups = std::mem::take(&mut pending);
+                    if self.settings.wakeups && self.lead().await {
+                        self.check_all(groups).await;
+                    }
+                }
+                _ = rescan.tick() => {
+                    if self.lead().await {
+                        let window = chrono::Duration::from_std(self.settings.rescan_window).unwrap_or(chrono::Duration::minutes(2));
+                        match self.store.changed_groups(self.clock.now() - window).await {
+                            Ok(groups) => self.check_all(groups).await,
+                            Err(e) => tracing::warn!(error = %e, "re-scan failed"),
+                        }
+                    }
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+}

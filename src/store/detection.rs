@@ -1,0 +1,814 @@
+//! What detection and alerting keep: the watched mirror, incidents, the alert outbox,
+//! notifications and their attempts, silences, leases. One trait, one SQL text for
+//! both backends (`impl_detection!`), like `codec::impl_store!`.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::StoreError;
+use crate::detect::reconcile::Changes;
+use crate::detect::{Group, Incident, IncidentState, MemberRef, OutboxEntry};
+use crate::domain::ClinicId;
+use crate::watch::WatchedAppointment;
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub clinic_id: Option<ClinicId>,
+    pub state: Option<IncidentState>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+/// A member's row, for showing an incident: from `appointments` (source `native`)
+/// or the watched mirror.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRow {
+    pub source: String,
+    pub id: String,
+    pub slot_index: u32,
+    pub token_number: Option<String>,
+    pub status: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// Gave up: a permanent error, or too many transient ones. Visible via the API.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+/// One grouped message on one channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRow {
+    pub id: String,
+    pub channel: String,
+    pub clinic_id: String,
+    pub event: String,
+    #[serde(skip)]
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub notification_id: String,
+    pub channel: String,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// `delivered`, `transient` or `permanent`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Silence {
+    pub id: String,
+    /// `None` matches every clinic.
+    pub clinic_id: Option<String>,
+    /// `slot`, `token`, or `None` for both.
+    pub kind: Option<String>,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait DetectionStore: Send + Sync {
+    /// Mirrors documents (one transaction). For each: whether it was applied (not
+    /// older than what is stored). Also the groups touched, old and new.
+    async fn upsert_watched(
+        &self,
+        source: &str,
+        documents: &[WatchedAppointment],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, BTreeSet<Group>), StoreError>;
+    /// Tombstones a document; the group it was in, if it existed.
+    async fn delete_watched(
+        &self,
+        source: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Group>, StoreError>;
+    /// Every duplicate of a group, native and watched rows together: one set-based
+    /// query, with the same "occupying" as the unique indexes.
+    async fn duplicates(&self, group: &Group) -> Result<Vec<crate::detect::Duplicate>, StoreError>;
+    async fn group_incidents(&self, group: &Group) -> Result<Vec<Incident>, StoreError>;
+    /// Saves incident changes and their alerts in one transaction.
+    async fn save_incidents(&self, changes: &Changes) -> Result<(), StoreError>;
+    /// Groups with a write since `since` (the periodic re-scan).
+    async fn changed_groups(&self, since: DateTime<Utc>) -> Result<Vec<Group>, StoreError>;
+    async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError>;
+    async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
+    async fn member_rows(
+        &self,
+        group: &Group,
+        members: &[MemberRef],
+    ) -> Result<Vec<MemberRow>, StoreError>;
+    /// Takes or renews lease `name` for `holder` until `until`; false when another
+    /// holder's lease is still running.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    async fn ungrouped_alerts(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Marks outbox entries as grouped into notification `rows[..].id` and queues the
+    /// rows (none when everything was silenced), in one transaction.
+    async fn queue_notifications(
+        &self,
+        outbox_ids: &[String],
+        notification_id: &str,
+        rows: &[NotificationRow],
+        incident_ids: &[String],
+    ) -> Result<(), StoreError>;
+    async fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+    /// Stores the outcome of one delivery attempt and the notification's new state.
+    async fn record_attempt(
+        &self,
+        updated: &NotificationRow,
+        attempt: &Attempt,
+    ) -> Result<(), StoreError>;
+    async fn notifications(
+        &self,
+        state: Option<DeliveryState>,
+        clinic: Option<&ClinicId>,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+    /// Notifications that carried an incident, with every attempt.
+    async fn incident_notifications(
+        &self,
+        incident_id: &str,
+    ) -> Result<Vec<(NotificationRow, Vec<Attempt>)>, StoreError>;
+    /// Open incidents not notified since `before`.
+    async fn reminders_due(&self, before: DateTime<Utc>) -> Result<Vec<Incident>, StoreError>;
+
+    async fn insert_silence(&self, silence: &Silence) -> Result<(), StoreError>;
+    async fn silences(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<Silence>, StoreError>;
+    async fn end_silence(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+// ---- decoding -------------------------------------------------------------------
+
+use super::codec::{corrupt, u32_of, DecodeRow};
+use crate::detect::{Duplicate, DuplicateKind, FoundBy};
+use crate::domain::DoctorId;
+use sqlx::ColumnIndex;
+
+pub fn group<R: DecodeRow>(row: &R) -> Result<Group, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(Group {
+        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
+            .map_err(|e| corrupt("clinic id", e))?,
+        doctor_id: DoctorId::parse("doctor_id", &row.text("doctor_id")?)
+            .map_err(|e| corrupt("doctor id", e))?,
+        date: row.date("date")?,
+    })
+}
+
+pub fn incident<R: DecodeRow>(row: &R) -> Result<Incident, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let kind = row.text("kind")?;
+    let state = row.text("state")?;
+    let members: Vec<MemberRef> =
+        serde_json::from_str(&row.text("members")?).map_err(|e| corrupt("members", e))?;
+    Ok(Incident {
+        id: row.text("id")?,
+        group: group(row)?,
+        kind: DuplicateKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        key: row.text("key")?,
+        state: IncidentState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        found_by: if row.text("found_by")? == "audit" {
+            FoundBy::Audit
+        } else {
+            FoundBy::Realtime
+        },
+        members,
+        regressions: u32_of("regressions", row.int("regressions")?)?,
+        first_seen: row.instant("first_seen")?,
+        last_seen: row.instant("last_seen")?,
+        changed_at: row.instant("changed_at")?,
+        detection_ms: row.opt_int("detection_ms")?,
+        acknowledged_at: row.opt_instant("acknowledged_at")?,
+        acknowledged_by: row.opt_text("acknowledged_by")?,
+        resolved_at: row.opt_instant("resolved_at")?,
+        resolved_by: row.opt_text("resolved_by")?,
+        note: row.opt_text("note")?,
+        last_notified_at: row.opt_instant("last_notified_at")?,
+    })
+}
+
+pub fn notification<R: DecodeRow>(row: &R) -> Result<NotificationRow, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let state = row.text("state")?;
+    Ok(NotificationRow {
+        id: row.text("id")?,
+        channel: row.text("channel")?,
+        clinic_id: row.text("clinic_id")?,
+        event: row.text("event")?,
+        payload: row.text("payload")?,
+        state: DeliveryState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        attempts: u32_of("attempts", row.int("attempts")?)?,
+        next_attempt_at: row.instant("next_attempt_at")?,
+        last_error: row.opt_text("last_error")?,
+        delivered_at: row.opt_instant("delivered_at")?,
+        created_at: row.instant("created_at")?,
+    })
+}
+
+pub fn attempt<R: DecodeRow>(row: &R) -> Result<Attempt, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(Attempt {
+        notification_id: row.text("notification_id")?,
+        channel: row.text("channel")?,
+        attempt: u32_of("attempt", row.int("attempt")?)?,
+        at: row.instant("at")?,
+        outcome: row.text("outcome")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+pub fn silence<R: DecodeRow>(row: &R) -> Result<Silence, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(Silence {
+        id: row.text("id")?,
+        clinic_id: row.opt_text("clinic_id")?,
+        kind: row.opt_text("kind")?,
+        reason: row.text("reason")?,
+        created_by: row.text("created_by")?,
+        created_at: row.instant("created_at")?,
+        ends_at: row.instant("ends_at")?,
+    })
+}
+
+/// Folds the member rows of `DUPLICATES` into one duplicate per (kind, key).
+pub fn fold_duplicates<R: DecodeRow>(rows: &[R]) -> Result<Vec<Duplicate>, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let mut found: std::collections::BTreeMap<(DuplicateKind, String), Duplicate> =
+        Default::default();
+    for row in rows {
+        let kind = row.text("kind")?;
+        let kind = DuplicateKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?;
+        let key = row.text("key")?;
+        let entry = found
+            .entry((kind, key.clone()))
+            .or_insert_with(|| Duplicate {
+                kind,
+                key,
+                members: BTreeSet::new(),
+                last_change: None,
+                last_commit: None,
+            });
+        entry.members.insert(MemberRef {
+            source: row.text("source")?,
+            id: row.text("id")?,
+        });
+        entry.last_change = entry.last_change.max(row.opt_instant("changed")?);
+        entry.last_commit = entry.last_commit.max(row.opt_instant("committed")?);
+    }
+    Ok(found.into_values().collect())
+}
+
+pub const INCIDENT_COLUMNS: &str =
+    "id, clinic_id, doctor_id, date, kind, key, state, found_by, members, \
+    member_count, regressions, first_seen, last_seen, changed_at, detection_ms, acknowledged_at, \
+    acknowledged_by, resolved_at, resolved_by, note, last_notified_at";
+
+/// Members of every duplicate in a group, one row each. Occupying is the same set
+/// as the unique indexes': every status but Cancelled and No-show (for watched rows,
+/// `occupying` was computed by `Status::occupies` on arrival). Break placeholders
+/// hold their slot but no token.
+pub const DUPLICATES: &str = "WITH occ AS ( \
+      SELECT 'native' AS source, id, slot_index, token_number, updated_at AS changed, updated_at AS committed \
+      FROM appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
+      AND status NOT IN ('Cancelled', 'No-show') \
+    UNION ALL \
+      SELECT source, id, slot_index, token_number, COALESCE(updated_at, created_at, received_at) AS changed, \
+      received_at AS committed \
+      FROM watched_appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
+      AND occupying = 1 AND deleted = 0 ) \
+    SELECT 'slot' AS kind, CAST(slot_index AS TEXT) AS key, source, id, changed, committed FROM occ \
+      WHERE slot_index IN (SELECT slot_index FROM occ GROUP BY slot_index HAVING COUNT(*) > 1) \
+    UNION ALL \
+    SELECT 'token' AS kind, token_number AS key, source, id, changed, committed FROM occ \
+      WHERE token_number IN (SELECT token_number FROM occ WHERE token_number IS NOT NULL \
+      GROUP BY token_number HAVING COUNT(*) > 1)";
+
+pub const UPSERT_WATCHED: &str = "INSERT INTO watched_appointments (source, id, clinic_id, doctor_id, date, \
+    session_index, slot_index, token_number, status, occupying, is_break, booked_via, created_at, updated_at, \
+    version, deleted, received_at, document) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, $17) \
+    ON CONFLICT (source, id) DO UPDATE SET clinic_id = excluded.clinic_id, doctor_id = excluded.doctor_id, \
+    date = excluded.date, session_index = excluded.session_index, slot_index = excluded.slot_index, \
+    token_number = excluded.token_number, status = excluded.status, occupying = excluded.occupying, \
+    is_break = excluded.is_break, booked_via = excluded.booked_via, created_at = excluded.created_at, \
+    updated_at = excluded.updated_at, version = excluded.version, deleted = 0, \
+    received_at = excluded.received_at, document = excluded.document \
+    WHERE excluded.version IS NULL OR watched_appointments.version IS NULL \
+    OR excluded.version >= watched_appointments.version";
+
+pub const UPSERT_INCIDENT: &str = "INSERT INTO incidents (id, clinic_id, doctor_id, date, kind, key, state, \
+    found_by, members, member_count, regressions, first_seen, last_seen, changed_at, detection_ms, \
+    acknowledged_at, acknowledged_by, resolved_at, resolved_by, note, last_notified_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+    ON CONFLICT (id) DO UPDATE SET state = excluded.state, members = excluded.members, \
+    member_count = excluded.member_count, regressions = excluded.regressions, last_seen = excluded.last_seen, \
+    changed_at = excluded.changed_at, detection_ms = excluded.detection_ms, \
+    acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by, \
+    resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, note = excluded.note, \
+    last_notified_at = excluded.last_notified_at";
+
+pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, state, attempts, \
+    next_attempt_at, last_error, delivered_at, created_at";
+
+/// µs since the epoch of a document's own newest timestamp: the version that keeps
+/// the newest event.
+pub fn version_of(w: &WatchedAppointment) -> Option<i64> {
+    w.updated_at.or(w.created_at).map(|t| t.timestamp_micros())
+}
+
+/// `impl DetectionStore` for a backend with `self.reader`, `self.writer` and
+/// `self.begin_write()`; the SQL is the same on both.
+macro_rules! impl_detection {
+    ($store:ty) => {
+#[async_trait::async_trait]
+impl $crate::store::detection::DetectionStore for $store {
+    async fn upsert_watched(
+        &self,
+        source: &str,
+        documents: &[$crate::watch::WatchedAppointment],
+        received_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Vec<bool>, std::collections::BTreeSet<$crate::detect::Group>), StoreError> {
+        use $crate::store::detection as d;
+        let mut tx = self.begin_write().await?;
+        let mut applied = Vec::with_capacity(documents.len());
+        let mut groups = std::collections::BTreeSet::new();
+        for w in documents {
+            if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
+                .bind(source)
+                .bind(&w.id)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                groups.insert(d::group(&row)?);
+            }
+            let done = sqlx::query(d::UPSERT_WATCHED)
+                .bind(source)
+                .bind(&w.id)
+                .bind(w.clinic_id.as_str())
+                .bind(w.doctor_id.as_str())
+                .bind(w.date)
+                .bind(w.session_index.map(i64::from))
+                .bind(i64::from(w.slot_index))
+                .bind(w.token_number.as_deref())
+                .bind(&w.status)
+                .bind(i64::from(w.occupying))
+                .bind(i64::from(w.is_break))
+                .bind(w.booked_via.as_deref())
+                .bind(w.created_at)
+                .bind(w.updated_at)
+                .bind(d::version_of(w))
+                .bind(received_at)
+                .bind(w.document.to_string())
+                .execute(&mut *tx)
+                .await?;
+            applied.push(done.rows_affected() > 0);
+            groups.insert($crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date });
+        }
+        tx.commit().await?;
+        Ok((applied, groups))
+    }
+
+    async fn delete_watched(&self, source: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Option<$crate::detect::Group>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
+            .bind(source)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let group = $crate::store::detection::group(&row)?;
+        sqlx::query(
+            "UPDATE watched_appointments SET deleted = 1, occupying = 0, received_at = $3, \
+             version = CASE WHEN version IS NULL OR version < $4 THEN $4 ELSE version END \
+             WHERE source = $1 AND id = $2",
+        )
+        .bind(source)
+        .bind(id)
+        .bind(at)
+        .bind(at.timestamp_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(group))
+    }
+
+    async fn duplicates(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::detect::Duplicate>, StoreError> {
+        let rows = sqlx::query($crate::store::detection::DUPLICATES)
+            .bind(group.clinic_id.as_str())
+            .bind(group.doctor_id.as_str())
+            .bind(group.date)
+            .fetch_all(&self.writer)
+            .await?;
+        $crate::store::detection::fold_duplicates(&rows)
+    }
+
+    async fn group_incidents(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::detect::Incident>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!("SELECT {} FROM incidents WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3", d::INCIDENT_COLUMNS))
+            .bind(group.clinic_id.as_str())
+            .bind(group.doctor_id.as_str())
+            .bind(group.date)
+            .fetch_all(&self.writer)
+            .await?
+            .iter()
+            .map(d::incident)
+            .collect()
+    }
+
+    async fn save_incidents(&self, changes: &$crate::detect::reconcile::Changes) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for i in &changes.incidents {
+            sqlx::query($crate::store::detection::UPSERT_INCIDENT)
+                .bind(&i.id)
+                .bind(i.group.clinic_id.as_str())
+                .bind(i.group.doctor_id.as_str())
+                .bind(i.group.date)
+                .bind(i.kind.as_str())
+                .bind(&i.key)
+                .bind(i.state.as_str())
+                .bind(i.found_by.as_str())
+                .bind(serde_json::to_string(&i.members).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                .bind(i.members.len() as i64)
+                .bind(i64::from(i.regressions))
+                .bind(i.first_seen)
+                .bind(i.last_seen)
+                .bind(i.changed_at)
+                .bind(i.detection_ms)
+                .bind(i.acknowledged_at)
+                .bind(i.acknowledged_by.as_deref())
+                .bind(i.resolved_at)
+                .bind(i.resolved_by.as_deref())
+                .bind(i.note.as_deref())
+                .bind(i.last_notified_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        }
+        for o in &changes.outbox {
+            sqlx::query("INSERT INTO alert_outbox (id, clinic_id, incident_id, event, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&o.id)
+                .bind(o.clinic_id.as_str())
+                .bind(&o.incident_id)
+                .bind(serde_json::to_value(o.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+                .bind(o.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn changed_groups(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<$crate::detect::Group>, StoreError> {
+        sqlx::query(
+            "SELECT clinic_id, doctor_id, date FROM appointments WHERE updated_at >= $1 \
+             UNION SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE received_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map($crate::store::detection::group)
+        .collect()
+    }
+
+    async fn incidents(&self, f: &$crate::store::detection::IncidentFilter) -> Result<Vec<$crate::detect::Incident>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!(
+            "SELECT {} FROM incidents WHERE ($1 IS NULL OR clinic_id = $1) AND ($2 IS NULL OR state = $2) \
+             AND ($3 IS NULL OR changed_at >= $3) AND ($4 IS NULL OR first_seen <= $4) \
+             ORDER BY first_seen DESC, id LIMIT $5",
+            d::INCIDENT_COLUMNS
+        ))
+        .bind(f.clinic_id.as_ref().map(ClinicId::as_str))
+        .bind(f.state.map($crate::detect::IncidentState::as_str))
+        .bind(f.since)
+        .bind(f.until)
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(d::incident)
+        .collect()
+    }
+
+    async fn incident(&self, id: &str) -> Result<Option<$crate::detect::Incident>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!("SELECT {} FROM incidents WHERE id = $1", d::INCIDENT_COLUMNS))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| d::incident(&r))
+            .transpose()
+    }
+
+    async fn member_rows(&self, group: &$crate::detect::Group, members: &[$crate::detect::MemberRef]) -> Result<Vec<$crate::store::detection::MemberRow>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        let mut rows = Vec::with_capacity(members.len());
+        for m in members {
+            let row = if m.source == $crate::detect::NATIVE {
+                sqlx::query("SELECT slot_index, token_number, status, created_at FROM appointments WHERE id = $1 AND clinic_id = $2")
+                    .bind(&m.id)
+                    .bind(group.clinic_id.as_str())
+                    .fetch_optional(&self.reader)
+                    .await?
+            } else {
+                sqlx::query("SELECT slot_index, token_number, status, created_at FROM watched_appointments WHERE source = $1 AND id = $2")
+                    .bind(&m.source)
+                    .bind(&m.id)
+                    .fetch_optional(&self.reader)
+                    .await?
+            };
+            if let Some(row) = row {
+                rows.push($crate::store::detection::MemberRow {
+                    source: m.source.clone(),
+                    id: m.id.clone(),
+                    slot_index: $crate::store::codec::u32_of("slot_index", row.int("slot_index")?)?,
+                    token_number: row.opt_text("token_number")?,
+                    status: row.text("status")?,
+                    created_at: row.opt_instant("created_at")?,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: chrono::DateTime<chrono::Utc>, until: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn ungrouped_alerts(&self) -> Result<Vec<$crate::detect::OutboxEntry>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        let rows = sqlx::query("SELECT id, clinic_id, incident_id, event, created_at FROM alert_outbox WHERE notification_id IS NULL ORDER BY created_at, id LIMIT 1000")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let event = r.text("event")?;
+                Ok($crate::detect::OutboxEntry {
+                    id: r.text("id")?,
+                    clinic_id: ClinicId::parse("clinic_id", &r.text("clinic_id")?).map_err(|e| $crate::store::codec::corrupt("clinic id", e))?,
+                    incident_id: r.text("incident_id")?,
+                    event: serde_json::from_value(serde_json::Value::String(event.clone())).map_err(|_| $crate::store::codec::corrupt("event", &event))?,
+                    created_at: r.instant("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn queue_notifications(&self, outbox_ids: &[String], notification_id: &str, rows: &[$crate::store::detection::NotificationRow], incident_ids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for id in outbox_ids {
+            sqlx::query("UPDATE alert_outbox SET notification_id = $1 WHERE id = $2")
+                .bind(notification_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for n in rows {
+            sqlx::query(&format!(
+                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                $crate::store::detection::NOTIFICATION_COLUMNS
+            ))
+            .bind(&n.id)
+            .bind(&n.channel)
+            .bind(&n.clinic_id)
+            .bind(&n.event)
+            .bind(&n.payload)
+            .bind(n.state.as_str())
+            .bind(i64::from(n.attempts))
+            .bind(n.next_attempt_at)
+            .bind(n.last_error.as_deref())
+            .bind(n.delivered_at)
+            .bind(n.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(first) = rows.first() {
+            for id in incident_ids {
+                sqlx::query("UPDATE incidents SET last_notified_at = $1 WHERE id = $2")
+                    .bind(first.created_at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_notifications(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!(
+            "SELECT {} FROM notifications WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+            d::NOTIFICATION_COLUMNS
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?
+        .iter()
+        .map(d::notification)
+        .collect()
+    }
+
+    async fn record_attempt(&self, n: &$crate::store::detection::NotificationRow, a: &$crate::store::detection::Attempt) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE notifications SET state = $3, attempts = $4, next_attempt_at = $5, last_error = $6, delivered_at = $7 \
+             WHERE id = $1 AND channel = $2",
+        )
+        .bind(&n.id)
+        .bind(&n.channel)
+        .bind(n.state.as_str())
+        .bind(i64::from(n.attempts))
+        .bind(n.next_attempt_at)
+        .bind(n.last_error.as_deref())
+        .bind(n.delivered_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO notification_attempts (notification_id, channel, attempt, at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&a.notification_id)
+            .bind(&a.channel)
+            .bind(i64::from(a.attempt))
+            .bind(a.at)
+            .bind(&a.outcome)
+            .bind(a.error.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn notifications(&self, state: Option<$crate::store::detection::DeliveryState>, clinic: Option<&ClinicId>, limit: u32) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!(
+            "SELECT {} FROM notifications WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR clinic_id = $2) \
+             ORDER BY created_at DESC, id, channel LIMIT $3",
+            d::NOTIFICATION_COLUMNS
+        ))
+        .bind(state.map(d::DeliveryState::as_str))
+        .bind(clinic.map(ClinicId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(d::notification)
+        .collect()
+    }
+
+    async fn incident_notifications(&self, incident_id: &str) -> Result<Vec<($crate::store::detection::NotificationRow, Vec<$crate::store::detection::Attempt>)>, StoreError> {
+        use $crate::store::detection as d;
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM notifications WHERE id IN \
+             (SELECT notification_id FROM alert_outbox WHERE incident_id = $1) ORDER BY created_at, channel",
+            d::NOTIFICATION_COLUMNS
+        ))
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let n = d::notification(row)?;
+            let attempts = sqlx::query("SELECT * FROM notification_attempts WHERE notification_id = $1 AND channel = $2 ORDER BY attempt")
+                .bind(&n.id)
+                .bind(&n.channel)
+                .fetch_all(&self.reader)
+                .await?
+                .iter()
+                .map(d::attempt)
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push((n, attempts));
+        }
+        Ok(out)
+    }
+
+    async fn reminders_due(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Vec<$crate::detect::Incident>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!(
+            "SELECT {} FROM incidents WHERE state = 'open' AND last_notified_at IS NOT NULL AND last_notified_at < $1 \
+             AND id NOT IN (SELECT incident_id FROM alert_outbox WHERE notification_id IS NULL)",
+            d::INCIDENT_COLUMNS
+        ))
+        .bind(before)
+        .fetch_all(&self.writer)
+        .await?
+        .iter()
+        .map(d::incident)
+        .collect()
+    }
+
+    async fn insert_silence(&self, s: &$crate::store::detection::Silence) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO silences (id, clinic_id, kind, reason, created_by, created_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&s.id)
+            .bind(s.clinic_id.as_deref())
+            .bind(s.kind.as_deref())
+            .bind(&s.reason)
+            .bind(&s.created_by)
+            .bind(s.created_at)
+            .bind(s.ends_at)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn silences(&self, active_at: Option<chrono::DateTime<chrono::Utc>>) -> Result<Vec<$crate::store::detection::Silence>, StoreError> {
+        sqlx::query("SELECT * FROM silences WHERE ($1 IS NULL OR ends_at > $1) ORDER BY created_at, id")
+            .bind(active_at)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::detection::silence)
+            .collect()
+    }
+
+    async fn end_silence(&self, id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1")
+            .bind(now)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+    };
+}
+pub(crate) use impl_detection;
