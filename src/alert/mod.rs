@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod channels;
+pub mod dispatch;
 
 /// Why a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
