@@ -35,7 +35,7 @@ pub enum Action {
 pub enum Denied {
     #[error("This key's role ({0}) may not do that.")]
     Role(&'static str),
-    #[error("This key is not valid for clinic {0}.")]
+    #[error("This key is not valid for {0}.")]
     OtherClinic(String),
 }
 
@@ -45,6 +45,7 @@ impl Principal {
             Role::Admin => true,
             Role::Clinic => action != Action::CreateClinic,
             Role::Booking => matches!(action, Action::ReadClinic | Action::Book),
+            Role::Watch => false,
         };
         if !role_allows {
             return Err(Denied::Role(self.role.as_str()));
@@ -55,10 +56,27 @@ impl Principal {
                     && !self.clinics.is_empty()
                     && !self.clinics.contains(c) =>
             {
-                Err(Denied::OtherClinic(c.to_string()))
+                Err(Denied::OtherClinic(format!("clinic {c}")))
             }
             None if self.role == Role::Clinic => Err(Denied::Role(self.role.as_str())),
             _ => Ok(()),
+        }
+    }
+}
+
+impl Principal {
+    /// Whether the key may forward documents of `source` (watch keys list their
+    /// sources where other keys list clinics; none listed means every source).
+    pub fn may_watch(&self, source: &str) -> Result<(), Denied> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Watch
+                if self.clinics.is_empty() || self.clinics.iter().any(|s| s.as_str() == source) =>
+            {
+                Ok(())
+            }
+            Role::Watch => Err(Denied::OtherClinic(format!("source {source}"))),
+            other => Err(Denied::Role(other.as_str())),
         }
     }
 }

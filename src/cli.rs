@@ -8,11 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::auth::new_key;
-use crate::booking::idempotency::KEEP_KEYS;
-use crate::booking::Bookings;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::ClinicId;
-use crate::http::{self, AppState};
+use crate::http;
 use crate::store::{self, Role, SqliteSync, Store};
 
 pub const DEFAULT_DATABASE: &str = "./slotguard-data/slotguard.db";
@@ -88,11 +86,15 @@ pub struct ServeArgs {
 pub enum KeysCommand {
     /// Create a key and print it (only it) on stdout; it is shown this once.
     Create {
-        #[arg(long, value_parser = ["admin", "clinic", "booking"])]
+        #[arg(long, value_parser = ["admin", "clinic", "booking", "watch"])]
         role: String,
         /// Clinic the key is for (required for `clinic`; repeat to scope `booking`).
         #[arg(long = "clinic")]
         clinics: Vec<String>,
+        /// Source a `watch` key may forward documents of (repeat for several; none
+        /// means every source).
+        #[arg(long = "source")]
+        sources: Vec<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -116,6 +118,10 @@ struct ConfigFile {
     database: Option<String>,
     listen: Option<String>,
     sqlite_sync: Option<String>,
+    #[serde(default)]
+    detect: crate::app::DetectConfig,
+    #[serde(default)]
+    alerts: crate::app::AlertsConfig,
 }
 
 /// A failure the user can fix (exit code 2) or one they cannot (exit code 1).
@@ -149,6 +155,8 @@ struct Settings {
     database: String,
     sqlite_sync: SqliteSync,
     listen: String,
+    detect: crate::app::DetectConfig,
+    alerts: crate::app::AlertsConfig,
 }
 
 fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliError> {
@@ -185,6 +193,8 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
             .map(str::to_owned)
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+        detect: file.detect,
+        alerts: file.alerts,
     })
 }
 
@@ -251,22 +261,33 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
         KeysCommand::Create {
             role,
             clinics,
+            sources,
             store,
         } => {
             let role = Role::parse(&role)
                 .ok_or_else(|| CliError::Usage(format!("unknown role {role}")))?;
-            let clinics = clinics
-                .iter()
-                .map(|c| ClinicId::parse("--clinic", c).map_err(|e| CliError::Usage(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            match (role, clinics.len()) {
-                (Role::Clinic, 1) | (Role::Booking, _) | (Role::Admin, 0) => {}
-                (Role::Clinic, _) => {
+            let parse = |flag: &str, values: &[String]| {
+                values
+                    .iter()
+                    .map(|c| ClinicId::parse(flag, c).map_err(|e| CliError::Usage(e.to_string())))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let mut clinics = parse("--clinic", &clinics)?;
+            let sources = parse("--source", &sources)?;
+            match (role, clinics.len(), sources.len()) {
+                (Role::Watch, 0, _) => clinics = sources,
+                (_, _, 1..) | (Role::Watch, _, _) => {
+                    return Err(CliError::Usage(
+                        "--source is for watch keys, --clinic for the others".into(),
+                    ))
+                }
+                (Role::Clinic, 1, _) | (Role::Booking, _, _) | (Role::Admin, 0, _) => {}
+                (Role::Clinic, _, _) => {
                     return Err(CliError::Usage(
                         "a clinic key needs exactly one --clinic".into(),
                     ))
                 }
-                (Role::Admin, _) => {
+                (Role::Admin, _, _) => {
                     return Err(CliError::Usage(
                         "an admin key is for every clinic; drop --clinic".into(),
                     ))
@@ -316,6 +337,8 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
+    let options =
+        crate::app::Options::from_config(&s.detect, &s.alerts).map_err(CliError::Usage)?;
     let store = open_store(&s).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let has_admin = store
@@ -328,9 +351,9 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         store.insert_api_key(&key.record).await?;
         println!("admin key (shown once, store it now): {}", key.text);
     }
-    let bookings = Arc::new(Bookings::new(store, clock));
+    let app = crate::app::App::start(store, clock, options);
     if args.demo {
-        crate::demo::seed(&bookings)
+        crate::demo::seed(&app.state.bookings)
             .await
             .map_err(|e| CliError::Failed(format!("demo seed failed: {e}")))?;
     }
@@ -342,30 +365,12 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(e.to_string()))?;
     tracing::info!(%address, database = %redact(&s.database), "slotguard listening");
     eprintln!("slotguard listening on http://{address}");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let janitor = tokio::spawn(forget_old_keys(bookings.clone(), stopped));
-    http::serve(listener, AppState::new(bookings), shutdown_signal())
+    http::serve(listener, app.state.clone(), shutdown_signal())
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let _ = stop.send(true);
-    let _ = janitor.await;
+    app.stop().await;
     eprintln!("slotguard stopped");
     Ok(())
-}
-
-/// Hourly, drops idempotency keys past their keeping time, until shutdown.
-async fn forget_old_keys(bookings: Arc<Bookings>, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = every_hour.tick() => {
-                if let Err(e) = bookings.forget_idempotency_keys(KEEP_KEYS).await {
-                    tracing::warn!(error = %e, "could not drop old idempotency keys");
-                }
-            }
-            _ = stopped.changed() => return,
-        }
-    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

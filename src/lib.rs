@@ -11,6 +11,7 @@
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
 //! - [`loadtest`]: `slotguard loadtest`, open and closed models, HDR statistics.
+//! - [`app`]: one running slotguard: bookings, detector, dispatcher, started and stopped together.
 //! - [`cli`]: the `slotguard` command line and `serve`.
 //! - [`demo`]: the demo clinic `serve --demo` seeds.
 //! - [`history`]: the JSON-lines record of a load run that `check` verifies.
@@ -19,6 +20,7 @@
 //! - [`clock`]: "what time is it", injectable so tests can stand at any hour.
 
 pub mod alert;
+pub mod app;
 pub mod auth;
 pub mod booking;
 pub mod check;

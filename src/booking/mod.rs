@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::clock::Clock;
+use crate::detect::{Group, Wakeups};
 use crate::domain::{
     Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, SlotIndex,
     Status,
@@ -86,6 +87,7 @@ pub struct Bookings {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     key_locks: KeyLocks,
+    wakeups: Option<Wakeups>,
 }
 
 impl Bookings {
@@ -94,6 +96,30 @@ impl Bookings {
             store,
             clock,
             key_locks: KeyLocks::default(),
+            wakeups: None,
+        }
+    }
+
+    /// Tells the detector about every doctor-day a committed write touched.
+    pub fn with_wakeups(mut self, wakeups: Wakeups) -> Self {
+        self.wakeups = Some(wakeups);
+        self
+    }
+
+    pub fn wakeups(&self) -> Option<&Wakeups> {
+        self.wakeups.as_ref()
+    }
+
+    /// After a commit: the post-commit hook of every appointment write.
+    async fn committed(&self, appointment: &Appointment) {
+        if let Some(wakeups) = &self.wakeups {
+            wakeups
+                .wake(Group {
+                    clinic_id: appointment.clinic_id.clone(),
+                    doctor_id: appointment.doctor_id.clone(),
+                    date: appointment.date,
+                })
+                .await;
         }
     }
 
@@ -268,10 +294,12 @@ impl Bookings {
         appointment: &Appointment,
         to: Status,
     ) -> Result<Appointment, BookingError> {
-        Ok(self
+        let changed = self
             .store
             .change_status(&appointment.id, to, self.now())
-            .await?)
+            .await?;
+        self.committed(&changed).await;
+        Ok(changed)
     }
 
     async fn book_advance(
@@ -306,7 +334,9 @@ impl Bookings {
                 .plan_advance(requested)
             }),
         };
-        Ok(self.store.book(booking).await?)
+        let appointment = self.store.book(booking).await?;
+        self.committed(&appointment).await;
+        Ok(appointment)
     }
 
     async fn book_walk_in(
@@ -341,7 +371,9 @@ impl Bookings {
                 .plan_walk_in(force)
             }),
         };
-        Ok(self.store.book(booking).await?)
+        let appointment = self.store.book(booking).await?;
+        self.committed(&appointment).await;
+        Ok(appointment)
     }
 
     /// Runs `book` at most once per idempotency key. Requests with the same key in

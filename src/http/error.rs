@@ -147,6 +147,9 @@ impl From<StoreError> for ApiError {
                     "clinic" => "clinic_not_found",
                     "doctor" => "doctor_not_found",
                     "appointment" => "appointment_not_found",
+                    "incident" => "incident_not_found",
+                    "document" => "document_not_found",
+                    "silence" => "silence_not_found",
                     _ => "not_found",
                 },
                 format!("No such {what}."),
@@ -164,6 +167,15 @@ impl From<StoreError> for ApiError {
                     format!("An appointment that is {from} cannot become {to}."),
                 );
                 error.details = json!({"field": "status", "from": from, "to": to});
+                error
+            }
+            StoreError::InvalidIncidentMove { from, to } => {
+                let mut error = Self::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid_transition",
+                    format!("An incident that is {from} cannot become {to}."),
+                );
+                error.details = json!({"from": from, "to": to});
                 error
             }
             StoreError::Changed(what) => Self::new(

@@ -9,13 +9,14 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::booking::Bookings;
+use crate::detect::Detector;
 
 pub mod api;
 pub mod error;
@@ -31,20 +32,22 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub bookings: Arc<Bookings>,
+    pub detector: Arc<Detector>,
     in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
-    pub fn new(bookings: Arc<Bookings>) -> Self {
+    pub fn new(bookings: Arc<Bookings>, detector: Arc<Detector>) -> Self {
         Self {
             bookings,
+            detector,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    use api::{appointments, clinics};
+    use api::{appointments, clinics, detection};
     let v1 = Router::new()
         .route("/clinics", post(clinics::create_clinic))
         .route(
@@ -72,7 +75,25 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/appointments/{id}/reschedule",
             post(appointments::reschedule),
-        );
+        )
+        .route(
+            "/watch/{source}/appointments/{id}",
+            put(detection::watch_put).delete(detection::watch_delete),
+        )
+        .route(
+            "/watch/{source}/appointments:batch",
+            post(detection::watch_batch),
+        )
+        .route("/incidents", get(detection::incidents))
+        .route("/incidents/{id}", get(detection::incident))
+        .route("/incidents/{id}/acknowledge", post(detection::acknowledge))
+        .route("/incidents/{id}/resolve", post(detection::resolve))
+        .route("/notifications", get(detection::notifications))
+        .route(
+            "/silences",
+            post(detection::create_silence).get(detection::silences),
+        )
+        .route("/silences/{id}", delete(detection::end_silence));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/book-appointment", post(appointments::book))
@@ -116,10 +137,12 @@ async fn shed_load(State(state): State<AppState>, request: Request, next: Next) 
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = state.bookings.store();
     store.ping().await?;
+    let (count, p50, p99, max) = state.detector.latency();
     Ok(Json(json!({
         "status": "ok",
         "store": store.backend(),
         "counters": store.counters().snapshot(),
+        "detectionLatencyMs": {"incidents": count, "p50": p50, "p99": p99, "max": max},
     })))
 }
 

@@ -32,6 +32,11 @@ pub enum StoreError {
     Refused(#[from] Refusal),
     #[error("an appointment that is {from} cannot become {to}")]
     InvalidTransition { from: Status, to: Status },
+    #[error("an incident that is {from} cannot become {to}")]
+    InvalidIncidentMove {
+        from: &'static str,
+        to: &'static str,
+    },
     /// A concurrent change got there first.
     #[error("{0}")]
     Changed(&'static str),
@@ -143,6 +148,8 @@ pub enum Role {
     Admin,
     Clinic,
     Booking,
+    /// Forwards an external app's documents; scoped to sources.
+    Watch,
 }
 
 impl Role {
@@ -151,11 +158,12 @@ impl Role {
             Role::Admin => "admin",
             Role::Clinic => "clinic",
             Role::Booking => "booking",
+            Role::Watch => "watch",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Role::Admin, Role::Clinic, Role::Booking]
+        [Role::Admin, Role::Clinic, Role::Booking, Role::Watch]
             .into_iter()
             .find(|r| r.as_str() == raw)
     }

@@ -9,10 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use slotguard::booking::Bookings;
+use slotguard::alert::dispatch::Timing;
+use slotguard::app::{App, Options};
 use slotguard::clock::FixedClock;
+use slotguard::detect::detector::Settings;
 use slotguard::domain::Clinic;
-use slotguard::http::{self, AppState};
+use slotguard::http;
 use slotguard::store::{self, Role, SqliteSync};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -94,6 +96,7 @@ pub struct TestApp {
     pub clock: Arc<FixedClock>,
     pub db: TestDb,
     pub client: reqwest::Client,
+    pub app: Option<App>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -113,8 +116,35 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Detection and alert timing for tests: re-scans every 200 ms, alerts grouped
+/// over `group_wait`, the dispatcher looking for work every 50 ms.
+pub fn test_options(channels: &[Value], group_wait: Duration, wakeups: bool) -> Options {
+    let channels: Vec<slotguard::alert::channels::ChannelConfig> = channels
+        .iter()
+        .map(|c| serde_json::from_value(c.clone()).expect("channel config"))
+        .collect();
+    Options {
+        detect: Settings {
+            wakeups,
+            rescan_every: Duration::from_millis(200),
+            ..Settings::default()
+        },
+        timing: Timing {
+            group_wait,
+            tick: Duration::from_millis(50),
+            first_backoff: Duration::from_millis(100),
+            ..Timing::default()
+        },
+        channels: slotguard::alert::channels::build(&channels).expect("channels build"),
+    }
+}
+
 /// Serves slotguard in this process, with its clock standing at 06:00 on [`DAY`].
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, test_options(&[], Duration::ZERO, true)).await
+}
+
+pub async fn spawn_app_with(backend: Backend, options: Options) -> Option<TestApp> {
     let db = test_db(backend).await?;
     let store: Arc<dyn store::Store> = Arc::from(
         store::open(&db.url, SqliteSync::Full)
@@ -124,11 +154,11 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     let key = slotguard::auth::new_key(Role::Admin, vec![], Utc::now());
     store.insert_api_key(&key.record).await.unwrap();
     let clock = Arc::new(FixedClock::at(kolkata(DAY, 6, 0)));
-    let bookings = Arc::new(Bookings::new(store, clock.clone()));
+    let app = App::start(store, clock.clone(), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, AppState::new(bookings), async {
+    tokio::spawn(http::serve(listener, app.state.clone(), async {
         let _ = stopped.await;
     }));
     Some(TestApp {
@@ -138,6 +168,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         db,
         client: client(),
         shutdown: Some(stop),
+        app: Some(app),
     })
 }
 

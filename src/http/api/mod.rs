@@ -3,3 +3,4 @@
 
 pub mod appointments;
 pub mod clinics;
+pub mod detection;

@@ -1,0 +1,169 @@
+//! One running slotguard: the booking service, the detector, the alert dispatcher and
+//! housekeeping, started together and stopped together. `serve` and the end-to-end
+//! tests build it the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::alert::channels::{self, ChannelConfig};
+use crate::alert::dispatch::{Dispatcher, Timing};
+use crate::booking::idempotency::KEEP_KEYS;
+use crate::booking::Bookings;
+use crate::clock::Clock;
+use crate::detect::detector::{Detector, Settings};
+use crate::detect::Wakeups;
+use crate::http::AppState;
+use crate::store::Store;
+
+/// `[detect]` in slotguard.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Check a day as soon as a write touches it (default true); the re-scan runs either way.
+    pub wakeups: Option<bool>,
+    /// Seconds between re-scans of recently changed days (default 5).
+    pub rescan_seconds: Option<f64>,
+    /// How far back a re-scan looks, in seconds (default 120).
+    pub rescan_window_seconds: Option<f64>,
+}
+
+/// `[alerts]` in slotguard.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alerts of one clinic within this many seconds go out as one message (default 30).
+    pub group_wait_seconds: Option<f64>,
+    /// An open, unchanged incident is repeated after this many seconds (default 14400).
+    pub repeat_interval_seconds: Option<f64>,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+}
+
+fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(format!(
+            "{field} = {s}: must be a number of seconds, 0 or more"
+        )),
+    }
+}
+
+impl DetectConfig {
+    pub fn settings(&self) -> Result<Settings, String> {
+        let d = Settings::default();
+        let rescan_every = seconds("detect.rescan_seconds", self.rescan_seconds, d.rescan_every)?;
+        if rescan_every.is_zero() {
+            return Err("detect.rescan_seconds must be above 0".into());
+        }
+        Ok(Settings {
+            wakeups: self.wakeups.unwrap_or(d.wakeups),
+            rescan_every,
+            rescan_window: seconds(
+                "detect.rescan_window_seconds",
+                self.rescan_window_seconds,
+                d.rescan_window,
+            )?,
+            debounce: d.debounce,
+        })
+    }
+}
+
+impl AlertsConfig {
+    pub fn timing(&self) -> Result<Timing, String> {
+        let d = Timing::default();
+        Ok(Timing {
+            group_wait: seconds(
+                "alerts.group_wait_seconds",
+                self.group_wait_seconds,
+                d.group_wait,
+            )?,
+            repeat_interval: seconds(
+                "alerts.repeat_interval_seconds",
+                self.repeat_interval_seconds,
+                d.repeat_interval,
+            )?,
+            ..d
+        })
+    }
+}
+
+pub struct Options {
+    pub detect: Settings,
+    pub timing: Timing,
+    pub channels: Vec<Box<dyn channels::Channel>>,
+}
+
+impl Options {
+    pub fn from_config(detect: &DetectConfig, alerts: &AlertsConfig) -> Result<Self, String> {
+        Ok(Self {
+            detect: detect.settings()?,
+            timing: alerts.timing()?,
+            channels: channels::build(&alerts.channels)?,
+        })
+    }
+}
+
+pub struct App {
+    pub state: AppState,
+    pub detector: Arc<Detector>,
+    pub dispatcher: Arc<Dispatcher>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Builds the services over `store` and starts their background tasks.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: Options) -> Self {
+        let (wakeups, woken) = Wakeups::new(store.clone());
+        let bookings = Arc::new(Bookings::new(store.clone(), clock.clone()).with_wakeups(wakeups));
+        let detector = Arc::new(Detector::new(store.clone(), clock.clone(), options.detect));
+        let dispatcher = Arc::new(Dispatcher::new(
+            store,
+            clock,
+            options.channels,
+            options.timing,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(detector.clone().run(woken, stopped.clone())),
+            tokio::spawn(dispatcher.clone().run(stopped.clone())),
+            tokio::spawn(forget_old_keys(bookings.clone(), stopped)),
+        ];
+        let state = AppState::new(bookings, detector.clone());
+        Self {
+            state,
+            detector,
+            dispatcher,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops the background tasks and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Hourly, drops idempotency keys past their keeping time, until shutdown.
+async fn forget_old_keys(bookings: Arc<Bookings>, mut stopped: watch::Receiver<bool>) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every_hour.tick() => {
+                if let Err(e) = bookings.forget_idempotency_keys(KEEP_KEYS).await {
+                    tracing::warn!(error = %e, "could not drop old idempotency keys");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}

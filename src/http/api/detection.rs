@@ -1,0 +1,406 @@
+//! Watch (mirror an external app's documents), incidents, notifications and silences.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::super::error::ApiError;
+use super::super::extract::{required, JsonBody, QueryParams};
+use super::super::AppState;
+use crate::alert::Event;
+use crate::auth::{Action, Principal};
+use crate::detect::reconcile::Changes;
+use crate::detect::{Group, Incident, IncidentState, OutboxEntry};
+use crate::domain::text::parse_line;
+use crate::domain::{ClinicId, FieldError};
+use crate::store::detection::{DeliveryState, IncidentFilter, Silence};
+use crate::store::StoreError;
+use crate::watch::kloqo::{parse_document, parse_document_with_id};
+
+/// Most documents one batch may carry.
+const MAX_BATCH: usize = 1000;
+const MAX_LIST: u32 = 1000;
+
+/// A source is named like an id: it appears in URLs and keys.
+fn source_name(raw: &str) -> Result<String, FieldError> {
+    ClinicId::parse("source", raw).map(|s| s.as_str().to_owned())
+}
+
+async fn wake(state: &AppState, groups: impl IntoIterator<Item = Group>) {
+    if let Some(wakeups) = state.bookings.wakeups() {
+        for group in groups {
+            wakeups.wake(group).await;
+        }
+    }
+}
+
+/// `PUT /watch/{source}/appointments/{id}`: one document, upserted; an older
+/// version than the stored one is acknowledged and ignored (`applied: false`).
+pub async fn watch_put(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((source, id)): Path<(String, String)>,
+    body: JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let source = source_name(&source)?;
+    principal.may_watch(&source)?;
+    let document = parse_document_with_id(&id, &body.document)?;
+    let bookings = &state.bookings;
+    let (applied, groups) = bookings
+        .store()
+        .upsert_watched(&source, &[document], bookings.now())
+        .await?;
+    wake(&state, groups).await;
+    Ok(Json(
+        json!({"source": source, "id": id, "applied": applied[0]}),
+    ))
+}
+
+/// `POST /watch/{source}/appointments:batch`: `[doc, …]` or `{"documents": [doc, …]}`.
+/// Every document is parsed before anything is stored: one bad document refuses
+/// the batch, naming it.
+pub async fn watch_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(source): Path<String>,
+    body: JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let source = source_name(&source)?;
+    principal.may_watch(&source)?;
+    let list = match &body.document {
+        Value::Array(list) => list,
+        Value::Object(o) => o
+            .get("documents")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                FieldError::new("documents", "must be a list of appointment documents")
+            })?,
+        _ => {
+            return Err(
+                FieldError::new("documents", "must be a list of appointment documents").into(),
+            )
+        }
+    };
+    if list.len() > MAX_BATCH {
+        return Err(FieldError::new(
+            "documents",
+            format!("holds more than {MAX_BATCH} documents; split the batch"),
+        )
+        .into());
+    }
+    let documents = list
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            parse_document(doc)
+                .map_err(|e| FieldError::new(format!("documents[{i}].{}", e.field), e.message))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bookings = &state.bookings;
+    let (applied, groups) = bookings
+        .store()
+        .upsert_watched(&source, &documents, bookings.now())
+        .await?;
+    wake(&state, groups).await;
+    Ok(Json(json!({
+        "source": source,
+        "received": documents.len(),
+        "applied": applied.iter().filter(|a| **a).count(),
+        "stale": applied.iter().filter(|a| !**a).count(),
+    })))
+}
+
+pub async fn watch_delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((source, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let source = source_name(&source)?;
+    principal.may_watch(&source)?;
+    let bookings = &state.bookings;
+    let group = bookings
+        .store()
+        .delete_watched(&source, &id, bookings.now())
+        .await?
+        .ok_or(StoreError::NotFound("document"))?;
+    wake(&state, [group]).await;
+    Ok(Json(json!({"source": source, "id": id, "deleted": true})))
+}
+
+fn instant(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            crate::domain::schedule::parse_date(field, raw)
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        })
+        .map_err(|_| FieldError::new(field, "must be an RFC 3339 time or a date YYYY-MM-DD"))
+}
+
+pub async fn incidents(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let filter = IncidentFilter {
+        clinic_id: query
+            .get("clinicId")
+            .map(|c| ClinicId::parse("clinicId", c))
+            .transpose()?,
+        state: query
+            .get("state")
+            .map(|s| {
+                IncidentState::parse(s).ok_or_else(|| {
+                    FieldError::new("state", "must be open, acknowledged or resolved")
+                })
+            })
+            .transpose()?,
+        since: query
+            .get("since")
+            .map(|s| instant("since", s))
+            .transpose()?,
+        until: query
+            .get("until")
+            .map(|s| instant("until", s))
+            .transpose()?,
+        limit: MAX_LIST,
+    };
+    principal.may(Action::RunClinicDay, filter.clinic_id.as_ref())?;
+    let incidents = state.bookings.store().incidents(&filter).await?;
+    Ok(Json(json!({"incidents": incidents})))
+}
+
+async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Incident, ApiError> {
+    let incident = state
+        .bookings
+        .store()
+        .incident(id)
+        .await?
+        .ok_or(StoreError::NotFound("incident"))?;
+    principal.may(Action::RunClinicDay, Some(&incident.group.clinic_id))?;
+    Ok(incident)
+}
+
+pub async fn incident(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let incident = load(&state, &principal, &id).await?;
+    let store = state.bookings.store();
+    let members = store
+        .member_rows(&incident.group, &incident.members)
+        .await?;
+    let notifications: Vec<Value> = store
+        .incident_notifications(&incident.id)
+        .await?
+        .into_iter()
+        .map(|(n, attempts)| {
+            let mut n = serde_json::to_value(n).unwrap_or_default();
+            n["attempts"] = json!(attempts);
+            n
+        })
+        .collect();
+    let mut body = serde_json::to_value(&incident).unwrap_or_default();
+    body["members"] = json!(members);
+    body["notifications"] = json!(notifications);
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct NoteBody {
+    note: Option<String>,
+}
+
+/// Acknowledging silences the reminders; resolving closes the incident (and
+/// notifies). A duplicate that is still there stays resolved until a member changes.
+async fn move_incident(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    to: IncidentState,
+    note: Option<String>,
+) -> Result<Json<Incident>, ApiError> {
+    let mut incident = load(state, principal, id).await?;
+    let note = note.map(|n| parse_line("note", &n, 2000)).transpose()?;
+    let now = state.bookings.now();
+    let mut changes = Changes::default();
+    match (incident.state, to) {
+        (IncidentState::Resolved, IncidentState::Resolved) => return Ok(Json(incident)),
+        (IncidentState::Resolved, _) => {
+            return Err(StoreError::InvalidIncidentMove {
+                from: "resolved",
+                to: to.as_str(),
+            }
+            .into());
+        }
+        (_, IncidentState::Acknowledged) => {
+            incident.acknowledged_at = Some(now);
+            incident.acknowledged_by = Some(principal.key_id.clone());
+        }
+        (_, _) => {
+            incident.resolved_at = Some(now);
+            incident.resolved_by = Some(principal.key_id.clone());
+            incident.changed_at = now;
+            changes.outbox.push(OutboxEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                clinic_id: incident.group.clinic_id.clone(),
+                incident_id: incident.id.clone(),
+                event: Event::Resolved,
+                created_at: now,
+            });
+        }
+    }
+    incident.state = to;
+    if note.is_some() {
+        incident.note = note;
+    }
+    changes.incidents.push(incident.clone());
+    state.bookings.store().save_incidents(&changes).await?;
+    Ok(Json(incident))
+}
+
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: JsonBody<NoteBody>,
+) -> Result<Json<Incident>, ApiError> {
+    move_incident(
+        &state,
+        &principal,
+        &id,
+        IncidentState::Acknowledged,
+        body.value.note,
+    )
+    .await
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: JsonBody<NoteBody>,
+) -> Result<Json<Incident>, ApiError> {
+    let note = required("note", body.value.note)?;
+    move_incident(&state, &principal, &id, IncidentState::Resolved, Some(note)).await
+}
+
+pub async fn notifications(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let clinic = query
+        .get("clinicId")
+        .map(|c| ClinicId::parse("clinicId", c))
+        .transpose()?;
+    let delivery = query
+        .get("state")
+        .map(|s| {
+            DeliveryState::parse(s)
+                .ok_or_else(|| FieldError::new("state", "must be pending, delivered or dead"))
+        })
+        .transpose()?;
+    principal.may(Action::RunClinicDay, clinic.as_ref())?;
+    let rows = state
+        .bookings
+        .store()
+        .notifications(delivery, clinic.as_ref(), MAX_LIST)
+        .await?;
+    Ok(Json(json!({"notifications": rows})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SilenceBody {
+    clinic_id: Option<String>,
+    kind: Option<String>,
+    reason: Option<String>,
+    ends_at: Option<String>,
+}
+
+pub async fn create_silence(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: JsonBody<SilenceBody>,
+) -> Result<(StatusCode, Json<Silence>), ApiError> {
+    let b = body.value;
+    let clinic = b
+        .clinic_id
+        .as_deref()
+        .map(|c| ClinicId::parse("clinicId", c))
+        .transpose()?;
+    principal.may(Action::RunClinicDay, clinic.as_ref())?;
+    let kind = match b.kind.as_deref() {
+        None => None,
+        Some(k @ ("slot" | "token")) => Some(k.to_owned()),
+        Some(_) => {
+            return Err(
+                FieldError::new("kind", "must be slot or token (or left out for both)").into(),
+            )
+        }
+    };
+    let now = state.bookings.now();
+    let ends_at = instant("endsAt", &required("endsAt", b.ends_at)?)?;
+    if ends_at <= now {
+        return Err(FieldError::new("endsAt", "must be in the future").into());
+    }
+    let silence = Silence {
+        id: uuid::Uuid::new_v4().to_string(),
+        clinic_id: clinic.map(|c| c.as_str().to_owned()),
+        kind,
+        reason: parse_line("reason", &required("reason", b.reason)?, 500)?,
+        created_by: principal.key_id.clone(),
+        created_at: now,
+        ends_at,
+    };
+    state.bookings.store().insert_silence(&silence).await?;
+    Ok((StatusCode::CREATED, Json(silence)))
+}
+
+pub async fn silences(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let all = state
+        .bookings
+        .store()
+        .silences(Some(state.bookings.now()))
+        .await?;
+    let visible: Vec<Silence> = all
+        .into_iter()
+        .filter(|s| {
+            let clinic = s
+                .clinic_id
+                .as_deref()
+                .and_then(|c| ClinicId::parse("c", c).ok());
+            principal.may(Action::RunClinicDay, clinic.as_ref()).is_ok()
+        })
+        .collect();
+    Ok(Json(json!({"silences": visible})))
+}
+
+pub async fn end_silence(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.bookings.store();
+    let silence = store
+        .silences(None)
+        .await?
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or(StoreError::NotFound("silence"))?;
+    let clinic = silence
+        .clinic_id
+        .as_deref()
+        .and_then(|c| ClinicId::parse("c", c).ok());
+    principal.may(Action::RunClinicDay, clinic.as_ref())?;
+    let ended = store.end_silence(&id, state.bookings.now()).await?;
+    Ok(Json(json!({"id": id, "ended": ended})))
+}
