@@ -42,6 +42,22 @@ pub enum Command {
     Loadtest(Box<crate::loadtest::LoadtestArgs>),
     /// Check a load run's history against the database (exit 0 only when clean).
     Check(CheckArgs),
+    /// Mirror an external app's appointments (initial sync from an export file).
+    Watch {
+        #[command(subcommand)]
+        command: WatchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WatchCommand {
+    /// Import an export file (Kloqo JSON, JSON Lines, CSV) and check it for duplicates.
+    Import {
+        #[command(flatten)]
+        import: crate::watch::importer::ImportArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -229,7 +245,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys { command } => keys(command).await,
         Command::Loadtest(args) => crate::loadtest::run(*args).await,
         Command::Check(args) => check_history(args).await,
+        Command::Watch {
+            command: WatchCommand::Import { import, store },
+        } => watch_import(import, store).await,
     }
+}
+
+async fn watch_import(
+    args: crate::watch::importer::ImportArgs,
+    store: StoreArgs,
+) -> Result<(), CliError> {
+    use crate::watch::importer::{run, ImportError};
+    let store = open_store(&settings(&store, None)?).await?;
+    let report = run(store, &args).await.map_err(|e| match e {
+        ImportError::Input(m) => CliError::Usage(m),
+        ImportError::Store(e) => CliError::from(e),
+    })?;
+    println!(
+        "{} records: {} stored, {} older than what was stored, {} skipped; {} doctor-days checked, {} incidents opened",
+        report.records, report.applied, report.stale, report.bad.len(), report.days_checked, report.incidents_opened
+    );
+    for (position, reason) in report.bad.iter().take(20) {
+        println!("  skipped {position}: {reason}");
+    }
+    Ok(())
 }
 
 async fn check_history(args: CheckArgs) -> Result<(), CliError> {

@@ -1,1 +1,594 @@
-//! placeholder
+//! One Kloqo appointment document (Firestore, as the clinic app writes it) read into a
+//! [`WatchedAppointment`]. Lenient where Kloqo has varied between versions (the date's
+//! spelling, two timestamp encodings), strict where detection depends on the value
+//! (ids, date, slot), and every error names the field as the document spells it.
+
+use chrono::{DateTime, Month, NaiveDate, Utc};
+use serde_json::{Map, Value};
+
+use super::WatchedAppointment;
+use crate::domain::schedule::parse_date;
+use crate::domain::{ClinicId, DoctorId, FieldError, Status};
+
+/// Firestore ids are 20 characters; other apps forwarding documents may use UUIDs or
+/// longer keys, so the bound only stops abuse.
+const MAX_DOCUMENT_ID_CHARS: usize = 128;
+/// Status, token and channel labels end up in alerts (SMS) and logs.
+const MAX_LABEL_CHARS: usize = 128;
+/// How Kloqo marks a break placeholder: it occupies its slot but is no patient's token.
+const BREAK_TOKEN: &str = "Break";
+const BREAK_BOOKED_VIA: &str = "BreakBlock";
+const FIRESTORE_TIMESTAMP_TYPE: &str = "firestore/timestamp/1.0";
+const DATE_FORMS: &str = "must be a date written like \"18 January 2026\" or \"2026-01-18\"";
+
+/// Reads a document that carries its own `id` (an export file, a forwarded write).
+pub fn parse_document(doc: &Value) -> Result<WatchedAppointment, FieldError> {
+    let fields = object(doc)?;
+    let id = document_id("id", required_str(fields, "id")?)?;
+    parse_fields(id, fields, doc)
+}
+
+/// Reads a document whose id comes from elsewhere (the URL of `PUT …/{id}`). A body
+/// `id` may be left out; if present it must be the same, so a client cannot mirror a
+/// document under one id while its body claims another.
+pub fn parse_document_with_id(id: &str, doc: &Value) -> Result<WatchedAppointment, FieldError> {
+    let fields = object(doc)?;
+    let id = document_id("id", id)?;
+    if optional_str(fields, "id")?.is_some_and(|body_id| body_id != id) {
+        return Err(FieldError::new(
+            "id",
+            "must be the id in the URL, or be left out of the body",
+        ));
+    }
+    parse_fields(id, fields, doc)
+}
+
+fn parse_fields(
+    id: String,
+    fields: &Map<String, Value>,
+    doc: &Value,
+) -> Result<WatchedAppointment, FieldError> {
+    let clinic_id = ClinicId::parse("clinicId", required_str(fields, "clinicId")?)?;
+    let doctor_id = DoctorId::parse("doctorId", required_str(fields, "doctorId")?)?;
+    let date = kloqo_date("date", required_str(fields, "date")?)?;
+    let session_index = get(fields, "sessionIndex")
+        .map(|v| index("sessionIndex", v))
+        .transpose()?;
+    let slot_index = index("slotIndex", required(fields, "slotIndex")?)?;
+    let status = label("status", required_str(fields, "status")?)?;
+    if status.is_empty() {
+        return Err(FieldError::new("status", "must not be empty"));
+    }
+    let token_number = optional_str(fields, "tokenNumber")?
+        .map(|t| label("tokenNumber", t))
+        .transpose()?;
+    let booked_via = optional_str(fields, "bookedVia")?
+        .map(|b| label("bookedVia", b))
+        .transpose()?;
+    let is_break = token_number == Some(BREAK_TOKEN) || booked_via == Some(BREAK_BOOKED_VIA);
+    Ok(WatchedAppointment {
+        id,
+        clinic_id,
+        doctor_id,
+        date,
+        session_index,
+        slot_index,
+        token_number: token_number.filter(|_| !is_break).map(str::to_owned),
+        occupying: Status::occupies(status),
+        status: status.to_owned(),
+        is_break,
+        booked_via: booked_via.map(str::to_owned),
+        created_at: timestamp(fields, "createdAt")?,
+        updated_at: timestamp(fields, "updatedAt")?,
+        document: doc.clone(),
+    })
+}
+
+fn object(doc: &Value) -> Result<&Map<String, Value>, FieldError> {
+    doc.as_object().ok_or_else(|| {
+        FieldError::new(
+            "document",
+            format!(
+                "must be a JSON object (one appointment document), not {}",
+                json_kind(doc)
+            ),
+        )
+    })
+}
+
+/// A field's value; `null` counts as absent, as Firestore exports write deleted or
+/// unset fields as `null` (`bufferedAt: null` in the samples).
+fn get<'a>(fields: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    fields.get(field).filter(|v| !v.is_null())
+}
+
+fn required<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'a Value, FieldError> {
+    get(fields, field).ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+fn required_str<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
+    string(field, required(fields, field)?)
+}
+
+fn optional_str<'a>(
+    fields: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, FieldError> {
+    get(fields, field).map(|v| string(field, v)).transpose()
+}
+
+fn string<'a>(field: &str, value: &'a Value) -> Result<&'a str, FieldError> {
+    value.as_str().ok_or_else(|| {
+        FieldError::new(field, format!("must be a string, not {}", json_kind(value)))
+    })
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn document_id(field: &str, raw: &str) -> Result<String, FieldError> {
+    let chars = raw.chars().count();
+    if chars == 0 || chars > MAX_DOCUMENT_ID_CHARS || raw.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_DOCUMENT_ID_CHARS} characters with no control characters"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A label kept as the app wrote it (not trimmed: the mirror is verbatim), but bounded
+/// and free of control characters since it ends up in alerts and logs.
+fn label<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
+    if raw.chars().count() > MAX_LABEL_CHARS || raw.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_LABEL_CHARS} characters with no control characters"),
+        ));
+    }
+    Ok(raw)
+}
+
+/// A whole number as JSON holds it. `5.0` is accepted: JavaScript and Python writers
+/// may spell an integer that way, and the value is unambiguous.
+fn integer(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 2f64.powi(53))
+            .map(|f| f as i64)
+    })
+}
+
+/// `slotIndex` / `sessionIndex`: a whole number, 0 or more.
+fn index(field: &str, value: &Value) -> Result<u32, FieldError> {
+    if let Some(n) = integer(value) {
+        return u32::try_from(n).map_err(|_| {
+            FieldError::new(
+                field,
+                format!("must be a whole number from 0 to {}", u32::MAX),
+            )
+        });
+    }
+    let message = match value {
+        // A quoted number is the commonest mistake in hand-made files: say so.
+        Value::String(s) if s.trim().parse::<u64>().is_ok() => {
+            format!(
+                "must be a number, not a string: write {}, not \"{s}\"",
+                s.trim()
+            )
+        }
+        _ => format!("must be a whole number 0 or more, not {}", json_kind(value)),
+    };
+    Err(FieldError::new(field, message))
+}
+
+/// Kloqo V1 writes `"18 January 2026"` (day not zero-padded: `"8 January 2026"`),
+/// Kloqo V2 writes ISO `"2026-01-18"`.
+fn kloqo_date(field: &str, raw: &str) -> Result<NaiveDate, FieldError> {
+    if raw.as_bytes().get(4) == Some(&b'-') {
+        return parse_date(field, raw)
+            .map_err(|_| FieldError::new(field, format!("{DATE_FORMS}, and be a real day")));
+    }
+    let mut parts = raw.split(' ');
+    let (Some(day), Some(month), Some(year), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(FieldError::new(field, DATE_FORMS));
+    };
+    let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let (true, true, Ok(month)) = (
+        digits(day, 1..=2),
+        digits(year, 4..=4),
+        month.parse::<Month>(),
+    ) else {
+        return Err(FieldError::new(field, DATE_FORMS));
+    };
+    let (day, year) = (day.parse::<u32>(), year.parse::<i32>());
+    let (Ok(day), Ok(year)) = (day, year) else {
+        return Err(FieldError::new(field, DATE_FORMS));
+    };
+    NaiveDate::from_ymd_opt(year, month.number_from_month(), day).ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!(
+                "is not a real date: {} {year} has no day {day}",
+                month.name()
+            ),
+        )
+    })
+}
+
+/// `createdAt` / `updatedAt`: absent, an RFC 3339 string, or a Firestore timestamp in
+/// either JSON encoding: the web SDK's `Timestamp.toJSON()`
+/// `{"type": "firestore/timestamp/1.0", "seconds", "nanoseconds"}`, or the Admin SDK's
+/// object serialised as is, `{"_seconds", "_nanoseconds"}`.
+fn timestamp(
+    fields: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, FieldError> {
+    let Some(value) = get(fields, field) else {
+        return Ok(None);
+    };
+    let instant = match value {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                FieldError::new(
+                    field,
+                    "must be an RFC 3339 time such as 2026-01-18T09:30:00Z, or a Firestore timestamp",
+                )
+            })?,
+        Value::Object(ts) => firestore_timestamp(field, ts)?,
+        other => {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "must be a Firestore timestamp or an RFC 3339 string, not {}",
+                    json_kind(other)
+                ),
+            ))
+        }
+    };
+    Ok(Some(instant))
+}
+
+fn firestore_timestamp(field: &str, ts: &Map<String, Value>) -> Result<DateTime<Utc>, FieldError> {
+    let (seconds_key, nanos_key) = if ts.contains_key("_seconds") {
+        ("_seconds", "_nanoseconds")
+    } else {
+        ("seconds", "nanoseconds")
+    };
+    if ts
+        .get("type")
+        .is_some_and(|t| t != FIRESTORE_TIMESTAMP_TYPE)
+    {
+        return Err(FieldError::new(
+            format!("{field}.type"),
+            format!("must be \"{FIRESTORE_TIMESTAMP_TYPE}\""),
+        ));
+    }
+    let seconds = ts
+        .get(seconds_key)
+        .ok_or_else(|| FieldError::new(format!("{field}.{seconds_key}"), "is required"))
+        .and_then(|v| {
+            integer(v).ok_or_else(|| {
+                FieldError::new(
+                    format!("{field}.{seconds_key}"),
+                    "must be a whole number of seconds since 1970-01-01 UTC",
+                )
+            })
+        })?;
+    // Firestore always writes both parts; a missing nanosecond part means a whole second.
+    let nanos = match ts.get(nanos_key) {
+        None => 0,
+        Some(v) => integer(v)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n < 1_000_000_000)
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("{field}.{nanos_key}"),
+                    "must be a whole number from 0 to 999999999",
+                )
+            })?,
+    };
+    DateTime::from_timestamp(seconds, nanos).ok_or_else(|| {
+        FieldError::new(
+            format!("{field}.{seconds_key}"),
+            "is outside the range of representable times",
+        )
+    })
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+
+    const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/kloqo");
+
+    /// The sample exports: `appointments.json` and every file of `history/`. A missing
+    /// directory fails the test: CI has `shared/` beside the repository.
+    pub(crate) fn sample_exports() -> Vec<std::path::PathBuf> {
+        let history = Path::new(SAMPLES).join("history");
+        let mut files: Vec<_> = std::fs::read_dir(&history)
+            .unwrap_or_else(|e| panic!("{}: {e}", history.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert!(!files.is_empty(), "no exports in {}", history.display());
+        files.sort();
+        files.insert(0, Path::new(SAMPLES).join("appointments.json"));
+        files
+    }
+
+    fn appointment() -> Value {
+        json!({
+            "id": "2CBFdD7IZrmpOAbOXXIT",
+            "clinicId": "LhfG8x4SZZg1BLmCkpYF",
+            "doctorId": "doc-1766066333627-yjug38zsr",
+            "date": "18 January 2026",
+            "sessionIndex": 0,
+            "slotIndex": 10,
+            "numericToken": 11,
+            "tokenNumber": "A1-011",
+            "status": "Pending",
+            "bookedVia": "Online",
+            "createdAt": {"type": "firestore/timestamp/1.0", "seconds": 1768726393, "nanoseconds": 493000000}
+        })
+    }
+
+    fn with(mut doc: Value, field: &str, value: Value) -> Value {
+        doc[field] = value;
+        doc
+    }
+
+    fn without(mut doc: Value, field: &str) -> Value {
+        doc.as_object_mut().unwrap().remove(field);
+        doc
+    }
+
+    fn field_of_error(doc: &Value) -> String {
+        parse_document(doc).expect_err("accepted").field
+    }
+
+    #[test]
+    fn every_document_of_the_sample_exports_parses() {
+        let (mut documents, mut breaks) = (0, 0);
+        for path in sample_exports() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let export: Vec<Value> = serde_json::from_str(&text).unwrap();
+            assert!(!export.is_empty(), "{}", path.display());
+            for doc in &export {
+                // Names and phones are personal data: on failure show the id and the error only.
+                let parsed = parse_document(doc)
+                    .unwrap_or_else(|e| panic!("{} document {}: {e}", path.display(), doc["id"]));
+                assert_eq!(&parsed.document, doc);
+                assert!(parsed.created_at.is_some());
+                if parsed.is_break {
+                    breaks += 1;
+                    assert!(parsed.occupying && parsed.token_number.is_none());
+                } else {
+                    assert!(parsed.token_number.is_some());
+                }
+            }
+            documents += export.len();
+        }
+        assert!(
+            documents > 200 && breaks == 4,
+            "{documents} documents, {breaks} breaks"
+        );
+    }
+
+    #[test]
+    fn a_kloqo_document_gives_its_slot_token_and_occupancy() {
+        let parsed = parse_document(&appointment()).unwrap();
+        assert_eq!(parsed.id, "2CBFdD7IZrmpOAbOXXIT");
+        assert_eq!(parsed.clinic_id.as_str(), "LhfG8x4SZZg1BLmCkpYF");
+        assert_eq!(parsed.date, NaiveDate::from_ymd_opt(2026, 1, 18).unwrap());
+        assert_eq!((parsed.session_index, parsed.slot_index), (Some(0), 10));
+        assert_eq!(parsed.token_number.as_deref(), Some("A1-011"));
+        assert!(parsed.occupying && !parsed.is_break);
+        assert_eq!(parsed.booked_via.as_deref(), Some("Online"));
+
+        for (status, occupying) in [("Cancelled", false), ("No-show", false), ("Skipped", true)] {
+            let parsed = parse_document(&with(appointment(), "status", json!(status))).unwrap();
+            assert_eq!(parsed.occupying, occupying, "{status}");
+        }
+    }
+
+    #[test]
+    fn both_firestore_timestamp_encodings_and_rfc_3339_give_the_same_instant() {
+        let expected = DateTime::from_timestamp(1768726393, 493_000_000);
+        for created_at in [
+            json!({"type": "firestore/timestamp/1.0", "seconds": 1768726393, "nanoseconds": 493000000}),
+            json!({"_seconds": 1768726393, "_nanoseconds": 493000000}),
+            json!("2026-01-18T08:53:13.493Z"),
+            json!("2026-01-18T14:23:13.493+05:30"),
+        ] {
+            let doc = with(appointment(), "createdAt", created_at.clone());
+            assert_eq!(
+                parse_document(&doc).unwrap().created_at,
+                expected,
+                "{created_at}"
+            );
+        }
+        let doc = with(appointment(), "updatedAt", json!(null));
+        assert_eq!(parse_document(&doc).unwrap().updated_at, None);
+        let doc = without(appointment(), "createdAt");
+        assert_eq!(parse_document(&doc).unwrap().created_at, None);
+    }
+
+    #[test]
+    fn a_malformed_timestamp_names_the_part_to_fix() {
+        let cases = [
+            (json!(1768726393), "createdAt"),
+            (json!("18 January 2026 10:00"), "createdAt"),
+            (
+                json!({"seconds": "1768726393", "nanoseconds": 0}),
+                "createdAt.seconds",
+            ),
+            (
+                json!({"_seconds": 1768726393, "_nanoseconds": 2_000_000_000u64}),
+                "createdAt._nanoseconds",
+            ),
+            (
+                json!({"type": "geo/point", "seconds": 1, "nanoseconds": 0}),
+                "createdAt.type",
+            ),
+            (json!({"nanoseconds": 0}), "createdAt.seconds"),
+        ];
+        for (created_at, field) in cases {
+            let doc = with(appointment(), "createdAt", created_at.clone());
+            assert_eq!(field_of_error(&doc), field, "{created_at}");
+        }
+    }
+
+    #[test]
+    fn dates_are_read_in_kloqo_long_form_and_in_iso() {
+        for (raw, (y, m, d)) in [
+            ("18 January 2026", (2026, 1, 18)),
+            ("8 January 2026", (2026, 1, 8)),
+            ("29 February 2028", (2028, 2, 29)),
+            ("2026-01-18", (2026, 1, 18)),
+        ] {
+            let parsed = parse_document(&with(appointment(), "date", json!(raw))).unwrap();
+            assert_eq!(
+                parsed.date,
+                NaiveDate::from_ymd_opt(y, m, d).unwrap(),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_impossible_or_unreadable_date_is_refused_naming_date() {
+        let err =
+            parse_document(&with(appointment(), "date", json!("31 February 2026"))).unwrap_err();
+        assert_eq!(err.field, "date");
+        assert_eq!(
+            err.message,
+            "is not a real date: February 2026 has no day 31"
+        );
+        for bad in [
+            json!("2026-02-30"),
+            json!("18 Janvier 2026"),
+            json!("January 18, 2026"),
+            json!("18/01/2026"),
+            json!("018 January 2026"),
+            json!("18 January 20260"),
+            json!(""),
+            json!(20260118),
+        ] {
+            assert_eq!(
+                field_of_error(&with(appointment(), "date", bad.clone())),
+                "date",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_quoted_slot_index_is_named() {
+        let err = parse_document(&without(appointment(), "slotIndex")).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("slotIndex", "is required")
+        );
+
+        let err = parse_document(&with(appointment(), "slotIndex", json!("5"))).unwrap_err();
+        assert_eq!(err.field, "slotIndex");
+        assert!(err.message.contains("not a string"), "{}", err.message);
+
+        for bad in [json!(-1), json!(1.5), json!(5_000_000_000u64), json!([5])] {
+            let doc = with(appointment(), "slotIndex", bad.clone());
+            assert_eq!(field_of_error(&doc), "slotIndex", "{bad}");
+        }
+        let doc = with(appointment(), "sessionIndex", json!("0"));
+        assert_eq!(field_of_error(&doc), "sessionIndex");
+        assert_eq!(
+            parse_document(&with(appointment(), "slotIndex", json!(5.0)))
+                .unwrap()
+                .slot_index,
+            5
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_required_fields_are_named() {
+        for field in ["id", "clinicId", "doctorId", "date", "status"] {
+            assert_eq!(field_of_error(&without(appointment(), field)), field);
+            assert_eq!(field_of_error(&with(appointment(), field, json!(7))), field);
+        }
+        let cases = [
+            ("id", json!("")),
+            ("id", json!("a\nb")),
+            ("id", json!("x".repeat(129))),
+            ("clinicId", json!("../etc")),
+            ("doctorId", json!("dr asha")),
+            ("status", json!("")),
+            ("tokenNumber", json!(11)),
+            ("bookedVia", json!("Online\u{1b}[2J")),
+        ];
+        for (field, value) in cases {
+            assert_eq!(field_of_error(&with(appointment(), field, value)), field);
+        }
+        assert_eq!(field_of_error(&json!(["not", "a", "document"])), "document");
+    }
+
+    #[test]
+    fn unknown_fields_and_unknown_statuses_are_kept_verbatim() {
+        let doc = with(
+            with(appointment(), "status", json!("Rescheduled?")),
+            "walkInPatientsAhead",
+            json!({"count": 3, "list": [1, "two", null], "bufferedAt": null}),
+        );
+        let parsed = parse_document(&doc).unwrap();
+        assert_eq!(parsed.document, doc);
+        assert_eq!(parsed.status, "Rescheduled?");
+        assert!(parsed.occupying, "an unknown status is taken to occupy");
+    }
+
+    #[test]
+    fn break_blocks_occupy_their_slot_but_hold_no_token() {
+        let by_token = with(appointment(), "tokenNumber", json!("Break"));
+        let by_channel = with(appointment(), "bookedVia", json!("BreakBlock"));
+        for doc in [by_token, by_channel] {
+            let parsed = parse_document(&with(doc, "status", json!("Completed"))).unwrap();
+            assert!(parsed.is_break && parsed.occupying);
+            assert_eq!(parsed.token_number, None);
+        }
+    }
+
+    #[test]
+    fn a_document_put_under_a_url_id_must_not_claim_another() {
+        let body = without(appointment(), "id");
+        let parsed = parse_document_with_id("from-the-url", &body).unwrap();
+        assert_eq!(parsed.id, "from-the-url");
+        assert_eq!(parsed.document, body, "the body is kept as sent");
+
+        let same = parse_document_with_id("2CBFdD7IZrmpOAbOXXIT", &appointment()).unwrap();
+        assert_eq!(same.id, "2CBFdD7IZrmpOAbOXXIT");
+
+        for (url_id, body) in [
+            ("another-id", appointment()),
+            ("", without(appointment(), "id")),
+            ("2CBFdD7IZrmpOAbOXXIT", with(appointment(), "id", json!(42))),
+        ] {
+            let err = parse_document_with_id(url_id, &body).unwrap_err();
+            assert_eq!(err.field, "id", "{url_id:?}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::domain::{ClinicId, DoctorId};
 
 pub mod import;
+pub mod importer;
 pub mod kloqo;
 
 /// One external appointment document, parsed into what detection needs, with the
