@@ -46,7 +46,7 @@ pub struct AlertsConfig {
 fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
     match value {
         None => Ok(default),
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Some(s) if (0.0..1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
         Some(s) => Err(format!(
             "{field} = {s}: must be a number of seconds, 0 or more"
         )),

@@ -85,7 +85,9 @@ def authenticator_for(credentials):
             and auth_data.login.decode() == user
             and auth_data.password.decode() == password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd then answers 535 itself (its default, handled=True,
+        # means "I already replied" and leaves the client waiting).
+        return AuthResult(success=ok, handled=False)
 
     return authenticate
 

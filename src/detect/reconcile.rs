@@ -47,6 +47,7 @@ pub fn reconcile(
     now: DateTime<Utc>,
     found_by: FoundBy,
 ) -> Changes {
+    let found = &same_double_booking_once(found);
     let mut changes = Changes::default();
     let by_fingerprint: HashMap<(DuplicateKind, &str), &Incident> = existing
         .iter()
@@ -139,6 +140,23 @@ pub fn reconcile(
     changes
 }
 
+/// Two appointments in one slot usually share its token too (advance tokens derive
+/// from the slot): that is one double booking, reported once, as the slot. A token
+/// duplicate stands on its own only when its members differ from every slot
+/// duplicate's.
+fn same_double_booking_once(found: &[Duplicate]) -> Vec<Duplicate> {
+    let slot_members: Vec<&BTreeSet<MemberRef>> = found
+        .iter()
+        .filter(|d| d.kind == DuplicateKind::Slot)
+        .map(|d| &d.members)
+        .collect();
+    found
+        .iter()
+        .filter(|d| d.kind == DuplicateKind::Slot || !slot_members.contains(&&d.members))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +208,32 @@ mod tests {
         assert_eq!(changes.incidents[0].state, IncidentState::Open);
         assert_eq!(changes.incidents[0].detection_ms, Some(0));
         assert_eq!(events(&changes), [Event::Opened]);
+    }
+
+    #[test]
+    fn one_slot_and_its_token_given_twice_is_one_incident_but_a_token_alone_is_its_own() {
+        let token = |ids: &[&str]| Duplicate {
+            kind: DuplicateKind::Token,
+            key: "A1-006".into(),
+            ..slot5(ids, 0)
+        };
+        let both = reconcile(
+            &group(),
+            &[slot5(&["a", "b"], 0), token(&["a", "b"])],
+            &[],
+            t(0),
+            FoundBy::Realtime,
+        );
+        assert_eq!(both.incidents.len(), 1);
+        assert_eq!(both.incidents[0].kind, DuplicateKind::Slot);
+        let apart = reconcile(
+            &group(),
+            &[slot5(&["a", "b"], 0), token(&["a", "c"])],
+            &[],
+            t(0),
+            FoundBy::Realtime,
+        );
+        assert_eq!(apart.incidents.len(), 2);
     }
 
     #[test]

@@ -18,23 +18,42 @@ pub struct JsonBody<T> {
     pub document: serde_json::Value,
 }
 
+/// Any JSON document as the body (a batch may be a bare array).
+pub struct JsonDocument(pub serde_json::Value);
+
+/// Reads the body as JSON: 413 past the size limit, 400 when it is not JSON.
+async fn read_document<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<serde_json::Value, ApiError> {
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("The body is larger than {} bytes.", super::BODY_LIMIT_BYTES),
+            )
+        } else {
+            ApiError::malformed(format!("The body could not be read: {rejection}."))
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::malformed(format!("The body is not valid JSON: {e}.")))
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonDocument {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        read_document(req, state).await.map(JsonDocument)
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("The body is larger than {} bytes.", super::BODY_LIMIT_BYTES),
-                )
-            } else {
-                ApiError::malformed(format!("The body could not be read: {rejection}."))
-            }
-        })?;
-        let document: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::malformed(format!("The body is not valid JSON: {e}.")))?;
+        let document = read_document(req, state).await?;
         if !document.is_object() {
             return Err(ApiError::malformed("The body must be a JSON object."));
         }

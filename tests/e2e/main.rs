@@ -4,6 +4,7 @@
 mod support;
 
 mod booking;
+mod detection;
 mod inputs;
 mod processes;
 
@@ -43,6 +44,12 @@ stories! {
     booking::availability_shows_taken_reserved_and_past_slots,
     booking::validate_answers_without_writing,
     booking::a_forced_walk_in_goes_after_the_last_slot,
+    detection::a_watched_duplicate_is_one_incident_alerted_on_every_channel_until_cancelled,
+    detection::two_duplicates_inside_group_wait_are_one_message,
+    detection::a_document_sent_twice_or_out_of_order_makes_no_phantom_incident,
+    detection::with_wakeups_off_the_rescan_still_finds_the_duplicate,
+    detection::bad_documents_are_refused_naming_the_field_and_nothing_is_stored,
+    detection::the_sample_export_imports_clean_and_one_altered_document_is_one_incident,
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
     processes::a_server_killed_after_answering_201_loses_none_of_them,

@@ -96,7 +96,8 @@ pub struct TestApp {
     pub clock: Arc<FixedClock>,
     pub db: TestDb,
     pub client: reqwest::Client,
-    pub app: Option<App>,
+    /// Held so the detector and dispatcher run as long as the test.
+    _app: App,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -168,7 +169,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Option<TestAp
         db,
         client: client(),
         shutdown: Some(stop),
-        app: Some(app),
+        _app: app,
     })
 }
 
@@ -481,5 +482,127 @@ pub async fn tamper(url: &str, sql: &str) {
             .await
             .unwrap();
         sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real HTTP receiver on 127.0.0.1:0 that records every POST (body and
+/// `Idempotency-Key`) and answers 200.
+/// What a receiver got: each POST's `Idempotency-Key` and body.
+type Received = Arc<std::sync::Mutex<Vec<(Option<String>, Value)>>>;
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub received: Received,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let received: Received = Default::default();
+        let log = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let log = log.clone();
+                    async move {
+                        let key = headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        log.lock()
+                            .unwrap()
+                            .push((key, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                        "ok"
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, received }
+    }
+
+    pub fn messages(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// `tests/smtp_sink.py`: a real SMTP server (aiosmtpd) on loopback, writing each
+/// message it accepts to a directory as NNNN.json (envelope and decoded parts).
+pub struct SmtpSink {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py"))
+            .arg("0")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs tests/smtp_sink.py (pip install aiosmtpd)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("smtp_sink said READY in 30 s")
+            .unwrap()
+            .expect("smtp_sink started (pip install aiosmtpd)");
+        let port = line
+            .strip_prefix("READY ")
+            .expect("READY line")
+            .trim()
+            .parse()
+            .unwrap();
+        SmtpSink {
+            port,
+            dir,
+            _child: child,
+        }
+    }
+
+    /// Every message received so far, as the sink decoded it.
+    pub fn messages(&self) -> Vec<Value> {
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
     }
 }

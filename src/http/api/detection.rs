@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::super::error::ApiError;
-use super::super::extract::{required, JsonBody, QueryParams};
+use super::super::extract::{required, JsonBody, JsonDocument, QueryParams};
 use super::super::AppState;
 use crate::alert::Event;
 use crate::auth::{Action, Principal};
@@ -43,11 +43,11 @@ pub async fn watch_put(
     State(state): State<AppState>,
     principal: Principal,
     Path((source, id)): Path<(String, String)>,
-    body: JsonBody<Value>,
+    JsonDocument(body): JsonDocument,
 ) -> Result<Json<Value>, ApiError> {
     let source = source_name(&source)?;
     principal.may_watch(&source)?;
-    let document = parse_document_with_id(&id, &body.document)?;
+    let document = parse_document_with_id(&id, &body)?;
     let bookings = &state.bookings;
     let (applied, groups) = bookings
         .store()
@@ -66,11 +66,11 @@ pub async fn watch_batch(
     State(state): State<AppState>,
     principal: Principal,
     Path(source): Path<String>,
-    body: JsonBody<Value>,
+    JsonDocument(body): JsonDocument,
 ) -> Result<Json<Value>, ApiError> {
     let source = source_name(&source)?;
     principal.may_watch(&source)?;
-    let list = match &body.document {
+    let list = match &body {
         Value::Array(list) => list,
         Value::Object(o) => o
             .get("documents")

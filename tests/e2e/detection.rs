@@ -1,0 +1,384 @@
+//! Stories of detection: an external app's documents arrive through the watch API,
+//! duplicates become incidents, and people are told through real channels.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const CLINIC: &str = "kochi";
+
+/// A Kloqo-shaped document in slot `slot` of dr-asha on 1 December 2026.
+fn document(id: &str, slot: u32, status: &str, updated_seconds: i64) -> Value {
+    json!({
+        "id": id, "clinicId": CLINIC, "doctorId": "dr-asha", "doctor": "Asha Menon",
+        "date": "1 December 2026", "sessionIndex": 0, "slotIndex": slot,
+        "numericToken": slot + 1, "tokenNumber": format!("A1-{:03}", slot + 1),
+        "status": status, "bookedVia": "Online", "patientName": format!("Patient {id}"),
+        "createdAt": {"type": "firestore/timestamp/1.0", "seconds": 1_764_500_000, "nanoseconds": 0},
+        "updatedAt": {"_seconds": 1_764_500_000 + updated_seconds, "_nanoseconds": 0},
+        "someFieldSlotguardDoesNotKnow": {"kept": true}
+    })
+}
+
+async fn put(app: &TestApp, doc: &Value) -> Reply {
+    let path = format!(
+        "/api/v1/watch/kloqo/appointments/{}",
+        doc["id"].as_str().unwrap()
+    );
+    send(
+        &app.client,
+        Method::PUT,
+        &app.url(&path),
+        Some(&app.admin_key),
+        Some(doc),
+        &[],
+    )
+    .await
+}
+
+async fn incidents(app: &TestApp) -> Vec<Value> {
+    let listed = app
+        .get(&format!("/api/v1/incidents?clinicId={CLINIC}"))
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    listed.body["incidents"].as_array().unwrap().clone()
+}
+
+fn channels(webhook: &Receiver, smtp: &SmtpSink) -> Vec<Value> {
+    vec![
+        json!({"kind": "webhook", "name": "ops", "url": webhook.url}),
+        json!({"kind": "email", "name": "mail", "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
+               "from": "slotguard@clinic.example", "to": ["ops@clinic.example"]}),
+        json!({"kind": "log", "name": "log"}),
+    ]
+}
+
+pub async fn a_watched_duplicate_is_one_incident_alerted_on_every_channel_until_cancelled(
+    backend: Backend,
+) {
+    let (webhook, smtp) = (Receiver::start().await, SmtpSink::start().await);
+    let Some(app) = spawn_app_with(
+        backend,
+        test_options(&channels(&webhook, &smtp), Duration::ZERO, true),
+    )
+    .await
+    else {
+        return;
+    };
+
+    for doc in [
+        document("doc-a", 5, "Pending", 0),
+        document("doc-b", 5, "Confirmed", 1),
+    ] {
+        assert_eq!(put(&app, &doc).await.status, StatusCode::OK);
+    }
+    let opened = eventually(10, "an incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        (
+            opened["kind"].as_str(),
+            opened["key"].as_str(),
+            opened["state"].as_str()
+        ),
+        (Some("slot"), Some("5"), Some("open"))
+    );
+    eventually(10, "the webhook and the email", || async {
+        (webhook.messages().len() == 1 && smtp.messages().len() == 1).then_some(())
+    })
+    .await;
+    let hook = &webhook.messages()[0];
+    assert_eq!(hook["event"], "opened");
+    assert!(hook["text"].as_str().unwrap().contains("slot 5"), "{hook}");
+    assert!(
+        !hook.to_string().contains("Patient doc-a"),
+        "alerts name no patient"
+    );
+    let mail = &smtp.messages()[0];
+    assert_eq!(mail["rcptTos"], json!(["ops@clinic.example"]));
+    let kinds: Vec<&str> = mail["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["contentType"].as_str())
+        .collect();
+    assert_eq!(kinds, ["text/plain", "text/html"]);
+
+    put(&app, &document("doc-c", 5, "Pending", 2)).await;
+    eventually(10, "the grown incident's alert", || async {
+        (webhook.messages().len() == 2).then_some(())
+    })
+    .await;
+    let all = incidents(&app).await;
+    assert_eq!(all.len(), 1, "a third member joins the same incident");
+    assert_eq!(all[0]["members"].as_array().unwrap().len(), 3);
+    assert_eq!(webhook.messages()[1]["event"], "grew");
+
+    put(&app, &document("doc-b", 5, "Cancelled", 3)).await;
+    put(&app, &document("doc-c", 5, "Cancelled", 3)).await;
+    let resolved = eventually(10, "the auto-resolve", || async {
+        incidents(&app)
+            .await
+            .into_iter()
+            .find(|i| i["state"] == "resolved")
+    })
+    .await;
+    assert_eq!(resolved["resolvedBy"], "auto");
+    let detail = app
+        .get(&format!(
+            "/api/v1/incidents/{}",
+            resolved["id"].as_str().unwrap()
+        ))
+        .await
+        .body;
+    assert_eq!(detail["members"][0]["source"], "kloqo");
+    assert!(
+        detail["notifications"].as_array().unwrap().len() >= 4,
+        "history lists each notification per channel: {detail}"
+    );
+    assert!(
+        app.get("/healthz").await.body["detectionLatencyMs"]["incidents"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
+
+pub async fn two_duplicates_inside_group_wait_are_one_message(backend: Backend) {
+    let webhook = Receiver::start().await;
+    let hook = vec![json!({"kind": "webhook", "name": "ops", "url": webhook.url})];
+    let Some(app) =
+        spawn_app_with(backend, test_options(&hook, Duration::from_secs(30), true)).await
+    else {
+        return;
+    };
+
+    for doc in [
+        document("a", 5, "Pending", 0),
+        document("b", 5, "Pending", 0),
+        document("c", 8, "Pending", 0),
+        document("d", 8, "Pending", 0),
+    ] {
+        put(&app, &doc).await;
+    }
+    eventually(10, "two incidents", || async {
+        (incidents(&app).await.len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        webhook.messages().is_empty(),
+        "nothing goes out before groupWait"
+    );
+    app.clock.advance(chrono::Duration::seconds(31));
+    eventually(10, "the grouped message", || async {
+        (!webhook.messages().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let messages = webhook.messages();
+    assert_eq!(messages.len(), 1, "one bad burst is one message");
+    assert_eq!(messages[0]["incidents"].as_array().unwrap().len(), 2);
+}
+
+pub async fn a_document_sent_twice_or_out_of_order_makes_no_phantom_incident(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let newest = document("doc-a", 7, "Pending", 10);
+    let older_elsewhere = document("doc-a", 5, "Pending", 5);
+    put(&app, &document("doc-z", 5, "Pending", 0)).await;
+
+    put(&app, &newest).await;
+    put(&app, &newest).await;
+    let stale = put(&app, &older_elsewhere).await;
+    assert_eq!(
+        stale.body["applied"], false,
+        "an older version of a document is ignored"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        incidents(&app).await.is_empty(),
+        "no duplicate: doc-a is in slot 7, doc-z in slot 5"
+    );
+}
+
+pub async fn with_wakeups_off_the_rescan_still_finds_the_duplicate(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, test_options(&[], Duration::ZERO, false)).await else {
+        return;
+    };
+    put(&app, &document("a", 5, "Pending", 0)).await;
+    put(&app, &document("b", 5, "Pending", 0)).await;
+    let found = eventually(10, "the re-scan's incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(found["key"], "5");
+}
+
+pub async fn bad_documents_are_refused_naming_the_field_and_nothing_is_stored(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut no_slot = document("a", 5, "Pending", 0);
+    no_slot.as_object_mut().unwrap().remove("slotIndex");
+    let mut slot_as_text = document("a", 5, "Pending", 0);
+    slot_as_text["slotIndex"] = json!("5");
+    let mut impossible = document("a", 5, "Pending", 0);
+    impossible["date"] = json!("31 February 2026");
+    let mut no_clinic = document("a", 5, "Pending", 0);
+    no_clinic.as_object_mut().unwrap().remove("clinicId");
+    for (doc, field) in [
+        (no_slot, "slotIndex"),
+        (slot_as_text, "slotIndex"),
+        (impossible, "date"),
+        (no_clinic, "clinicId"),
+    ] {
+        let refused = put(&app, &doc).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
+        assert_eq!(
+            refused.body["error"]["details"]["field"], field,
+            "{}",
+            refused.text
+        );
+    }
+    let batch = json!([document("ok", 5, "Pending", 0), {"id": "bad", "clinicId": CLINIC}]);
+    let refused = send(
+        &app.client,
+        Method::POST,
+        &app.url("/api/v1/watch/kloqo/appointments:batch"),
+        Some(&app.admin_key),
+        Some(&batch),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body["error"]["details"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("documents[1]."),
+        "{}",
+        refused.text
+    );
+    let wrong_key = app.key(slotguard::store::Role::Booking, &[]).await;
+    let forbidden = send(
+        &app.client,
+        Method::PUT,
+        &app.url("/api/v1/watch/kloqo/appointments/a"),
+        Some(&wrong_key),
+        Some(&document("a", 5, "Pending", 0)),
+        &[],
+    )
+    .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    let watched: i64 = count(&app.db.url, "SELECT COUNT(*) FROM watched_appointments").await;
+    assert_eq!(watched, 0);
+}
+
+async fn count(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{url}"))
+            .await
+            .unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+    }
+}
+
+pub async fn the_sample_export_imports_clean_and_one_altered_document_is_one_incident(
+    backend: Backend,
+) {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/kloqo/appointments.json"
+    );
+    let documents: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(sample).expect("the clinic's sample export beside the repo"),
+    )
+    .unwrap();
+    let import = |db: &str, file: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args([
+                "watch",
+                "import",
+                "--source",
+                "kloqo",
+                "--quiet",
+                "--database",
+                db,
+                file,
+            ])
+            .output()
+            .unwrap()
+    };
+    let Some(clean_db) = test_db(backend).await else {
+        return;
+    };
+    let out = import(&clean_db.url, sample);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(&clean_db.url, "SELECT COUNT(*) FROM watched_appointments").await,
+        documents.len() as i64
+    );
+    assert_eq!(
+        count(&clean_db.url, "SELECT COUNT(*) FROM incidents").await,
+        0,
+        "shared slots pair a cancelled row with an occupying one"
+    );
+
+    let occupying: Vec<usize> = (0..documents.len())
+        .filter(|i| {
+            !matches!(
+                documents[*i]["status"].as_str(),
+                Some("Cancelled" | "No-show")
+            )
+        })
+        .collect();
+    let mut altered = documents.clone();
+    let (keep, change) = (occupying[0], occupying[1]);
+    for field in ["clinicId", "doctorId", "date", "slotIndex"] {
+        altered[change][field] = documents[keep][field].clone();
+    }
+    altered[change]["tokenNumber"] = json!("A9-999");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("altered.json");
+    std::fs::write(&file, serde_json::to_string(&altered).unwrap()).unwrap();
+    let Some(dup_db) = test_db(backend).await else {
+        return;
+    };
+    let out = import(&dup_db.url, file.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(&dup_db.url, "SELECT COUNT(*) FROM incidents").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &dup_db.url,
+            "SELECT COUNT(*) FROM incidents WHERE kind = 'slot' AND state = 'open'"
+        )
+        .await,
+        1
+    );
+}
