@@ -48,7 +48,7 @@ impl Default for Timing {
     }
 }
 
-const LEASE: chrono::Duration = chrono::Duration::seconds(15);
+const LEASE: chrono::Duration = chrono::Duration::seconds(5);
 
 /// Delay before retry `attempt` (1-based): exponential, capped, ±25 % jitter so
 /// receivers coming back are not hit by every sender at once.

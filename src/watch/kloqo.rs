@@ -3,6 +3,8 @@
 //! spelling, two timestamp encodings), strict where detection depends on the value
 //! (ids, date, slot), and every error names the field as the document spells it.
 
+use std::ops::RangeInclusive;
+
 use chrono::{DateTime, Month, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
@@ -198,35 +200,29 @@ fn kloqo_date(field: &str, raw: &str) -> Result<NaiveDate, FieldError> {
         return parse_date(field, raw)
             .map_err(|_| FieldError::new(field, format!("{DATE_FORMS}, and be a real day")));
     }
-    let mut parts = raw.split(' ');
-    let (Some(day), Some(month), Some(year), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(FieldError::new(field, DATE_FORMS));
-    };
-    let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
-        n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-    };
-    let (true, true, Ok(month)) = (
-        digits(day, 1..=2),
-        digits(year, 4..=4),
-        month.parse::<Month>(),
-    ) else {
-        return Err(FieldError::new(field, DATE_FORMS));
-    };
-    let (day, year) = (day.parse::<u32>(), year.parse::<i32>());
-    let (Ok(day), Ok(year)) = (day, year) else {
-        return Err(FieldError::new(field, DATE_FORMS));
-    };
+    let (day, month, year) =
+        long_date_parts(raw).ok_or_else(|| FieldError::new(field, DATE_FORMS))?;
     NaiveDate::from_ymd_opt(year, month.number_from_month(), day).ok_or_else(|| {
+        let month = month.name();
         FieldError::new(
             field,
-            format!(
-                "is not a real date: {} {year} has no day {day}",
-                month.name()
-            ),
+            format!("is not a real date: {month} {year} has no day {day}"),
         )
     })
+}
+
+/// `"18 January 2026"` as its parts: a 1–2 digit day, an English month name, a 4-digit
+/// year, one space apart.
+fn long_date_parts(raw: &str) -> Option<(u32, Month, i32)> {
+    let digits = |s: &str, len: RangeInclusive<usize>| {
+        len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let mut parts = raw.split(' ');
+    let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !digits(day, 1..=2) || !digits(year, 4..=4) {
+        return None;
+    }
+    Some((day.parse().ok()?, month.parse().ok()?, year.parse().ok()?))
 }
 
 /// `createdAt` / `updatedAt`: absent, an RFC 3339 string, or a Firestore timestamp in

@@ -54,6 +54,7 @@ stories! {
     inputs::keys_are_held_to_their_role_and_clinic,
     processes::a_server_killed_after_answering_201_loses_none_of_them,
     processes::a_short_load_run_checks_clean_and_a_lost_booking_is_caught,
+    processes::an_alert_survives_crashes_and_is_delivered_once,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

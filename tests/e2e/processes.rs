@@ -3,6 +3,7 @@
 //! book a week ahead on a doctor who works every day.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
@@ -331,4 +332,91 @@ pub async fn a_short_load_run_checks_clean_and_a_lost_booking_is_caught(backend:
     let verdict: Value = serde_json::from_slice(&check.stdout).unwrap();
     assert_eq!(verdict["lost"]["count"], 1);
     server.kill().await;
+}
+
+/// Alerts are at least once, never lost: a server killed between the incident's
+/// commit and the delivery delivers after restart, and one killed after delivering
+/// does not deliver again. Two servers on one database send one message.
+pub async fn an_alert_survives_crashes_and_is_delivered_once(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let key = admin_key_for(&db.url).await;
+    let client = client();
+    let webhook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slotguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detect]\nrescan_seconds = 0.5\n\n[alerts]\ngroup_wait_seconds = 3\n\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"ops\"\nurl = \"{}\"\n",
+            webhook.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let server = ServerProcess::start_with(&db.url, &["--config", config]).await;
+    for id in ["doc-a", "doc-b"] {
+        let doc = json!({"id": id, "clinicId": CLINIC, "doctorId": "dr-asha", "date": "1 December 2026", "slotIndex": 5, "tokenNumber": "A1-006", "status": "Pending"});
+        let stored = send(
+            &client,
+            Method::PUT,
+            &format!("{}/api/v1/watch/kloqo/appointments/{id}", server.base),
+            Some(&key),
+            Some(&doc),
+            &[],
+        )
+        .await;
+        assert_eq!(stored.status, StatusCode::OK, "{}", stored.text);
+    }
+    let incidents_url = |base: &str| format!("{base}/api/v1/incidents?clinicId={CLINIC}");
+    eventually(10, "the incident", || async {
+        let listed = send(
+            &client,
+            Method::GET,
+            &incidents_url(&server.base),
+            Some(&key),
+            None,
+            &[],
+        )
+        .await;
+        (listed.body["incidents"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    server.kill().await;
+    assert!(
+        webhook.messages().is_empty(),
+        "killed inside groupWait: nothing was sent yet"
+    );
+
+    let first = ServerProcess::start_with(&db.url, &["--config", config]).await;
+    let second = ServerProcess::start_with(&db.url, &["--config", config]).await;
+    let servers = [first, second];
+    eventually(20, "the delivery after restart", || async {
+        (!webhook.messages().is_empty()).then_some(())
+    })
+    .await;
+    let delivered_url = format!("{}/api/v1/notifications?state=delivered", servers[0].base);
+    eventually(10, "the delivery to be recorded", || async {
+        let listed = send(&client, Method::GET, &delivered_url, Some(&key), None, &[]).await;
+        (listed.body["notifications"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    for server in servers {
+        server.kill().await;
+    }
+    let again = ServerProcess::start_with(&db.url, &["--config", config]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        webhook.messages().len(),
+        1,
+        "delivered once: not again after a restart, not twice by two servers"
+    );
+    let (key, body) = webhook.received.lock().unwrap()[0].clone();
+    assert_eq!(
+        key.as_deref(),
+        body["id"].as_str(),
+        "the stable id travels as the Idempotency-Key"
+    );
+    again.kill().await;
 }

@@ -383,8 +383,13 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start(database: &str) -> ServerProcess {
+        Self::start_with(database, &[]).await
+    }
+
+    pub async fn start_with(database: &str, extra: &[&str]) -> ServerProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
             .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
