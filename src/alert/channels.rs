@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{DeliveryError, Event, Notification};
 
-/// Whether outgoing HTTP can speak TLS. reqwest is compiled without a TLS feature
-/// (see Cargo.toml), so an `https://` URL could never be reached; [`build`] refuses it
-/// up front rather than letting every delivery fail. The test
+/// Whether outgoing HTTP can speak TLS: reqwest is compiled with rustls and the
+/// webpki root certificates (see Cargo.toml). Were it not, [`build`] would refuse
+/// `https://` URLs up front rather than let every delivery fail. The test
 /// `https_support_flag_matches_how_reqwest_was_compiled` fails when this goes stale.
-const HTTPS_SUPPORTED: bool = false;
+const HTTPS_SUPPORTED: bool = true;
 
 /// How long one HTTP delivery (webhook, one SMS) may take, connection included.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1472,36 +1472,15 @@ mod tests {
     }
 
     #[test]
-    fn build_refuses_https_while_no_tls_is_compiled_in() {
-        let message = refusal(
+    fn https_webhooks_and_twilios_own_url_are_accepted() {
+        let https = configs(
             r#"[[alerts.channels]]
             kind = "webhook"
             name = "slack"
             url = "https://hooks.slack.com/services/T000/B000/secret"
             "#,
         );
-        assert_contains(
-            &message,
-            "url uses https, but this build of slotguard has no TLS support",
-        );
-        assert!(!message.contains("secret"), "{message}");
-
-        // Twilio's own URL is https too: without TLS the preset needs an http relay.
-        let message = refusal(
-            r#"[[alerts.channels]]
-            kind = "sms"
-            name = "on-call"
-            preset = "twilio"
-            account_sid = "AC0123"
-            auth_token_env = "TWILIO_TOKEN"
-            from = "+15005550006"
-            to = ["+919812345678"]
-            "#,
-        );
-        assert_contains(
-            &message,
-            "url (default: Twilio's Messages URL; set url to use another) uses https",
-        );
+        assert_eq!(build_with_env(&https, &env_of(SECRETS)).unwrap().len(), 1);
     }
 
     #[test]

@@ -68,6 +68,10 @@ fn parse_fields(
         .map(|b| label("bookedVia", b))
         .transpose()?;
     let is_break = token_number == Some(BREAK_TOKEN) || booked_via == Some(BREAK_BOOKED_VIA);
+    // When Kloqo inserts a break it moves the patients behind it to later slots and
+    // marks their old rows `cancelledByBreak: true`, often with status Completed:
+    // such a row no longer holds its slot, whatever its status says.
+    let moved_by_break = !is_break && fields.get("cancelledByBreak") == Some(&Value::Bool(true));
     Ok(WatchedAppointment {
         id,
         clinic_id,
@@ -76,7 +80,7 @@ fn parse_fields(
         session_index,
         slot_index,
         token_number: token_number.filter(|_| !is_break).map(str::to_owned),
-        occupying: Status::occupies(status),
+        occupying: Status::occupies(status) && !moved_by_break,
         status: status.to_owned(),
         is_break,
         booked_via: booked_via.map(str::to_owned),
@@ -566,6 +570,25 @@ pub(super) mod tests {
             assert!(parsed.is_break && parsed.occupying);
             assert_eq!(parsed.token_number, None);
         }
+    }
+
+    #[test]
+    fn a_patient_moved_by_a_break_no_longer_holds_the_old_slot() {
+        let moved = with(
+            with(appointment(), "status", json!("Completed")),
+            "cancelledByBreak",
+            json!(true),
+        );
+        assert!(!parse_document(&moved).unwrap().occupying);
+        let block = with(
+            with(moved, "tokenNumber", json!("Break")),
+            "bookedVia",
+            json!("BreakBlock"),
+        );
+        assert!(
+            parse_document(&block).unwrap().occupying,
+            "the break itself holds the slot"
+        );
     }
 
     #[test]
