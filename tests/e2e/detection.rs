@@ -382,3 +382,64 @@ pub async fn the_sample_export_imports_clean_and_one_altered_document_is_one_inc
         1
     );
 }
+
+pub async fn silences_hold_alerts_back_and_refused_deliveries_are_dead_letters(backend: Backend) {
+    let (ok, refusing) = (Receiver::start().await, Receiver::answering(400).await);
+    let hooks = vec![
+        json!({"kind": "webhook", "name": "ops", "url": ok.url}),
+        json!({"kind": "webhook", "name": "broken", "url": refusing.url}),
+    ];
+    let Some(app) = spawn_app_with(backend, test_options(&hooks, Duration::ZERO, true)).await
+    else {
+        return;
+    };
+    let silence = app.post("/api/v1/silences", json!({"clinicId": CLINIC, "kind": "slot", "reason": "migration weekend", "endsAt": "2026-12-01T12:00:00+05:30"})).await;
+    assert_eq!(silence.status, StatusCode::CREATED, "{}", silence.text);
+    put(&app, &document("a", 5, "Pending", 0)).await;
+    put(&app, &document("b", 5, "Pending", 0)).await;
+    eventually(10, "the incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ok.messages().is_empty(),
+        "a silenced incident alerts nobody"
+    );
+
+    let ended = send(
+        &app.client,
+        Method::DELETE,
+        &app.url(&format!(
+            "/api/v1/silences/{}",
+            silence.body["id"].as_str().unwrap()
+        )),
+        Some(&app.admin_key),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(ended.body["ended"], true);
+    put(&app, &document("c", 5, "Pending", 1)).await;
+    eventually(10, "the alert once the silence ended", || async {
+        (!ok.messages().is_empty()).then_some(())
+    })
+    .await;
+    let dead = eventually(10, "the dead letter", || async {
+        let listed = app.get("/api/v1/notifications?state=dead").await;
+        listed.body["notifications"]
+            .as_array()
+            .and_then(|n| n.first().cloned())
+    })
+    .await;
+    assert_eq!(dead["channel"], "broken");
+    assert!(
+        dead["lastError"].as_str().unwrap().contains("400"),
+        "{dead}"
+    );
+    assert_eq!(
+        refusing.messages().len(),
+        1,
+        "a permanent refusal is not retried"
+    );
+}

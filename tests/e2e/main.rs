@@ -50,6 +50,7 @@ stories! {
     detection::with_wakeups_off_the_rescan_still_finds_the_duplicate,
     detection::bad_documents_are_refused_naming_the_field_and_nothing_is_stored,
     detection::the_sample_export_imports_clean_and_one_altered_document_is_one_incident,
+    detection::silences_hold_alerts_back_and_refused_deliveries_are_dead_letters,
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
     processes::a_server_killed_after_answering_201_loses_none_of_them,

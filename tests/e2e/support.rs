@@ -522,6 +522,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Self::answering(200).await
+    }
+
+    /// A receiver that records every POST and answers `status`.
+    pub async fn answering(status: u16) -> Receiver {
+        let status = axum::http::StatusCode::from_u16(status).unwrap();
         let received: Received = Default::default();
         let log = received.clone();
         let app = axum::Router::new().route(
@@ -537,7 +543,7 @@ impl Receiver {
                         log.lock()
                             .unwrap()
                             .push((key, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-                        "ok"
+                        (status, "ok")
                     }
                 },
             ),
