@@ -24,7 +24,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-bin=${SLOTGUARD_BIN:-target/debug/slotguard}
+bin=${SLOTGUARD_BIN:-${CARGO_TARGET_DIR:-target}/debug/slotguard}
 [[ -x "$bin" ]] || cargo build -q
 # shellcheck source=scripts/lib/pg.sh
 source scripts/lib/pg.sh
