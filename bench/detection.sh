@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Detection latency: commit of a duplicate's newest member → incident saved, as the
 # server measures it (`/healthz` detectionLatencyMs). Sends PAIRS duplicate pairs
-# through the watch API at RATE documents/s to a release server on SQLite (and on
-# PostgreSQL when SLOTGUARD_BENCH_DATABASE_URL names an empty database), then prints
+# through the watch API at RATE documents/s to a release server on SQLite and on a
+# throwaway PostgreSQL (fsync on; skipped when none can be started), then prints
 # p50/p99/max. Target: p99 < 250 ms.
 #   bench/detection.sh [PAIRS] [RATE]
 set -euo pipefail
@@ -11,8 +11,10 @@ pairs=${1:-200}
 rate=${2:-40}
 bin=target/release/slotguard
 [[ -x $bin ]] || cargo build --release -q
+# shellcheck source=scripts/lib/pg.sh
+source scripts/lib/pg.sh
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; stop_pg; rm -rf "$work"' EXIT
 
 measure() {
   local db=$1 label=$2
@@ -48,6 +50,8 @@ PY
 echo "| store | duplicate pairs | incidents | p50 ms | p99 ms | max ms |"
 echo "|---|---|---|---|---|---|"
 measure "$work/detect.db" sqlite
-if [[ -n "${SLOTGUARD_BENCH_DATABASE_URL:-}" ]]; then
-  measure "$SLOTGUARD_BENCH_DATABASE_URL" postgres
+if PG_DURABLE=1 start_pg; then
+  measure "postgres://postgres@127.0.0.1:$pg_port/postgres" postgres
+else
+  echo "PostgreSQL skipped: $skip_reason" >&2
 fi
