@@ -549,8 +549,10 @@ def cmd_table(argv):
     diag_rows = []
     for name, stem, kind in (
         ("PostgreSQL spread, 32 clients, pgbench", "diag-pg-spread-raw", "pgbench"),
+        ("PostgreSQL spread, 32 clients, pgbench + pg_notify", "diag-pg-spread-raw-notify", "pgbench"),
         ("PostgreSQL spread, 32 clients, slotguard", "diag-pg-spread-sg", "loadtest"),
         ("PostgreSQL hot, 32 clients, pgbench", "diag-pg-hot-raw", "pgbench"),
+        ("PostgreSQL hot, 32 clients, pgbench + pg_notify", "diag-pg-hot-raw-notify", "pgbench"),
         ("PostgreSQL hot, 32 clients, slotguard", "diag-pg-hot-sg", "loadtest"),
         ("SQLite, raw loop (1 connection)", "diag-sqlite-raw", "sqlite"),
         ("SQLite spread, 32 clients, slotguard", "diag-sqlite-sg", "loadtest"),

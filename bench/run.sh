@@ -137,7 +137,7 @@ pg_raw() {
   [[ -n "${wrap[0]:-}" ]] && statements=(--statements-out "$results/$id.statements.txt")
   "${probe[@]}" run --out "$results/$id.probe.json" --psql "$pg_bindir/psql" --dsn "$dsn" "${statements[@]}" \
     --top-file "$results/$id.top.txt" --top-after "$top_after" -- \
-    "${wrap[@]}" "$pg_bindir/pgbench" -n -M prepared -f bench/pg_booking.sql -D hot=$hot \
+    "${wrap[@]}" "$pg_bindir/pgbench" -n -M prepared -f bench/pg_booking.sql -D hot=$hot -D notify="${notify:-0}" \
     -c "$n" -j 2 -T "$seconds" -r -h 127.0.0.1 -p "$pg_port" -U postgres "${dsn##*/}" \
     >>"$results/$id.txt" 2>&1 ||
     say "$id: pgbench exited non-zero (see $results/$id.txt)"
@@ -360,6 +360,9 @@ if wants diag; then
     for mode in spread hot; do
       perf_wrap "diag-pg-$mode-raw"
       pg_raw "$mode" 32 "$diag_secs" "diag-pg-$mode-raw"
+      # The same with a pg_notify in the transaction, as slotguard's detection hook has.
+      perf_wrap "diag-pg-$mode-raw-notify"
+      notify=1 pg_raw "$mode" 32 "$diag_secs" "diag-pg-$mode-raw-notify"
       perf_wrap "diag-pg-$mode-sg"
       if [[ $mode == spread ]]; then
         pg_sg spread 32 "$diag_secs" "diag-pg-spread-sg"
