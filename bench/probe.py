@@ -401,7 +401,8 @@ def cpu_note(probe, server=True, bookings=None):
         top = ", ".join(f"{k} {v / wall / cores * 100:.0f} %" for k, v in others[:3])
         parts.append(f"**other {other_total / wall / cores * 100:.0f} %** ({top})")
     if bookings:
-        per = [f"{label} {1000 * by[key] / bookings:.2f}" for key, label in named if by.get(key)]
+        per = [f"{label} {1000 * by[key] / bookings:.2f}" for key, label in named
+               if 1000 * by.get(key, 0.0) / bookings >= 0.005]
         parts.append("CPU ms per booking: " + ", ".join(per))
     pg = probe.get("postgres")
     if pg and pg.get("walSyncs") and bookings:
