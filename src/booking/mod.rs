@@ -48,6 +48,15 @@ pub enum Booked {
     Replayed(StoredResponse),
 }
 
+/// How a booking's slot is chosen.
+#[derive(Debug, Clone, Copy)]
+enum Choice {
+    /// The given slot, or the earliest bookable in advance.
+    Advance(Option<SlotIndex>),
+    /// The earliest free slot from now; `force` places it after the session when full.
+    WalkIn { force: bool },
+}
+
 pub struct AdvanceRequest {
     pub clinic_id: ClinicId,
     pub doctor_id: DoctorId,
@@ -311,32 +320,18 @@ impl Bookings {
         let (clinic, doctor) = self
             .clinic_and_doctor(&req.clinic_id, &req.doctor_id)
             .await?;
-        let schedule = doctor.day_schedule(req.date);
         let now = self.now();
-        let requested = req.slot;
-        let booking = Booking {
-            id: AppointmentId::generate(),
-            clinic_id: clinic.id.clone(),
-            doctor_id: doctor.id,
-            date: req.date,
-            kind: Kind::Advance,
-            patient: req.patient.clone(),
+        self.commit(
+            clinic,
+            doctor,
+            req.date,
             now,
-            replaces: replaces.cloned(),
-            idempotency: key.cloned(),
-            plan: Box::new(move |taken: &BTreeSet<u32>| {
-                DayView {
-                    clinic: &clinic,
-                    schedule: &schedule,
-                    now,
-                    taken,
-                }
-                .plan_advance(requested)
-            }),
-        };
-        let appointment = self.store.book(booking).await?;
-        self.committed(&appointment).await;
-        Ok(appointment)
+            &req.patient,
+            replaces,
+            key,
+            Choice::Advance(req.slot),
+        )
+        .await
     }
 
     async fn book_walk_in(
@@ -349,26 +344,58 @@ impl Bookings {
             .await?;
         let now = self.now();
         let date = clinic.today(now);
+        self.commit(
+            clinic,
+            doctor,
+            date,
+            now,
+            &req.patient,
+            None,
+            key,
+            Choice::WalkIn { force: req.force },
+        )
+        .await
+    }
+
+    /// Commits one booking of `date`; the slot is chosen inside the transaction from
+    /// the day as it stands then. Every appointment insert goes through here.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        clinic: Clinic,
+        doctor: Doctor,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+        patient: &Patient,
+        replaces: Option<&AppointmentId>,
+        key: Option<&IdempotencyRecord>,
+        choice: Choice,
+    ) -> Result<Appointment, BookingError> {
         let schedule = doctor.day_schedule(date);
-        let force = req.force;
         let booking = Booking {
             id: AppointmentId::generate(),
             clinic_id: clinic.id.clone(),
             doctor_id: doctor.id,
             date,
-            kind: Kind::WalkIn,
-            patient: req.patient.clone(),
+            kind: match choice {
+                Choice::Advance(_) => Kind::Advance,
+                Choice::WalkIn { .. } => Kind::WalkIn,
+            },
+            patient: patient.clone(),
             now,
-            replaces: None,
+            replaces: replaces.cloned(),
             idempotency: key.cloned(),
             plan: Box::new(move |taken: &BTreeSet<u32>| {
-                DayView {
+                let day = DayView {
                     clinic: &clinic,
                     schedule: &schedule,
                     now,
                     taken,
+                };
+                match choice {
+                    Choice::Advance(slot) => day.plan_advance(slot),
+                    Choice::WalkIn { force } => day.plan_walk_in(force),
                 }
-                .plan_walk_in(force)
             }),
         };
         let appointment = self.store.book(booking).await?;

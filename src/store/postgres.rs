@@ -52,6 +52,9 @@ impl PostgresStore {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // A broken connection fails its statement and is dropped; pinging every
+            // connection before each use would add a round trip to every booking.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
