@@ -7,6 +7,8 @@
 //!   invariants are the migrations' unique indexes.
 //! - [`detect`]: duplicates found after each write become incidents (reconcile, detector).
 //! - [`watch`]: mirroring an external app's appointment documents (Kloqo and files).
+//! - [`audit`]: the nightly audit, `slotguard audit` over a database or an export file,
+//!   and the three counts every audit reports.
 //! - [`alert`]: notifications and their channels (webhook, email, SMS, log).
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
@@ -21,6 +23,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod booking;
 pub mod check;

@@ -144,7 +144,7 @@ pub fn reconcile(
 /// from the slot): that is one double booking, reported once, as the slot. A token
 /// duplicate stands on its own only when its members differ from every slot
 /// duplicate's.
-fn same_double_booking_once(found: &[Duplicate]) -> Vec<Duplicate> {
+pub fn same_double_booking_once(found: &[Duplicate]) -> Vec<Duplicate> {
     let slot_members: Vec<&BTreeSet<MemberRef>> = found
         .iter()
         .filter(|d| d.kind == DuplicateKind::Slot)
