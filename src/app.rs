@@ -11,11 +11,13 @@ use tokio::task::JoinHandle;
 
 use crate::alert::channels::{self, ChannelConfig};
 use crate::alert::dispatch::{Dispatcher, Timing};
+use crate::audit::runner::{Auditor, Settings as AuditSettings};
 use crate::booking::idempotency::KEEP_KEYS;
 use crate::booking::Bookings;
 use crate::clock::Clock;
 use crate::detect::detector::{Detector, Settings};
 use crate::detect::Wakeups;
+use crate::domain::schedule::parse_clock_time;
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -41,6 +43,52 @@ pub struct AlertsConfig {
     pub repeat_interval_seconds: Option<f64>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+}
+
+/// `[audit]` in slotguard.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Nights missed while no server ran are audited at start, this many days back (default 7).
+    pub catch_up_days: Option<u32>,
+    /// Minutes after `auditAt` before a day without a successful audit alerts (default 30).
+    pub grace_minutes: Option<f64>,
+    /// Seconds between looks at the clock (default 30).
+    pub tick_seconds: Option<f64>,
+    /// Local time of the weekly report on Mondays, HH:MM (default 09:00).
+    pub weekly_report_at: Option<String>,
+}
+
+impl AuditConfig {
+    pub fn settings(&self) -> Result<AuditSettings, String> {
+        let d = AuditSettings::default();
+        let catch_up_days = self.catch_up_days.unwrap_or(d.catch_up_days);
+        if !(1..=60).contains(&catch_up_days) {
+            return Err(format!(
+                "audit.catch_up_days = {catch_up_days}: must be from 1 to 60"
+            ));
+        }
+        let tick = seconds("audit.tick_seconds", self.tick_seconds, d.tick)?;
+        if tick.is_zero() {
+            return Err("audit.tick_seconds must be above 0".into());
+        }
+        Ok(AuditSettings {
+            catch_up_days,
+            grace: seconds(
+                "audit.grace_minutes",
+                self.grace_minutes.map(|m| m * 60.0),
+                d.grace,
+            )?,
+            tick,
+            weekly_report_at: match &self.weekly_report_at {
+                None => d.weekly_report_at,
+                Some(raw) => {
+                    parse_clock_time("audit.weekly_report_at", raw).map_err(|e| e.to_string())?
+                }
+            },
+            ..d
+        })
+    }
 }
 
 fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
@@ -94,14 +142,20 @@ impl AlertsConfig {
 
 pub struct Options {
     pub detect: Settings,
+    pub audit: AuditSettings,
     pub timing: Timing,
     pub channels: Vec<Box<dyn channels::Channel>>,
 }
 
 impl Options {
-    pub fn from_config(detect: &DetectConfig, alerts: &AlertsConfig) -> Result<Self, String> {
+    pub fn from_config(
+        detect: &DetectConfig,
+        alerts: &AlertsConfig,
+        audit: &AuditConfig,
+    ) -> Result<Self, String> {
         Ok(Self {
             detect: detect.settings()?,
+            audit: audit.settings()?,
             timing: alerts.timing()?,
             channels: channels::build(&alerts.channels)?,
         })
@@ -112,6 +166,7 @@ pub struct App {
     pub state: AppState,
     pub detector: Arc<Detector>,
     pub dispatcher: Arc<Dispatcher>,
+    pub auditor: Arc<Auditor>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -123,22 +178,31 @@ impl App {
         let bookings = Arc::new(Bookings::new(store.clone(), clock.clone()).with_wakeups(wakeups));
         let detector = Arc::new(Detector::new(store.clone(), clock.clone(), options.detect));
         let dispatcher = Arc::new(Dispatcher::new(
-            store,
-            clock,
+            store.clone(),
+            clock.clone(),
             options.channels,
             options.timing,
+        ));
+        let auditor = Arc::new(Auditor::new(
+            store,
+            clock,
+            detector.clone(),
+            dispatcher.clone(),
+            options.audit,
         ));
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(detector.clone().run(woken, stopped.clone())),
             tokio::spawn(dispatcher.clone().run(stopped.clone())),
+            tokio::spawn(auditor.clone().run(stopped.clone())),
             tokio::spawn(forget_old_keys(bookings.clone(), stopped)),
         ];
-        let state = AppState::new(bookings, detector.clone());
+        let state = AppState::new(bookings, detector.clone(), auditor.clone());
         Self {
             state,
             detector,
             dispatcher,
+            auditor,
             stop,
             tasks,
         }

@@ -44,6 +44,7 @@ pub async fn seed(bookings: &Bookings) -> Result<(), BookingError> {
         name: "Demo Clinic".into(),
         timezone: Clinic::DEFAULT_TIMEZONE,
         policy: BookingPolicy::default(),
+        audit_at: Clinic::DEFAULT_AUDIT_AT,
     };
     store.insert_clinic(&clinic, now).await?;
     let doctors = [

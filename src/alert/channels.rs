@@ -366,6 +366,8 @@ struct WebhookPayload<'a> {
     subject: &'a str,
     text: String,
     incidents: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
 }
 
 #[async_trait]
@@ -392,6 +394,7 @@ impl Channel for WebhookChannel {
             // phone notification shows says what happened.
             text: format!("{}\n{}", n.subject, n.text),
             incidents: &n.incidents,
+            details: n.details.as_ref(),
         };
         let request = self
             .client
@@ -501,7 +504,7 @@ impl EmailChannel {
         builder
             .multipart(MultiPart::alternative_plain_html(
                 email_text(n),
-                email_html(n),
+                n.html.clone().unwrap_or_else(|| email_html(n)),
             ))
             .map_err(|e| DeliveryError::Permanent(format!("could not compose the email: {e}")))
     }
@@ -1181,6 +1184,9 @@ fn event_name(event: Event) -> &'static str {
         Event::Regressed => "regressed",
         Event::Resolved => "resolved",
         Event::Reminder => "reminder",
+        Event::DailySummary => "daily_summary",
+        Event::AuditMissing => "audit_missing",
+        Event::WeeklyReport => "weekly_report",
     }
 }
 
@@ -1229,6 +1235,8 @@ mod tests {
                 "id": "inc-1", "kind": "slot", "doctor": "dr-asha", "date": "2026-12-01",
                 "slotIndex": 5, "members": [{"patientName": "Anu Thomas"}], "state": "open"
             }]),
+            details: None,
+            html: None,
         }
     }
 

@@ -68,6 +68,7 @@ fn urgency(event: Event) -> u8 {
         Event::Grew => 3,
         Event::Reminder => 2,
         Event::Resolved => 1,
+        Event::DailySummary | Event::AuditMissing | Event::WeeklyReport => 0,
     }
 }
 
@@ -78,6 +79,9 @@ fn event_word(event: Event) -> &'static str {
         Event::Regressed => "BACK",
         Event::Resolved => "RESOLVED",
         Event::Reminder => "STILL OPEN",
+        Event::DailySummary => "AUDIT",
+        Event::AuditMissing => "NO AUDIT",
+        Event::WeeklyReport => "WEEKLY",
     }
 }
 
@@ -162,6 +166,8 @@ pub fn compose(id: &str, clinic: &str, alerts: &[(Event, Incident)]) -> Notifica
                 "doctorId": i.group.doctor_id, "date": i.group.date, "state": i.state, "members": i.members,
             }))
             .collect::<Vec<_>>()),
+        details: None,
+        html: None,
     }
 }
 
@@ -271,37 +277,45 @@ impl Dispatcher {
                     .await?;
                 continue;
             }
-            let notification = compose(&id, &clinic, &alerts);
-            let payload = serde_json::to_string(&notification)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let event = serde_json::to_value(notification.event)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let rows: Vec<NotificationRow> = self
-                .channels
-                .iter()
-                .filter(|c| c.wants(notification.event))
-                .map(|c| NotificationRow {
-                    id: id.clone(),
-                    channel: c.name().to_owned(),
-                    clinic_id: clinic.clone(),
-                    event: event.clone(),
-                    payload: payload.clone(),
-                    state: DeliveryState::Pending,
-                    attempts: 0,
-                    next_attempt_at: now,
-                    last_error: None,
-                    delivered_at: None,
-                    created_at: now,
-                })
-                .collect();
+            let rows = self.deliveries(&compose(&id, &clinic, &alerts))?;
             let incident_ids: Vec<String> = alerts.iter().map(|(_, i)| i.id.clone()).collect();
             self.store
                 .queue_notifications(&outbox_ids, &id, &rows, &incident_ids)
                 .await?;
         }
         Ok(())
+    }
+
+    /// One pending delivery of `notification` per channel that wants its event.
+    pub fn deliveries(
+        &self,
+        notification: &Notification,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let now = self.now();
+        let payload =
+            serde_json::to_string(notification).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = serde_json::to_value(notification.event)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Ok(self
+            .channels
+            .iter()
+            .filter(|c| c.wants(notification.event))
+            .map(|c| NotificationRow {
+                id: notification.id.clone(),
+                channel: c.name().to_owned(),
+                clinic_id: notification.clinic_id.clone(),
+                event: event.clone(),
+                payload: payload.clone(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_attempt_at: now,
+                last_error: None,
+                delivered_at: None,
+                created_at: now,
+            })
+            .collect())
     }
 
     async fn deliver_due(&self) -> Result<(), StoreError> {

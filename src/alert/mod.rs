@@ -20,12 +20,18 @@ pub enum Event {
     Resolved,
     /// Still open and unchanged after `repeatInterval`.
     Reminder,
+    /// The nightly audit of a clinic's day finished: clean, or what it found.
+    DailySummary,
+    /// A clinic's day had no successful audit by `auditAt` + grace (dead-man's switch).
+    AuditMissing,
+    /// The weekly report.
+    WeeklyReport,
 }
 
 impl Event {
     /// SMS is for what needs a person now: new incidents and regressions.
     pub fn is_urgent(self) -> bool {
-        matches!(self, Event::Opened | Event::Regressed)
+        matches!(self, Event::Opened | Event::Regressed | Event::AuditMissing)
     }
 }
 
@@ -47,6 +53,13 @@ pub struct Notification {
     pub short_text: String,
     /// The incidents as JSON (id, kind, doctor, date, slot or token, members, state).
     pub incidents: serde_json::Value,
+    /// What a notice that is not about incidents carries: the audit run of a daily
+    /// summary, the weekly report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// A ready HTML body (the weekly report); otherwise email renders `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
 }
 
 /// A delivery that did not go through.

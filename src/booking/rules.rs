@@ -213,6 +213,7 @@ mod tests {
             name: "Demo".into(),
             timezone: Clinic::DEFAULT_TIMEZONE,
             policy: BookingPolicy::default(),
+            audit_at: Clinic::DEFAULT_AUDIT_AT,
         }
     }
 

@@ -1,6 +1,6 @@
 //! A clinic, its time zone and its booking policy.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::{ClinicId, FieldError};
@@ -11,6 +11,8 @@ pub struct Clinic {
     pub name: String,
     pub timezone: Tz,
     pub policy: BookingPolicy,
+    /// `auditAt`: when the nightly audit of the day runs, clinic local time.
+    pub audit_at: NaiveTime,
 }
 
 /// How a clinic shares its day between advance bookings and walk-ins.
@@ -75,6 +77,11 @@ pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz, FieldError> {
 
 impl Clinic {
     pub const DEFAULT_TIMEZONE: Tz = chrono_tz::Asia::Kolkata;
+    /// The clinic's plan: the day is audited at 23:00 local, after the evening session.
+    pub const DEFAULT_AUDIT_AT: NaiveTime = match NaiveTime::from_hms_opt(23, 0, 0) {
+        Some(t) => t,
+        None => panic!("23:00 is a time"),
+    };
 
     /// The clinic's local wall-clock time at `now`.
     pub fn local(&self, now: DateTime<Utc>) -> NaiveDateTime {
@@ -143,6 +150,7 @@ mod tests {
             name: "C".into(),
             timezone: Clinic::DEFAULT_TIMEZONE,
             policy: BookingPolicy::default(),
+            audit_at: Clinic::DEFAULT_AUDIT_AT,
         };
         let local = NaiveDate::from_ymd_opt(2026, 12, 1)
             .unwrap()

@@ -61,7 +61,7 @@ pub fn parse_date(field: &str, raw: &str) -> Result<NaiveDate, FieldError> {
         .ok_or_else(|| FieldError::new(field, "must be a real calendar date written YYYY-MM-DD"))
 }
 
-fn parse_clock_time(field: &str, raw: &str) -> Result<NaiveTime, FieldError> {
+pub fn parse_clock_time(field: &str, raw: &str) -> Result<NaiveTime, FieldError> {
     let well_formed = raw.len() == 5 && raw.as_bytes()[2] == b':';
     well_formed
         .then(|| NaiveTime::parse_from_str(raw, "%H:%M").ok())

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::audit::runner::Auditor;
 use crate::booking::Bookings;
 use crate::detect::Detector;
 
@@ -33,21 +34,23 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 pub struct AppState {
     pub bookings: Arc<Bookings>,
     pub detector: Arc<Detector>,
+    pub auditor: Arc<Auditor>,
     in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
-    pub fn new(bookings: Arc<Bookings>, detector: Arc<Detector>) -> Self {
+    pub fn new(bookings: Arc<Bookings>, detector: Arc<Detector>, auditor: Arc<Auditor>) -> Self {
         Self {
             bookings,
             detector,
+            auditor,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    use api::{appointments, clinics, detection};
+    use api::{appointments, audit, clinics, detection};
     let v1 = Router::new()
         .route("/clinics", post(clinics::create_clinic))
         .route(
@@ -93,7 +96,8 @@ pub fn router(state: AppState) -> Router {
             "/silences",
             post(detection::create_silence).get(detection::silences),
         )
-        .route("/silences/{id}", delete(detection::end_silence));
+        .route("/silences/{id}", delete(detection::end_silence))
+        .route("/audits", get(audit::runs).post(audit::audit_now));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/book-appointment", post(appointments::book))

@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{ApiKeyRecord, Role, StoreError, StoredResponse};
 use crate::domain::clinic::parse_timezone;
-use crate::domain::schedule::{parse_days_off, WeeklyAvailability};
+use crate::domain::schedule::{parse_clock_time, parse_days_off, WeeklyAvailability};
 use crate::domain::{
     Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, Kind,
     ReserveRatio, Status,
@@ -175,6 +175,8 @@ where
                 .ok_or_else(|| corrupt("walk_in_reserve_bp", bp))?,
             min_lead_minutes: u32_of("min_lead_minutes", row.int("min_lead_minutes")?)?,
         },
+        audit_at: parse_clock_time("audit_at", &row.text("audit_at")?)
+            .map_err(|e| corrupt("audit_at", e))?,
     })
 }
 
@@ -415,8 +417,8 @@ impl $crate::store::Store for $store {
 
     async fn insert_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO clinics (id, name, timezone, walk_in_reserve_bp, min_lead_minutes, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            "INSERT INTO clinics (id, name, timezone, walk_in_reserve_bp, min_lead_minutes, created_at, updated_at, audit_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
         )
         .bind(clinic.id.as_str())
         .bind(&clinic.name)
@@ -424,6 +426,7 @@ impl $crate::store::Store for $store {
         .bind(i64::from(clinic.policy.walk_in_reserve.basis_points()))
         .bind(i64::from(clinic.policy.min_lead_minutes))
         .bind(now)
+        .bind(clinic.audit_at.format("%H:%M").to_string())
         .execute(&self.writer)
         .await
         .map_err(|e| $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
@@ -432,8 +435,8 @@ impl $crate::store::Store for $store {
 
     async fn update_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE clinics SET name = $2, timezone = $3, walk_in_reserve_bp = $4, min_lead_minutes = $5, updated_at = $6 \
-             WHERE id = $1",
+            "UPDATE clinics SET name = $2, timezone = $3, walk_in_reserve_bp = $4, min_lead_minutes = $5, updated_at = $6, \
+             audit_at = $7 WHERE id = $1",
         )
         .bind(clinic.id.as_str())
         .bind(&clinic.name)
@@ -441,6 +444,7 @@ impl $crate::store::Store for $store {
         .bind(i64::from(clinic.policy.walk_in_reserve.basis_points()))
         .bind(i64::from(clinic.policy.min_lead_minutes))
         .bind(now)
+        .bind(clinic.audit_at.format("%H:%M").to_string())
         .execute(&self.writer)
         .await?;
         $crate::store::codec::found(done.rows_affected(), "clinic")

@@ -15,6 +15,7 @@ use crate::domain::{
     Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, Status,
 };
 
+pub mod audit;
 mod codec;
 pub mod detection;
 pub mod postgres;
@@ -183,7 +184,7 @@ pub struct ApiKeyRecord {
 }
 
 #[async_trait]
-pub trait Store: detection::DetectionStore + Send + Sync {
+pub trait Store: detection::DetectionStore + audit::AuditStore + Send + Sync {
     fn backend(&self) -> Backend;
     fn counters(&self) -> &Counters;
     async fn ping(&self) -> Result<(), StoreError>;

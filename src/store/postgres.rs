@@ -40,6 +40,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "detection",
             include_str!("../../migrations/postgres/0002_detection.sql"),
         ),
+        (
+            3,
+            "audit",
+            include_str!("../../migrations/postgres/0003_audit.sql"),
+        ),
     ])
 }
 
@@ -168,4 +173,5 @@ fn is_retryable(err: &StoreError) -> bool {
 }
 
 crate::store::detection::impl_detection!(PostgresStore);
+crate::store::audit::impl_audit!(PostgresStore);
 impl_store!(PostgresStore, Backend::Postgres);

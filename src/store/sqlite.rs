@@ -49,6 +49,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "detection",
             include_str!("../../migrations/sqlite/0002_detection.sql"),
         ),
+        (
+            3,
+            "audit",
+            include_str!("../../migrations/sqlite/0003_audit.sql"),
+        ),
     ])
 }
 
@@ -183,4 +188,5 @@ async fn commit_group(
 }
 
 crate::store::detection::impl_detection!(SqliteStore);
+crate::store::audit::impl_audit!(SqliteStore);
 impl_store!(SqliteStore, Backend::Sqlite);

@@ -11,7 +11,7 @@ use crate::support::*;
 const CLINIC: &str = "kochi";
 
 /// A Kloqo-shaped document in slot `slot` of dr-asha on 1 December 2026.
-fn document(id: &str, slot: u32, status: &str, updated_seconds: i64) -> Value {
+pub fn document(id: &str, slot: u32, status: &str, updated_seconds: i64) -> Value {
     json!({
         "id": id, "clinicId": CLINIC, "doctorId": "dr-asha", "doctor": "Asha Menon",
         "date": "1 December 2026", "sessionIndex": 0, "slotIndex": slot,
@@ -23,7 +23,7 @@ fn document(id: &str, slot: u32, status: &str, updated_seconds: i64) -> Value {
     })
 }
 
-async fn put(app: &TestApp, doc: &Value) -> Reply {
+pub async fn put(app: &TestApp, doc: &Value) -> Reply {
     let path = format!(
         "/api/v1/watch/kloqo/appointments/{}",
         doc["id"].as_str().unwrap()
@@ -39,7 +39,7 @@ async fn put(app: &TestApp, doc: &Value) -> Reply {
     .await
 }
 
-async fn incidents(app: &TestApp) -> Vec<Value> {
+pub async fn incidents(app: &TestApp) -> Vec<Value> {
     let listed = app
         .get(&format!("/api/v1/incidents?clinicId={CLINIC}"))
         .await;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit;
 mod booking;
 mod detection;
 mod inputs;
@@ -51,6 +52,10 @@ stories! {
     detection::bad_documents_are_refused_naming_the_field_and_nothing_is_stored,
     detection::the_sample_export_imports_clean_and_one_altered_document_is_one_incident,
     detection::silences_hold_alerts_back_and_refused_deliveries_are_dead_letters,
+    audit::the_audit_runs_at_23_00_india_time_and_opens_what_detection_missed,
+    audit::a_clean_day_says_so_and_an_audit_on_demand_resolves_a_fixed_duplicate,
+    audit::nights_missed_while_no_server_ran_are_caught_up_at_start,
+    audit::a_day_without_a_successful_audit_by_23_30_alerts_and_a_stuck_run_is_taken_over,
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
     processes::a_server_killed_after_answering_201_loses_none_of_them,
@@ -62,6 +67,11 @@ stories! {
 async fn two_serve_processes_on_one_postgresql_never_double_book() {
     processes::two_serve_processes_on_one_database_never_double_book(support::Backend::Postgres)
         .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_in_utc_audit_each_india_night_once_on_postgresql() {
+    audit::two_servers_in_utc_audit_each_india_night_once(support::Backend::Postgres).await
 }
 
 #[test]

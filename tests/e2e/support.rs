@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use slotguard::alert::dispatch::Timing;
 use slotguard::app::{App, Options};
+use slotguard::audit::runner::Settings as AuditSettings;
 use slotguard::clock::FixedClock;
 use slotguard::detect::detector::Settings;
 use slotguard::domain::Clinic;
@@ -96,8 +97,8 @@ pub struct TestApp {
     pub clock: Arc<FixedClock>,
     pub db: TestDb,
     pub client: reqwest::Client,
-    /// Held so the detector and dispatcher run as long as the test.
-    _app: App,
+    /// The running services; held so they run as long as the test.
+    pub app: App,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -137,6 +138,11 @@ pub fn test_options(channels: &[Value], group_wait: Duration, wakeups: bool) -> 
             ..Timing::default()
         },
         channels: slotguard::alert::channels::build(&channels).expect("channels build"),
+        // Tests run the audit pass themselves, with the clock where they want it.
+        audit: AuditSettings {
+            tick: Duration::from_secs(3600),
+            ..AuditSettings::default()
+        },
     }
 }
 
@@ -169,7 +175,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Option<TestAp
         db,
         client: client(),
         shutdown: Some(stop),
-        _app: app,
+        app,
     })
 }
 
@@ -387,9 +393,15 @@ impl ServerProcess {
     }
 
     pub async fn start_with(database: &str, extra: &[&str]) -> ServerProcess {
+        Self::start_in(database, extra, &[]).await
+    }
+
+    /// With extra arguments and environment variables (`TZ`, say).
+    pub async fn start_in(database: &str, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
             .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -11,6 +11,7 @@ use super::super::extract::{required, JsonBody};
 use super::super::AppState;
 use crate::auth::{Action, Principal};
 use crate::domain::clinic::{parse_timezone, MAX_LEAD_MINUTES};
+use crate::domain::schedule::parse_clock_time;
 use crate::domain::schedule::{days_off_to_json, parse_days_off, parse_slot_minutes};
 use crate::domain::text::parse_line;
 use crate::domain::{
@@ -25,6 +26,7 @@ pub struct ClinicBody {
     timezone: Option<String>,
     walk_in_reserve_ratio: Option<f64>,
     min_lead_minutes: Option<i64>,
+    audit_at: Option<String>,
 }
 
 /// The id in a PUT body may be left out, but must match the path when given.
@@ -60,6 +62,10 @@ impl ClinicBody {
                         )
                     })?,
             },
+            audit_at: match self.audit_at {
+                Some(t) => parse_clock_time("auditAt", &t)?,
+                None => Clinic::DEFAULT_AUDIT_AT,
+            },
         })
     }
 }
@@ -71,6 +77,7 @@ pub fn clinic_json(c: &Clinic) -> Value {
         "timezone": c.timezone.name(),
         "walkInReserveRatio": c.policy.walk_in_reserve.as_f64(),
         "minLeadMinutes": c.policy.min_lead_minutes,
+        "auditAt": c.audit_at.format("%H:%M").to_string(),
     })
 }
 

@@ -2,5 +2,6 @@
 //! asks `Principal::may`, and calls the booking service.
 
 pub mod appointments;
+pub mod audit;
 pub mod clinics;
 pub mod detection;

@@ -1,0 +1,480 @@
+//! What the audit keeps and reads: a clinic's whole local day checked at once, the
+//! record of every audit run, notices (daily summary, missed audit, weekly report) and
+//! stored weekly reports. One trait, one SQL text for both backends (`impl_audit!`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::ColumnIndex;
+
+use super::codec::{corrupt, DecodeRow};
+use super::detection::NotificationRow;
+use super::StoreError;
+use crate::audit::counts::Counts;
+use crate::detect::{Duplicate, Group};
+use crate::domain::{Clinic, ClinicId, DoctorId};
+
+/// Why an audit ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// At the clinic's `auditAt`.
+    Nightly,
+    /// A night missed while no server ran, caught up at the next start.
+    CatchUp,
+    /// `slotguard audit` or the API, any time; may repeat.
+    OnDemand,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Nightly => "nightly",
+            Trigger::CatchUp => "catch_up",
+            Trigger::OnDemand => "on_demand",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Trigger::Nightly, Trigger::CatchUp, Trigger::OnDemand]
+            .into_iter()
+            .find(|t| t.as_str() == raw)
+    }
+
+    /// The nightly run and its catch-up are the one scheduled audit of a clinic's day.
+    pub fn is_scheduled(self) -> bool {
+        self != Trigger::OnDemand
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// One audit of one clinic's local day, as `audit_runs` records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRun {
+    pub id: String,
+    pub clinic_id: ClinicId,
+    pub local_date: NaiveDate,
+    pub trigger: Trigger,
+    /// The process that ran it.
+    pub runner: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Incidents this audit opened: duplicates the real-time detector had not seen.
+    pub incidents_opened: u64,
+    /// Incidents whose duplicates were gone.
+    pub incidents_resolved: u64,
+    pub error: Option<String>,
+}
+
+/// A clinic's local day as the audit reads it: how many appointments (native and
+/// watched, any status) and the duplicates of each doctor-day that has any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayFindings {
+    pub appointments_checked: u64,
+    pub duplicates: BTreeMap<Group, Vec<Duplicate>>,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn clinics(&self) -> Result<Vec<Clinic>, StoreError>;
+    /// When each clinic was created: catch-up never audits days before that.
+    async fn clinic_created_at(
+        &self,
+        clinic: &ClinicId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// A clinic's local day, native and watched rows together, one set-based query per
+    /// duplicate kind, with the same "occupying" as the unique indexes.
+    async fn day_findings(
+        &self,
+        clinic: &ClinicId,
+        date: NaiveDate,
+    ) -> Result<DayFindings, StoreError>;
+    /// Doctor-days of the date with an incident not yet resolved: the audit checks them
+    /// again so that one whose duplicate is gone gets resolved.
+    async fn unresolved_groups(
+        &self,
+        clinic: &ClinicId,
+        date: NaiveDate,
+    ) -> Result<Vec<Group>, StoreError>;
+    /// Inserts a `running` run. A scheduled run is a claim on its clinic's date: false
+    /// when another runner holds it (running since `stale_before` or later) or it
+    /// already succeeded. A run still `running` from before `stale_before` was
+    /// abandoned by a stopped runner: it is marked failed and the date claimed anew.
+    async fn claim_audit_run(
+        &self,
+        run: &AuditRun,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records the outcome of a claimed run. A failed scheduled run releases its date.
+    async fn finish_audit_run(&self, run: &AuditRun) -> Result<(), StoreError>;
+    /// Runs of the dates `from..=to`, of one clinic or all, oldest first.
+    async fn audit_runs(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<AuditRun>, StoreError>;
+    /// Dates from `from` on whose scheduled audit succeeded or is running (since
+    /// `stale_before`: an older run was abandoned).
+    async fn audited_dates(
+        &self,
+        clinic: &ClinicId,
+        from: NaiveDate,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Vec<NaiveDate>, StoreError>;
+    /// Queues notices that are not about one incident (summaries, missed audits,
+    /// reports). Their ids are derived from what they are about, so a notice queued
+    /// twice (two runners, a retry) is delivered once.
+    async fn queue_notices(&self, rows: &[NotificationRow]) -> Result<(), StoreError>;
+    async fn save_weekly_report(
+        &self,
+        clinic: &str,
+        week: &str,
+        generated_at: DateTime<Utc>,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    async fn weekly_report(&self, clinic: &str, week: &str) -> Result<Option<String>, StoreError>;
+}
+
+pub const AUDIT_RUN_COLUMNS: &str = "id, clinic_id, local_date, trigger, runner, status, started_at, \
+    finished_at, appointments_checked, duplicate_groups, extra_rows, affected_rows, incidents_opened, \
+    incidents_resolved, error";
+
+/// The clinic's occupying rows of one local day, native and watched; `$1` clinic,
+/// `$2` date. Break placeholders hold their slot but no token.
+const OCCUPYING_DAY: &str = "WITH occ AS ( \
+      SELECT 'native' AS source, doctor_id, id, slot_index, token_number, updated_at AS changed, \
+      updated_at AS committed FROM appointments WHERE clinic_id = $1 AND date = $2 \
+      AND status NOT IN ('Cancelled', 'No-show') \
+    UNION ALL \
+      SELECT source, doctor_id, id, slot_index, token_number, COALESCE(updated_at, created_at, received_at) \
+      AS changed, received_at AS committed FROM watched_appointments WHERE clinic_id = $1 AND date = $2 \
+      AND occupying = 1 AND deleted = 0 )";
+
+/// Members of every slot given twice in the clinic's day.
+pub fn slot_duplicates_of_day() -> String {
+    format!(
+        "{OCCUPYING_DAY} SELECT 'slot' AS kind, occ.doctor_id, CAST(occ.slot_index AS TEXT) AS key, \
+         occ.source, occ.id, occ.changed, occ.committed FROM occ JOIN ( \
+         SELECT doctor_id, slot_index FROM occ GROUP BY doctor_id, slot_index HAVING COUNT(*) > 1 \
+         ) twice ON twice.doctor_id = occ.doctor_id AND twice.slot_index = occ.slot_index"
+    )
+}
+
+/// Members of every token given twice in the clinic's day.
+pub fn token_duplicates_of_day() -> String {
+    format!(
+        "{OCCUPYING_DAY} SELECT 'token' AS kind, occ.doctor_id, occ.token_number AS key, \
+         occ.source, occ.id, occ.changed, occ.committed FROM occ JOIN ( \
+         SELECT doctor_id, token_number FROM occ WHERE token_number IS NOT NULL \
+         GROUP BY doctor_id, token_number HAVING COUNT(*) > 1 \
+         ) twice ON twice.doctor_id = occ.doctor_id AND twice.token_number = occ.token_number"
+    )
+}
+
+pub const APPOINTMENTS_OF_DAY: &str = "SELECT \
+    (SELECT COUNT(*) FROM appointments WHERE clinic_id = $1 AND date = $2) + \
+    (SELECT COUNT(*) FROM watched_appointments WHERE clinic_id = $1 AND date = $2 AND deleted = 0) AS n";
+
+/// Splits the member rows of the day's duplicate queries by doctor and folds each
+/// doctor-day's rows into its duplicates.
+pub fn fold_day<R: DecodeRow>(
+    clinic: &ClinicId,
+    date: NaiveDate,
+    rows: Vec<R>,
+) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let mut by_doctor: BTreeMap<String, Vec<R>> = BTreeMap::new();
+    for row in rows {
+        by_doctor
+            .entry(row.text("doctor_id")?)
+            .or_default()
+            .push(row);
+    }
+    by_doctor
+        .into_iter()
+        .map(|(doctor, rows)| {
+            let group = Group {
+                clinic_id: clinic.clone(),
+                doctor_id: DoctorId::parse("doctor_id", &doctor)
+                    .map_err(|e| corrupt("doctor id", e))?,
+                date,
+            };
+            Ok((group, super::detection::fold_duplicates(&rows)?))
+        })
+        .collect()
+}
+
+fn count_of(row_value: i64, field: &str) -> Result<u64, StoreError> {
+    u64::try_from(row_value).map_err(|_| corrupt(field, row_value))
+}
+
+pub fn audit_run<R: DecodeRow>(row: &R) -> Result<AuditRun, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let trigger = row.text("trigger")?;
+    let status = row.text("status")?;
+    Ok(AuditRun {
+        id: row.text("id")?,
+        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
+            .map_err(|e| corrupt("clinic id", e))?,
+        local_date: row.date("local_date")?,
+        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("trigger", &trigger))?,
+        runner: row.text("runner")?,
+        status: RunStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        started_at: row.instant("started_at")?,
+        finished_at: row.opt_instant("finished_at")?,
+        counts: Counts {
+            appointments_checked: count_of(
+                row.int("appointments_checked")?,
+                "appointments_checked",
+            )?,
+            duplicate_groups: count_of(row.int("duplicate_groups")?, "duplicate_groups")?,
+            extra_rows: count_of(row.int("extra_rows")?, "extra_rows")?,
+            affected_rows: count_of(row.int("affected_rows")?, "affected_rows")?,
+        },
+        incidents_opened: count_of(row.int("incidents_opened")?, "incidents_opened")?,
+        incidents_resolved: count_of(row.int("incidents_resolved")?, "incidents_resolved")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+/// `impl AuditStore` for a backend with `self.reader`, `self.writer` and
+/// `self.begin_write()`; the SQL is the same on both.
+macro_rules! impl_audit {
+    ($store:ty) => {
+#[async_trait::async_trait]
+impl $crate::store::audit::AuditStore for $store {
+    async fn clinics(&self) -> Result<Vec<$crate::domain::Clinic>, StoreError> {
+        sqlx::query("SELECT * FROM clinics ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::codec::clinic)
+            .collect()
+    }
+
+    async fn clinic_created_at(&self, clinic: &ClinicId) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT created_at FROM clinics WHERE id = $1")
+            .bind(clinic.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| r.instant("created_at"))
+            .transpose()
+    }
+
+    async fn day_findings(&self, clinic: &ClinicId, date: chrono::NaiveDate) -> Result<$crate::store::audit::DayFindings, StoreError> {
+        use $crate::store::audit as a;
+        use $crate::store::codec::DecodeRow;
+        let checked = sqlx::query(a::APPOINTMENTS_OF_DAY)
+            .bind(clinic.as_str())
+            .bind(date)
+            .fetch_one(&self.reader)
+            .await?
+            .int("n")?;
+        let mut rows = sqlx::query(&a::slot_duplicates_of_day())
+            .bind(clinic.as_str())
+            .bind(date)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.extend(
+            sqlx::query(&a::token_duplicates_of_day())
+                .bind(clinic.as_str())
+                .bind(date)
+                .fetch_all(&self.reader)
+                .await?,
+        );
+        Ok(a::DayFindings {
+            appointments_checked: u64::try_from(checked).unwrap_or(0),
+            duplicates: a::fold_day(clinic, date, rows)?,
+        })
+    }
+
+    async fn unresolved_groups(&self, clinic: &ClinicId, date: chrono::NaiveDate) -> Result<Vec<$crate::detect::Group>, StoreError> {
+        sqlx::query("SELECT DISTINCT clinic_id, doctor_id, date FROM incidents WHERE clinic_id = $1 AND date = $2 AND state <> 'resolved'")
+            .bind(clinic.as_str())
+            .bind(date)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::detection::group)
+            .collect()
+    }
+
+    async fn claim_audit_run(&self, run: &$crate::store::audit::AuditRun, stale_before: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        let scheduled = run.trigger.is_scheduled();
+        let mut tx = self.begin_write().await?;
+        if scheduled {
+            sqlx::query(
+                "UPDATE audit_runs SET status = 'failed', scheduled = 0, finished_at = $3, \
+                 error = 'abandoned: its runner stopped before finishing' \
+                 WHERE clinic_id = $1 AND local_date = $2 AND scheduled = 1 AND status = 'running' AND started_at < $4",
+            )
+            .bind(run.clinic_id.as_str())
+            .bind(run.local_date)
+            .bind(run.started_at)
+            .bind(stale_before)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let done = sqlx::query(
+            "INSERT INTO audit_runs (id, clinic_id, local_date, scheduled, trigger, runner, status, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7) \
+             ON CONFLICT (clinic_id, local_date) WHERE scheduled = 1 DO NOTHING",
+        )
+        .bind(&run.id)
+        .bind(run.clinic_id.as_str())
+        .bind(run.local_date)
+        .bind(i64::from(scheduled))
+        .bind(run.trigger.as_str())
+        .bind(&run.runner)
+        .bind(run.started_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn finish_audit_run(&self, run: &$crate::store::audit::AuditRun) -> Result<(), StoreError> {
+        let c = &run.counts;
+        sqlx::query(
+            "UPDATE audit_runs SET status = $2, finished_at = $3, appointments_checked = $4, duplicate_groups = $5, \
+             extra_rows = $6, affected_rows = $7, incidents_opened = $8, incidents_resolved = $9, error = $10, \
+             scheduled = CASE WHEN $2 = 'failed' THEN 0 ELSE scheduled END WHERE id = $1",
+        )
+        .bind(&run.id)
+        .bind(run.status.as_str())
+        .bind(run.finished_at)
+        .bind(c.appointments_checked as i64)
+        .bind(c.duplicate_groups as i64)
+        .bind(c.extra_rows as i64)
+        .bind(c.affected_rows as i64)
+        .bind(run.incidents_opened as i64)
+        .bind(run.incidents_resolved as i64)
+        .bind(run.error.as_deref())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_runs(&self, clinic: Option<&ClinicId>, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<$crate::store::audit::AuditRun>, StoreError> {
+        use $crate::store::audit as a;
+        sqlx::query(&format!(
+            "SELECT {} FROM audit_runs WHERE ($1 IS NULL OR clinic_id = $1) AND local_date >= $2 AND local_date <= $3 \
+             ORDER BY local_date, started_at, id",
+            a::AUDIT_RUN_COLUMNS
+        ))
+        .bind(clinic.map(ClinicId::as_str))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(a::audit_run)
+        .collect()
+    }
+
+    async fn audited_dates(&self, clinic: &ClinicId, from: chrono::NaiveDate, stale_before: chrono::DateTime<chrono::Utc>) -> Result<Vec<chrono::NaiveDate>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query(
+            "SELECT local_date FROM audit_runs WHERE clinic_id = $1 AND scheduled = 1 AND local_date >= $2 \
+             AND (status = 'succeeded' OR started_at >= $3)",
+        )
+            .bind(clinic.as_str())
+            .bind(from)
+            .bind(stale_before)
+            .fetch_all(&self.writer)
+            .await?
+            .iter()
+            .map(|r| r.date("local_date"))
+            .collect()
+    }
+
+    async fn queue_notices(&self, rows: &[$crate::store::detection::NotificationRow]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for n in rows {
+            sqlx::query(&format!(
+                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (id, channel) DO NOTHING",
+                $crate::store::detection::NOTIFICATION_COLUMNS
+            ))
+            .bind(&n.id)
+            .bind(&n.channel)
+            .bind(&n.clinic_id)
+            .bind(&n.event)
+            .bind(&n.payload)
+            .bind(n.state.as_str())
+            .bind(i64::from(n.attempts))
+            .bind(n.next_attempt_at)
+            .bind(n.last_error.as_deref())
+            .bind(n.delivered_at)
+            .bind(n.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn save_weekly_report(&self, clinic: &str, week: &str, generated_at: chrono::DateTime<chrono::Utc>, body: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO weekly_reports (clinic_id, week, generated_at, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (clinic_id, week) DO UPDATE SET generated_at = excluded.generated_at, body = excluded.body",
+        )
+        .bind(clinic)
+        .bind(week)
+        .bind(generated_at)
+        .bind(body)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn weekly_report(&self, clinic: &str, week: &str) -> Result<Option<String>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT body FROM weekly_reports WHERE clinic_id = $1 AND week = $2")
+            .bind(clinic)
+            .bind(week)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| r.text("body"))
+            .transpose()
+    }
+}
+    };
+}
+
+pub(crate) use impl_audit;

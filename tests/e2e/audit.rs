@@ -1,0 +1,391 @@
+//! Stories of the nightly audit: each clinic's day audited at its `auditAt` in its
+//! own time zone, missed nights caught up, a dead-man's switch, one runner however
+//! many servers, and a summary through the alert channels.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slotguard::app::{App, Options};
+use slotguard::clock::FixedClock;
+use slotguard::store::audit::{AuditRun, RunStatus, Trigger};
+use slotguard::store::{self, SqliteSync};
+
+use crate::detection::{document, incidents, put};
+use crate::support::*;
+
+const CLINIC: &str = "kochi";
+
+/// Alerts to a webhook; detection only when the test asks (no wake-ups, no re-scan),
+/// so what the audit finds is what real-time detection missed.
+fn options(webhook: &Receiver) -> Options {
+    let mut options = test_options(
+        &[json!({"kind": "webhook", "name": "ops", "url": webhook.url})],
+        Duration::ZERO,
+        false,
+    );
+    options.detect.rescan_every = Duration::from_secs(3600);
+    options
+}
+
+async fn runs(app: &TestApp, date: &str) -> Vec<Value> {
+    let reply = app
+        .get(&format!("/api/v1/audits?clinicId={CLINIC}&date={date}"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.body["runs"].as_array().unwrap().clone()
+}
+
+/// The webhook messages of `event` so far.
+fn received(webhook: &Receiver, event: &str) -> Vec<Value> {
+    webhook
+        .messages()
+        .into_iter()
+        .filter(|m| m["event"] == event)
+        .collect()
+}
+
+/// Kochi (Asia/Kolkata, audit at 23:00) with dr-asha 09:00–13:00 in 10-minute slots,
+/// one native booking and two watched documents in slot 5 of [`DAY`].
+async fn a_day_with_a_watched_double_booking(app: &TestApp) {
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    let booked = app
+        .post(
+            "/api/v1/appointments",
+            json!({"clinicId": CLINIC, "doctorId": "dr-asha", "date": DAY, "slotIndex": 3, "patientName": "Anu"}),
+        )
+        .await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{}", booked.text);
+    for doc in [
+        document("doc-a", 5, "Pending", 0),
+        document("doc-b", 5, "Confirmed", 1),
+    ] {
+        assert_eq!(put(app, &doc).await.status, StatusCode::OK);
+    }
+}
+
+pub async fn the_audit_runs_at_23_00_india_time_and_opens_what_detection_missed(backend: Backend) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    a_day_with_a_watched_double_booking(&app).await;
+    assert!(incidents(&app).await.is_empty(), "detection was kept off");
+
+    app.clock.set(kolkata(DAY, 22, 59));
+    app.app.auditor.run_once().await.unwrap();
+    assert!(runs(&app, DAY).await.is_empty(), "not yet at 22:59");
+
+    app.clock.set(kolkata(DAY, 23, 0));
+    app.app.auditor.run_once().await.unwrap();
+    app.app.auditor.run_once().await.unwrap();
+    let done = runs(&app, DAY).await;
+    assert_eq!(done.len(), 1, "one run for the night: {done:?}");
+    let run = &done[0];
+    assert_eq!(
+        (
+            run["trigger"].as_str(),
+            run["status"].as_str(),
+            run["localDate"].as_str()
+        ),
+        (Some("nightly"), Some("succeeded"), Some(DAY))
+    );
+    assert_eq!(
+        [
+            &run["appointmentsChecked"],
+            &run["duplicateGroups"],
+            &run["extraRows"],
+            &run["affectedRows"],
+            &run["incidentsOpened"],
+        ],
+        [&json!(3), &json!(1), &json!(1), &json!(2), &json!(1)]
+    );
+    let found = incidents(&app).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0]["foundBy"].as_str(), found[0]["key"].as_str()),
+        (Some("audit"), Some("5"))
+    );
+
+    let summary = eventually(10, "the daily summary", || async {
+        received(&webhook, "daily_summary").into_iter().next()
+    })
+    .await;
+    assert!(
+        summary["subject"].as_str().unwrap().ends_with(&format!(
+            "audit of {DAY} at clinic {CLINIC}: 1 double booking"
+        )),
+        "{summary}"
+    );
+    assert_eq!(summary["details"]["extraRows"], 1);
+    eventually(10, "the incident's own alert", || async {
+        (!received(&webhook, "opened").is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        !summary.to_string().contains("Patient doc-a"),
+        "summaries name no patient"
+    );
+}
+
+pub async fn a_clean_day_says_so_and_an_audit_on_demand_resolves_a_fixed_duplicate(
+    backend: Backend,
+) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    a_day_with_a_watched_double_booking(&app).await;
+    let audit_now = || async {
+        app.post("/api/v1/audits", json!({"clinicId": CLINIC, "date": DAY}))
+            .await
+    };
+    let first = audit_now().await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(first.body["run"]["trigger"], "on_demand");
+    assert_eq!(
+        first.body["findings"],
+        json!([{"clinicId": CLINIC, "doctorId": "dr-asha", "date": DAY, "kind": "slot", "key": "5",
+                "members": [{"source": "kloqo", "id": "doc-a"}, {"source": "kloqo", "id": "doc-b"}]}])
+    );
+
+    put(&app, &document("doc-b", 5, "Cancelled", 2)).await;
+    let second = audit_now().await;
+    assert_eq!(second.body["run"]["duplicateGroups"], 0);
+    assert_eq!(second.body["run"]["incidentsResolved"], 1);
+    assert_eq!(incidents(&app).await[0]["state"], "resolved");
+
+    // On-demand runs do not stand in for the nightly one, which then finds it clean.
+    app.clock.set(kolkata(DAY, 23, 0));
+    app.app.auditor.run_once().await.unwrap();
+    let all = runs(&app, DAY).await;
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2]["trigger"], "nightly");
+    let summary = eventually(10, "the daily summary", || async {
+        received(&webhook, "daily_summary").into_iter().next()
+    })
+    .await;
+    assert!(
+        summary["subject"].as_str().unwrap().ends_with(": clean"),
+        "{summary}"
+    );
+
+    for (body, field) in [
+        (json!({"date": DAY}), "clinicId"),
+        (json!({"clinicId": CLINIC, "date": "2026-02-30"}), "date"),
+        (json!({"clinicId": CLINIC}), "date"),
+    ] {
+        let refused = app.post("/api/v1/audits", body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.body["error"]["details"]["field"], field);
+    }
+    let unknown = app
+        .post(
+            "/api/v1/audits",
+            json!({"clinicId": "nowhere", "date": DAY}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let bad_range = app
+        .get(&format!(
+            "/api/v1/audits?clinicId={CLINIC}&from=2026-12-02&to=2026-12-01"
+        ))
+        .await;
+    assert_eq!(bad_range.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(runs(&app, DAY).await.len(), 3, "refusals ran nothing");
+}
+
+/// Starts slotguard's services on an existing database, with their own clock.
+async fn start_on(url: &str, clock: Arc<FixedClock>, options: Options) -> App {
+    let store: Arc<dyn store::Store> = Arc::from(store::open(url, SqliteSync::Full).await.unwrap());
+    App::start(store, clock, options)
+}
+
+pub async fn nights_missed_while_no_server_ran_are_caught_up_at_start(backend: Backend) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    a_day_with_a_watched_double_booking(&app).await;
+
+    // Two days later, at 10:00 India time, a server starts: the first pass of its
+    // runner audits the 1st and the 2nd, which nobody audited.
+    let later = Arc::new(FixedClock::at(kolkata("2026-12-03", 10, 0)));
+    let mut restarted = options(&webhook);
+    restarted.audit.tick = Duration::from_millis(100);
+    let second = start_on(&app.db.url, later, restarted).await;
+    let caught_up = eventually(20, "both missed nights audited", || async {
+        let runs = app
+            .get(&format!(
+                "/api/v1/audits?clinicId={CLINIC}&from=2026-11-30&to=2026-12-03"
+            ))
+            .await
+            .body["runs"]
+            .as_array()
+            .unwrap()
+            .clone();
+        (runs.len() == 2 && runs.iter().all(|r| r["status"] == "succeeded")).then_some(runs)
+    })
+    .await;
+    second.stop().await;
+    let dates: Vec<&str> = caught_up
+        .iter()
+        .map(|r| r["localDate"].as_str().unwrap())
+        .collect();
+    assert_eq!(dates, [DAY, "2026-12-02"]);
+    assert!(caught_up.iter().all(|r| r["trigger"] == "catch_up"));
+    assert_eq!(caught_up[0]["duplicateGroups"], 1);
+    let summaries = eventually(10, "two summaries", || async {
+        let s = received(&webhook, "daily_summary");
+        (s.len() == 2).then_some(s)
+    })
+    .await;
+    assert!(summaries
+        .iter()
+        .all(|s| s["text"].as_str().unwrap().contains("Caught up")));
+}
+
+pub async fn a_day_without_a_successful_audit_by_23_30_alerts_and_a_stuck_run_is_taken_over(
+    backend: Backend,
+) {
+    let webhook = Receiver::start().await;
+    let mut options = options(&webhook);
+    // A run is presumed abandoned after an hour here, so the alarm comes first.
+    options.audit.stale_after = Duration::from_secs(3600);
+    let Some(app) = spawn_app_with(backend, options).await else {
+        return;
+    };
+    a_day_with_a_watched_double_booking(&app).await;
+    let auditor = &app.app.auditor;
+    // Another runner claimed the night at 23:00 and then hung.
+    let stuck = AuditRun {
+        id: "stuck-run".into(),
+        clinic_id: slotguard::domain::ClinicId::parse("c", CLINIC).unwrap(),
+        local_date: DAY.parse::<NaiveDate>().unwrap(),
+        trigger: Trigger::Nightly,
+        runner: "another-server".into(),
+        status: RunStatus::Running,
+        started_at: kolkata(DAY, 23, 0),
+        finished_at: None,
+        counts: Default::default(),
+        incidents_opened: 0,
+        incidents_resolved: 0,
+        error: None,
+    };
+    assert!(auditor
+        .store()
+        .claim_audit_run(&stuck, kolkata(DAY, 22, 0))
+        .await
+        .unwrap());
+
+    app.clock.set(kolkata(DAY, 23, 29));
+    auditor.run_once().await.unwrap();
+    assert!(
+        received(&webhook, "audit_missing").is_empty(),
+        "within grace"
+    );
+
+    app.clock.set(kolkata(DAY, 23, 31));
+    auditor.run_once().await.unwrap();
+    auditor.run_once().await.unwrap();
+    let alarm = eventually(10, "the dead-man's switch", || async {
+        received(&webhook, "audit_missing").into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        alarm["subject"],
+        format!("slotguard: no audit of {DAY} at clinic {CLINIC}")
+    );
+    let all = runs(&app, DAY).await;
+    assert_eq!(all.len(), 1, "the live claim was respected: {all:?}");
+
+    // An hour after it started, the stuck run counts as abandoned.
+    app.clock.set(kolkata("2026-12-02", 0, 1));
+    auditor.run_once().await.unwrap();
+    let all = runs(&app, DAY).await;
+    let statuses: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert_eq!(statuses[0], ("stuck-run", "failed"));
+    assert_eq!(statuses[1].1, "succeeded");
+    assert!(all[0]["error"].as_str().unwrap().contains("abandoned"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received(&webhook, "audit_missing").len(),
+        1,
+        "the alarm went out once"
+    );
+}
+
+/// Two `slotguard serve` processes, both with the system clock and TZ=UTC, share one
+/// PostgreSQL database; the clinic is in India. Each missed night is audited by
+/// exactly one of them, on the clinic's local dates.
+pub async fn two_servers_in_utc_audit_each_india_night_once(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let key = admin_key_for(&db.url).await;
+    let client = client();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[audit]\ntick_seconds = 0.1\n").unwrap();
+    let config_path = config.path().display().to_string();
+    let args = ["--config", config_path.as_str()];
+    let env = [("TZ", "UTC")];
+    let first = ServerProcess::start_in(&db.url, &args, &env).await;
+    let clinic = send(
+        &client,
+        Method::POST,
+        &format!("{}/api/v1/clinics", first.base),
+        Some(&key),
+        Some(&json!({"id": CLINIC, "name": "Kochi", "timezone": "Asia/Kolkata"})),
+        &[],
+    )
+    .await;
+    assert_eq!(clinic.status, StatusCode::CREATED, "{}", clinic.text);
+    // The clinic has existed for three days: the nights since then are due.
+    tamper(
+        &db.url,
+        "UPDATE clinics SET created_at = created_at - INTERVAL '3 days'",
+    )
+    .await;
+    let second = ServerProcess::start_in(&db.url, &args, &env).await;
+
+    let store = store::open(&db.url, SqliteSync::Full).await.unwrap();
+    let kochi = store
+        .clinic(&slotguard::domain::ClinicId::parse("c", CLINIC).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let created = store.clinic_created_at(&kochi.id).await.unwrap().unwrap();
+    let latest = slotguard::audit::schedule::latest_due(&kochi, Utc::now());
+    let expected = slotguard::audit::schedule::dates_to_audit(latest, kochi.today(created), 7, &[]);
+    assert!(expected.len() >= 2, "{expected:?}");
+    let from = expected[0] - chrono::Duration::days(1);
+    eventually(30, "every due night audited", || async {
+        let runs = store.audit_runs(None, from, latest).await.unwrap();
+        let succeeded = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count();
+        (succeeded >= expected.len()).then_some(())
+    })
+    .await;
+    // Both runners keep ticking for a while: nothing is audited twice.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let runs = store.audit_runs(None, from, latest).await.unwrap();
+    first.kill().await;
+    second.kill().await;
+    let dates: Vec<NaiveDate> = runs.iter().map(|r| r.local_date).collect();
+    assert_eq!(dates, expected, "one run per India night: {runs:?}");
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+}
