@@ -1,5 +1,6 @@
-//! The `slotguard` command line: `serve`, `migrate`, `keys`. Configuration comes from
-//! flags, then environment variables, then `slotguard.toml`, then defaults.
+//! The `slotguard` command line: `serve`, `migrate`, `keys`, `audit` and the tools.
+//! Configuration comes from flags, then environment variables, then `slotguard.toml`,
+//! then defaults.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub enum Command {
     Loadtest(Box<crate::loadtest::LoadtestArgs>),
     /// Check a load run's history against the database (exit 0 only when clean).
     Check(CheckArgs),
+    /// Audit days for double bookings now, as the nightly audit does (exit 0 clean,
+    /// 1 duplicates found, 2 bad input or no answer).
+    Audit(AuditArgs),
     /// Mirror an external app's appointments (initial sync from an export file).
     Watch {
         #[command(subcommand)]
@@ -58,6 +62,27 @@ pub enum WatchCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// One local date to audit, YYYY-MM-DD. [default: each clinic's today]
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<String>,
+    /// First local date of a range (with --to; at most 366 days).
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Last local date of the range.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Only this clinic. [default: every clinic]
+    #[arg(long)]
+    pub clinic: Option<String>,
+    /// How to print what was found.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: crate::audit::command::Output,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -149,13 +174,17 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Failed(String),
+    /// The command did its job and found what it looks for (an audit's duplicates):
+    /// exit code 1, like a failing `dbt test`.
+    #[error("{0}")]
+    Found(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
+            CliError::Failed(_) | CliError::Found(_) => 1,
         }
     }
 }
@@ -249,6 +278,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys { command } => keys(command).await,
         Command::Loadtest(args) => crate::loadtest::run(*args).await,
         Command::Check(args) => check_history(args).await,
+        Command::Audit(args) => audit(args).await,
         Command::Watch {
             command: WatchCommand::Import { import, store },
         } => watch_import(import, store).await,
@@ -273,6 +303,63 @@ async fn watch_import(
         println!("  skipped {position}: {reason}");
     }
     Ok(())
+}
+
+async fn audit(args: AuditArgs) -> Result<(), CliError> {
+    use crate::audit::command::{self, AuditError, Selection};
+    let usage = |e: crate::domain::FieldError| CliError::Usage(format!("--{e}"));
+    let selection = Selection {
+        clinic: args
+            .clinic
+            .as_deref()
+            .map(|c| ClinicId::parse("clinic", c))
+            .transpose()
+            .map_err(usage)?,
+        dates: crate::audit::date_range(
+            args.date.as_deref(),
+            args.from.as_deref(),
+            args.to.as_deref(),
+        )
+        .map_err(usage)?,
+    };
+    let s = settings(&args.store, None)?;
+    let store = open_store(&s)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit)
+        .map_err(CliError::Usage)?;
+    let auditor = crate::audit::runner::Auditor::new(
+        store.clone(),
+        clock.clone(),
+        Arc::new(crate::detect::Detector::new(
+            store.clone(),
+            clock.clone(),
+            options.detect,
+        )),
+        Arc::new(crate::alert::dispatch::Dispatcher::new(
+            store,
+            clock,
+            options.channels,
+            options.timing,
+        )),
+        options.audit,
+    );
+    let report = command::audit(&auditor, &selection)
+        .await
+        .map_err(|e| match e {
+            AuditError::UnknownClinic(_) => CliError::Usage(e.to_string()),
+            AuditError::Store(e) => CliError::Usage(format!("could not audit: {e}")),
+        })?;
+    print!("{}", command::render(&report, args.output));
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(CliError::Found(format!(
+            "{} duplicate groups found",
+            report.total.duplicate_groups
+        )))
+    }
 }
 
 async fn check_history(args: CheckArgs) -> Result<(), CliError> {

@@ -32,7 +32,10 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = slotguard::cli::run(cli).await {
-        eprintln!("error: {e}");
+        match e {
+            slotguard::cli::CliError::Found(_) => eprintln!("{e}"),
+            _ => eprintln!("error: {e}"),
+        }
         std::process::exit(e.exit_code());
     }
 }

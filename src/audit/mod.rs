@@ -2,6 +2,7 @@
 //! tokens, as the nightly audit, `slotguard audit` and the weekly report see it.
 //! [`counts`] says what the three numbers every audit reports mean.
 
+pub mod command;
 pub mod counts;
 pub mod runner;
 pub mod schedule;

@@ -389,3 +389,109 @@ pub async fn two_servers_in_utc_audit_each_india_night_once(backend: Backend) {
     assert_eq!(dates, expected, "one run per India night: {runs:?}");
     assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
 }
+
+/// Runs `slotguard` with `args`; its exit code and stdout.
+async fn slotguard(args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+        .args(args)
+        .output()
+        .await
+        .expect("run slotguard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+pub async fn slotguard_audit_prints_the_day_and_exits_1_on_duplicates(backend: Backend) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    a_day_with_a_watched_double_booking(&app).await;
+    let url = app.db.url.as_str();
+    let (code, out) = slotguard(&[
+        "audit",
+        "--database",
+        url,
+        "--clinic",
+        CLINIC,
+        "--date",
+        DAY,
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["total"],
+        json!({"appointmentsChecked": 3, "duplicateGroups": 1, "extraRows": 1, "affectedRows": 2})
+    );
+    assert_eq!(report["findings"][0]["key"], "5");
+    assert_eq!(report["runs"][0]["trigger"], "on_demand");
+
+    let (code, csv) = slotguard(&[
+        "audit",
+        "--database",
+        url,
+        "--clinic",
+        CLINIC,
+        "--date",
+        DAY,
+        "--output",
+        "csv",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "clinicId,doctorId,date,kind,key,members",
+            &format!("{CLINIC},dr-asha,{DAY},slot,5,kloqo:doc-a kloqo:doc-b"),
+        ]
+    );
+
+    put(&app, &document("doc-b", 5, "Cancelled", 2)).await;
+    let (code, table) = slotguard(&[
+        "audit",
+        "--database",
+        url,
+        "--from",
+        DAY,
+        "--to",
+        "2026-12-02",
+    ])
+    .await;
+    assert_eq!(code, 0, "{table}");
+    assert!(
+        table.contains("2 days, 3 appointments checked: 0 duplicate groups"),
+        "{table}"
+    );
+
+    for bad in [
+        &["audit", "--database", url, "--date", "01-12-2026"][..],
+        &[
+            "audit",
+            "--database",
+            url,
+            "--clinic",
+            "nowhere",
+            "--date",
+            DAY,
+        ],
+        &["audit", "--database", url, "--from", DAY],
+        &[
+            "audit",
+            "--database",
+            url,
+            "--from",
+            "2026-12-02",
+            "--to",
+            DAY,
+        ],
+        &["audit", "--database", url, "--output", "xml"],
+    ] {
+        assert_eq!(slotguard(bad).await.0, 2, "{bad:?}");
+    }
+}

@@ -1,0 +1,165 @@
+//! `slotguard audit` over the database: the same audit as the nightly one, on
+//! demand, for chosen local dates and clinics, printed as a table, JSON or CSV.
+
+use std::fmt::Write as _;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use super::counts::Counts;
+use super::runner::Auditor;
+use super::{findings, Finding, MAX_DAYS};
+use crate::domain::{Clinic, ClinicId};
+use crate::store::audit::{AuditRun, Trigger};
+use crate::store::StoreError;
+
+/// How `slotguard audit` prints what it found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+    Csv,
+}
+
+/// Every audited day and what it found.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub runs: Vec<AuditRun>,
+    pub findings: Vec<Finding>,
+    /// The three counts over every day audited.
+    pub total: Counts,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.total.is_clean()
+    }
+}
+
+/// What to audit: which clinics, which local dates (`None`: each clinic's today).
+pub struct Selection {
+    pub clinic: Option<ClinicId>,
+    pub dates: Option<(NaiveDate, NaiveDate)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("no clinic {0}")]
+    UnknownClinic(ClinicId),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Audits the selected days, each recorded as an on-demand run.
+pub async fn audit(auditor: &Auditor, selection: &Selection) -> Result<Report, AuditError> {
+    let store = auditor.store();
+    let clinics: Vec<Clinic> = match &selection.clinic {
+        Some(id) => vec![store
+            .clinic(id)
+            .await?
+            .ok_or_else(|| AuditError::UnknownClinic(id.clone()))?],
+        None => store.clinics().await?,
+    };
+    let mut report = Report::default();
+    let now = auditor.clock().now();
+    for clinic in &clinics {
+        let (from, to) = selection
+            .dates
+            .unwrap_or_else(|| (clinic.today(now), clinic.today(now)));
+        for date in from
+            .iter_days()
+            .take_while(|d| *d <= to)
+            .take(MAX_DAYS as usize)
+        {
+            let Some(outcome) = auditor.audit(clinic, date, Trigger::OnDemand).await? else {
+                continue;
+            };
+            let c = outcome.run.counts;
+            report.total.appointments_checked += c.appointments_checked;
+            report.total.duplicate_groups += c.duplicate_groups;
+            report.total.extra_rows += c.extra_rows;
+            report.total.affected_rows += c.affected_rows;
+            report.findings.extend(findings(&outcome.duplicates));
+            report.runs.push(outcome.run);
+        }
+    }
+    Ok(report)
+}
+
+fn members(finding: &Finding) -> String {
+    finding
+        .members
+        .iter()
+        .map(|m| format!("{}:{}", m.source, m.id))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The report as the user asked for it.
+pub fn render(report: &Report, output: Output) -> String {
+    match output {
+        Output::Json => serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
+        Output::Csv => {
+            let mut out = csv::Writer::from_writer(Vec::new());
+            let _ = out.write_record(["clinicId", "doctorId", "date", "kind", "key", "members"]);
+            for f in &report.findings {
+                let _ = out.write_record([
+                    f.group.clinic_id.as_str(),
+                    f.group.doctor_id.as_str(),
+                    &f.group.date.to_string(),
+                    f.kind.as_str(),
+                    &f.key,
+                    &members(f),
+                ]);
+            }
+            String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
+        }
+        Output::Table => {
+            let mut out = format!(
+                "{:<20} {:<10} {:>9} {:>7} {:>6} {:>9} {:>7}\n",
+                "clinic", "date", "checked", "groups", "extra", "affected", "opened"
+            );
+            for r in &report.runs {
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<10} {:>9} {:>7} {:>6} {:>9} {:>7}{}",
+                    r.clinic_id.as_str(),
+                    r.local_date,
+                    r.counts.appointments_checked,
+                    r.counts.duplicate_groups,
+                    r.counts.extra_rows,
+                    r.counts.affected_rows,
+                    r.incidents_opened,
+                    r.error
+                        .as_deref()
+                        .map(|e| format!("  FAILED: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            for f in &report.findings {
+                let _ = writeln!(
+                    out,
+                    "  {} {} of {} on {}: {}",
+                    f.kind.as_str(),
+                    f.key,
+                    f.group.doctor_id,
+                    f.group.date,
+                    members(f)
+                );
+            }
+            let t = &report.total;
+            let _ = writeln!(
+                out,
+                "{} days, {} appointments checked: {} duplicate groups, {} extra rows, {} affected rows",
+                report.runs.len(),
+                t.appointments_checked,
+                t.duplicate_groups,
+                t.extra_rows,
+                t.affected_rows
+            );
+            out
+        }
+    }
+}
