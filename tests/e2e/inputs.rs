@@ -340,6 +340,22 @@ pub async fn bad_inputs_get_the_documented_4xx_and_change_nothing(backend: Backe
             Some("walkInReserveRatio"),
         ),
         case(
+            "audit time that is no time of day",
+            "/api/v1/clinics",
+            json!({"id": "c2", "name": "C", "auditAt": "24:30"}),
+            422,
+            "invalid_field",
+            Some("auditAt"),
+        ),
+        case(
+            "audit of a date that does not exist",
+            "/api/v1/audits",
+            json!({"clinicId": CLINIC, "date": "2026-13-01"}),
+            422,
+            "invalid_field",
+            Some("date"),
+        ),
+        case(
             "clinic id taken",
             "/api/v1/clinics",
             json!({"id": CLINIC, "name": "Again"}),

@@ -329,6 +329,7 @@ pub async fn row_counts(url: &str) -> Value {
         "appointments",
         "walk_in_counters",
         "idempotency_keys",
+        "audit_runs",
     ];
     let mut counts = serde_json::Map::new();
     if url.starts_with("postgres") {
