@@ -26,6 +26,7 @@ pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
     counters: Counters,
+    announcements: tokio::sync::mpsc::UnboundedSender<crate::detect::Group>,
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
@@ -66,23 +67,21 @@ impl PostgresStore {
         // sqlx takes an advisory lock while migrating, so two processes starting
         // together apply each migration once.
         migrator().run(&pool).await?;
+        let (announcements, changed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(announce_in_batches(pool.clone(), changed));
         Ok(Self {
             reader: pool.clone(),
             writer: pool,
             counters: Counters::default(),
+            announcements,
         })
     }
 
     const LOCK_ROW: &'static str = " FOR UPDATE";
 
+    /// Hands the changed day to the announcer task; the booking does not wait for it.
     async fn announce_group(&self, group: &crate::detect::Group) -> Result<(), StoreError> {
-        let payload =
-            serde_json::to_string(group).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGED_DAYS)
-            .bind(payload)
-            .execute(&self.writer)
-            .await?;
+        let _ = self.announcements.send(group.clone());
         Ok(())
     }
 
@@ -157,6 +156,34 @@ impl PostgresStore {
                 }
                 _ => return outcome,
             }
+        }
+    }
+}
+
+/// Sends the changed days announced since the last NOTIFY in one statement, until the
+/// store is dropped. A NOTIFY takes a database-wide lock until its transaction ends, so
+/// one per booking would make concurrent commits queue behind each other; batched,
+/// the days that changed while one statement ran go out together with the next.
+async fn announce_in_batches(
+    pool: PgPool,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>,
+) {
+    while let Some(first) = changed.recv().await {
+        let mut batch = std::collections::BTreeSet::from([first]);
+        while let Ok(more) = changed.try_recv() {
+            batch.insert(more);
+        }
+        let payloads: Vec<String> = batch
+            .iter()
+            .filter_map(|g| serde_json::to_string(g).ok())
+            .collect();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+            .bind(CHANGED_DAYS)
+            .bind(&payloads)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "could not announce changed days; other instances' re-scan will find them");
         }
     }
 }
