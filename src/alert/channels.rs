@@ -568,7 +568,8 @@ fn email_html(n: &Notification) -> String {
     )
 }
 
-fn escape_html(text: &str) -> String {
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -155,13 +155,16 @@ pub trait AuditStore: Send + Sync {
     /// reports). Their ids are derived from what they are about, so a notice queued
     /// twice (two runners, a retry) is delivered once.
     async fn queue_notices(&self, rows: &[NotificationRow]) -> Result<(), StoreError>;
-    async fn save_weekly_report(
+    /// Stores a week's report unless one is stored already; true when this one was.
+    /// The stored report is what later reads return, and storing it is the claim to
+    /// send it.
+    async fn keep_weekly_report(
         &self,
         clinic: &str,
         week: &str,
         generated_at: DateTime<Utc>,
         body: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     async fn weekly_report(&self, clinic: &str, week: &str) -> Result<Option<String>, StoreError>;
 }
 
@@ -449,10 +452,10 @@ impl $crate::store::audit::AuditStore for $store {
         Ok(())
     }
 
-    async fn save_weekly_report(&self, clinic: &str, week: &str, generated_at: chrono::DateTime<chrono::Utc>, body: &str) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn keep_weekly_report(&self, clinic: &str, week: &str, generated_at: chrono::DateTime<chrono::Utc>, body: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO weekly_reports (clinic_id, week, generated_at, body) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (clinic_id, week) DO UPDATE SET generated_at = excluded.generated_at, body = excluded.body",
+             ON CONFLICT (clinic_id, week) DO NOTHING",
         )
         .bind(clinic)
         .bind(week)
@@ -460,7 +463,7 @@ impl $crate::store::audit::AuditStore for $store {
         .bind(body)
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn weekly_report(&self, clinic: &str, week: &str) -> Result<Option<String>, StoreError> {
