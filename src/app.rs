@@ -1,6 +1,6 @@
-//! One running slotguard: the booking service, the detector, the alert dispatcher and
-//! housekeeping, started together and stopped together. `serve` and the end-to-end
-//! tests build it the same way.
+//! One running slotguard: the booking service, the detector, the alert dispatcher,
+//! the metrics flusher and housekeeping, started together and stopped together.
+//! `serve` and the end-to-end tests build it the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +41,32 @@ pub struct AlertsConfig {
     pub repeat_interval_seconds: Option<f64>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+}
+
+/// `[metrics]` in slotguard.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Seconds between flushes of the booking counts to the database (default 5): the
+    /// most a crash can lose.
+    pub flush_seconds: Option<f64>,
+}
+
+/// How often booking counts go to the database when `[metrics] flush_seconds` is unset.
+pub const DEFAULT_METRICS_FLUSH: Duration = Duration::from_secs(5);
+
+impl MetricsConfig {
+    pub fn flush_every(&self) -> Result<Duration, String> {
+        let every = seconds(
+            "metrics.flush_seconds",
+            self.flush_seconds,
+            DEFAULT_METRICS_FLUSH,
+        )?;
+        if every.is_zero() {
+            return Err("metrics.flush_seconds must be above 0".into());
+        }
+        Ok(every)
+    }
 }
 
 fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
@@ -96,14 +122,21 @@ pub struct Options {
     pub detect: Settings,
     pub timing: Timing,
     pub channels: Vec<Box<dyn channels::Channel>>,
+    /// Between flushes of the booking counts to the rollups.
+    pub metrics_flush: Duration,
 }
 
 impl Options {
-    pub fn from_config(detect: &DetectConfig, alerts: &AlertsConfig) -> Result<Self, String> {
+    pub fn from_config(
+        detect: &DetectConfig,
+        alerts: &AlertsConfig,
+        metrics: &MetricsConfig,
+    ) -> Result<Self, String> {
         Ok(Self {
             detect: detect.settings()?,
             timing: alerts.timing()?,
             channels: channels::build(&alerts.channels)?,
+            metrics_flush: metrics.flush_every()?,
         })
     }
 }
@@ -123,7 +156,7 @@ impl App {
         let bookings = Arc::new(Bookings::new(store.clone(), clock.clone()).with_wakeups(wakeups));
         let detector = Arc::new(Detector::new(store.clone(), clock.clone(), options.detect));
         let dispatcher = Arc::new(Dispatcher::new(
-            store,
+            store.clone(),
             clock,
             options.channels,
             options.timing,
@@ -132,6 +165,11 @@ impl App {
         let tasks = vec![
             tokio::spawn(detector.clone().run(woken, stopped.clone())),
             tokio::spawn(dispatcher.clone().run(stopped.clone())),
+            tokio::spawn(bookings.metrics().clone().run(
+                store,
+                options.metrics_flush,
+                stopped.clone(),
+            )),
             tokio::spawn(forget_old_keys(bookings.clone(), stopped)),
         ];
         let state = AppState::new(bookings, detector.clone());
@@ -144,7 +182,8 @@ impl App {
         }
     }
 
-    /// Stops the background tasks and waits for them.
+    /// Stops the background tasks and waits for them; the booking counts not yet in
+    /// the database are flushed on the way out.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {

@@ -138,6 +138,8 @@ struct ConfigFile {
     detect: crate::app::DetectConfig,
     #[serde(default)]
     alerts: crate::app::AlertsConfig,
+    #[serde(default)]
+    metrics: crate::app::MetricsConfig,
 }
 
 /// A failure the user can fix (exit code 2) or one they cannot (exit code 1).
@@ -173,6 +175,7 @@ struct Settings {
     listen: String,
     detect: crate::app::DetectConfig,
     alerts: crate::app::AlertsConfig,
+    metrics: crate::app::MetricsConfig,
 }
 
 fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliError> {
@@ -211,6 +214,7 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
         detect: file.detect,
         alerts: file.alerts,
+        metrics: file.metrics,
     })
 }
 
@@ -376,8 +380,8 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
-    let options =
-        crate::app::Options::from_config(&s.detect, &s.alerts).map_err(CliError::Usage)?;
+    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.metrics)
+        .map_err(CliError::Usage)?;
     let store = open_store(&s).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let has_admin = store

@@ -141,7 +141,6 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value
     Ok(Json(json!({
         "status": "ok",
         "store": store.backend(),
-        "counters": store.counters().snapshot(),
         "detectionLatencyMs": {"incidents": count, "p50": p50, "p99": p99, "max": max},
     })))
 }

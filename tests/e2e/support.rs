@@ -137,6 +137,7 @@ pub fn test_options(channels: &[Value], group_wait: Duration, wakeups: bool) -> 
             ..Timing::default()
         },
         channels: slotguard::alert::channels::build(&channels).expect("channels build"),
+        metrics_flush: Duration::from_millis(100),
     }
 }
 
