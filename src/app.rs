@@ -50,6 +50,8 @@ pub struct MetricsConfig {
     /// Seconds between flushes of the booking counts to the database (default 5): the
     /// most a crash can lose.
     pub flush_seconds: Option<f64>,
+    /// Also serve `/metrics`, without a key, on this address (`--metrics-listen`).
+    pub listen: Option<String>,
 }
 
 /// How often booking counts go to the database when `[metrics] flush_seconds` is unset.

@@ -1,13 +1,19 @@
 //! Metrics: what booking attempts came to, counted in memory where they happen and
 //! added to time-bucketed rollups in the database every few seconds ([`rollups`]),
 //! so the counts survive restarts and add up across servers sharing a database.
+//! `GET /api/v1/stats` turns them into the clinic's four numbers ([`stats`], pure);
+//! `GET /metrics` shows them with the detection and alerting gauges in Prometheus'
+//! text format ([`scrape`], written by [`exposition`]).
 
 use crate::booking::rules::Refusal;
 use crate::domain::Appointment;
 use crate::store::StoreError;
 
+pub mod exposition;
 pub mod latency;
 pub mod rollups;
+pub mod scrape;
+pub mod stats;
 
 pub use rollups::{Attempt, BookingMetrics, RollupKey, Tally};
 

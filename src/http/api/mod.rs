@@ -4,3 +4,4 @@
 pub mod appointments;
 pub mod clinics;
 pub mod detection;
+pub mod metrics;
