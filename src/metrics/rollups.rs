@@ -232,7 +232,7 @@ mod tests {
         metrics.flush(store.as_ref()).await.unwrap();
 
         let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
-        let outcomes = store.day_outcomes(None, day, day).await.unwrap();
+        let outcomes = store.stats_rows(None, day, day).await.unwrap().day_outcomes;
         assert_eq!(outcomes.len(), 1);
         assert_eq!((outcomes[0].count, outcomes[0].retries), (4, 3));
         let totals = store.booking_totals().await.unwrap();

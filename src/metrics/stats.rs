@@ -1,5 +1,5 @@
-//! The clinic's four numbers over a range of local dates, computed from what the
-//! store read (rollups, appointment counts, incidents). Pure arithmetic, tested
+//! The clinic's four numbers over a range of local dates, computed from the rows
+//! the store read ([`StatsRows`]: rollups, appointment counts, incidents). Pure arithmetic, tested
 //! apart from the database.
 //!
 //! - **Duplicate rate per day**: `extraRows ÷ appointmentsChecked`, in the words of
@@ -24,9 +24,9 @@ use serde::Serialize;
 
 use super::{is_conflict, BOOKED};
 use crate::audit::counts::Counts;
-use crate::detect::{Duplicate, Incident};
+use crate::detect::Duplicate;
 use crate::domain::{ClinicId, DoctorId, FieldError};
-use crate::store::metrics::{DayAppointments, DayOutcome, HourConflicts};
+use crate::store::metrics::{DayOutcome, StatsRows};
 
 /// The plan's target: fewer than one duplicate in a thousand appointments.
 pub const DUPLICATE_RATE_TARGET: f64 = 0.001;
@@ -70,15 +70,6 @@ impl DateRange {
         let to = self.to;
         self.from.iter_days().take_while(move |d| *d <= to)
     }
-}
-
-/// What the store read for a range.
-#[derive(Debug, Clone, Copy)]
-pub struct Read<'a> {
-    pub outcomes: &'a [DayOutcome],
-    pub hour_conflicts: &'a [HourConflicts],
-    pub appointments: &'a [DayAppointments],
-    pub incidents: &'a [Incident],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -207,10 +198,13 @@ fn add(sum: &mut Counts, more: &Counts) {
 
 /// The audit's counts per clinic and date: duplicates from the incidents (tallied
 /// per doctor-day, as [`Counts::tally`] wants), appointments from the store.
-fn counts_by_clinic_day(range: DateRange, read: Read) -> BTreeMap<(ClinicId, NaiveDate), Counts> {
+fn counts_by_clinic_day(
+    range: DateRange,
+    rows: &StatsRows,
+) -> BTreeMap<(ClinicId, NaiveDate), Counts> {
     let mut duplicates: BTreeMap<(ClinicId, NaiveDate), BTreeMap<DoctorId, Vec<Duplicate>>> =
         BTreeMap::new();
-    for incident in read
+    for incident in rows
         .incidents
         .iter()
         .filter(|i| range.contains(i.group.date))
@@ -233,7 +227,7 @@ fn counts_by_clinic_day(range: DateRange, read: Read) -> BTreeMap<(ClinicId, Nai
         .into_iter()
         .map(|(day, doctors)| (day, Counts::tally(0, doctors.values().map(Vec::as_slice))))
         .collect();
-    for dated in read.appointments.iter().filter(|a| range.contains(a.date)) {
+    for dated in rows.appointments.iter().filter(|a| range.contains(a.date)) {
         counts
             .entry((dated.clinic_id.clone(), dated.date))
             .or_default()
@@ -242,13 +236,13 @@ fn counts_by_clinic_day(range: DateRange, read: Read) -> BTreeMap<(ClinicId, Nai
     counts
 }
 
-pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, read: Read) -> Stats {
-    let outcomes: Vec<&DayOutcome> = read
-        .outcomes
+pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, rows: &StatsRows) -> Stats {
+    let outcomes: Vec<&DayOutcome> = rows
+        .day_outcomes
         .iter()
         .filter(|o| range.contains(o.day))
         .collect();
-    let counts = counts_by_clinic_day(range, read);
+    let counts = counts_by_clinic_day(range, rows);
 
     let days: Vec<DayDuplicates> = range
         .days()
@@ -273,7 +267,11 @@ pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, read: Read) -> Stats
     let retries = outcomes.iter().map(|o| o.retries).sum();
 
     let mut conflicts_by_hour = ConflictsByHour::default();
-    for h in read.hour_conflicts.iter().filter(|h| range.contains(h.day)) {
+    for h in rows
+        .hour_outcomes
+        .iter()
+        .filter(|h| range.contains(h.day) && is_conflict(&h.outcome))
+    {
         conflicts_by_hour.add(h.day.weekday(), h.hour as usize, h.count);
     }
 
@@ -345,7 +343,9 @@ pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, read: Read) -> Stats
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{DuplicateKind, FoundBy, Group, IncidentState, MemberRef};
+    use crate::detect::reconcile::reconcile;
+    use crate::detect::{DuplicateKind, FoundBy, Group, Incident, MemberRef};
+    use crate::store::metrics::{DayAppointments, HourOutcome};
     use chrono::{DateTime, Utc};
 
     fn date(d: u32) -> NaiveDate {
@@ -374,66 +374,56 @@ mod tests {
         }
     }
 
+    fn hour(d: u32, hour: u32, outcome: &str, count: u64) -> HourOutcome {
+        HourOutcome {
+            day: date(d),
+            hour,
+            outcome: outcome.into(),
+            count,
+        }
+    }
+
+    /// The incident the detector opens for appointments `ids` sharing a slot or token.
     fn incident(c: &str, d: u32, kind: DuplicateKind, key: &str, ids: &[&str]) -> Incident {
-        let at = DateTime::<Utc>::UNIX_EPOCH;
-        Incident {
-            id: format!("{c}-{d}-{key}"),
-            group: Group {
-                clinic_id: clinic(c),
-                doctor_id: DoctorId::parse("d", "dr-asha").unwrap(),
-                date: date(d),
-            },
+        let group = Group {
+            clinic_id: clinic(c),
+            doctor_id: DoctorId::parse("d", "dr-asha").unwrap(),
+            date: date(d),
+        };
+        let found = Duplicate {
             kind,
             key: key.into(),
-            state: IncidentState::Resolved,
-            found_by: FoundBy::Realtime,
             members: ids
                 .iter()
                 .map(|id| MemberRef {
-                    source: "kloqo".into(),
+                    source: crate::detect::NATIVE.into(),
                     id: (*id).into(),
                 })
                 .collect(),
-            regressions: 0,
-            first_seen: at,
-            last_seen: at,
-            changed_at: at,
-            detection_ms: None,
-            acknowledged_at: None,
-            acknowledged_by: None,
-            resolved_at: None,
-            resolved_by: None,
-            note: None,
-            last_notified_at: None,
-        }
+            last_change: None,
+            last_commit: None,
+        };
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        reconcile(&group, &[found], &[], at, FoundBy::Realtime)
+            .incidents
+            .remove(0)
     }
 
     fn range(from: u32, to: u32) -> DateRange {
         DateRange::new(date(from), date(to)).unwrap()
     }
 
-    fn read<'a>(
-        outcomes: &'a [DayOutcome],
-        hours: &'a [HourConflicts],
-        appointments: &'a [DayAppointments],
-        incidents: &'a [Incident],
-    ) -> Read<'a> {
-        Read {
-            outcomes,
-            hour_conflicts: hours,
-            appointments,
-            incidents,
-        }
-    }
-
     #[test]
     fn one_extra_row_in_a_thousand_misses_the_target_and_one_in_two_thousand_meets_it() {
-        let incidents = [
-            incident("kochi", 1, DuplicateKind::Slot, "5", &["a", "b"]),
-            incident("kochi", 2, DuplicateKind::Slot, "7", &["c", "d"]),
-        ];
-        let appointments = [dated("kochi", 1, 1000), dated("kochi", 2, 2000)];
-        let stats = stats(None, range(1, 3), read(&[], &[], &appointments, &incidents));
+        let rows = StatsRows {
+            incidents: vec![
+                incident("kochi", 1, DuplicateKind::Slot, "5", &["a", "b"]),
+                incident("kochi", 2, DuplicateKind::Slot, "7", &["c", "d"]),
+            ],
+            appointments: vec![dated("kochi", 1, 1000), dated("kochi", 2, 2000)],
+            ..StatsRows::default()
+        };
+        let stats = stats(None, range(1, 3), &rows);
         let days = &stats.duplicate_rate.days;
         assert_eq!(days.len(), 3, "every date of the range is listed");
         assert_eq!(days[0].verdict.rate, Some(0.001));
@@ -453,13 +443,16 @@ mod tests {
 
     #[test]
     fn a_slot_and_its_token_doubled_together_are_one_group_and_three_in_a_slot_two_extra() {
-        let incidents = [
-            incident("kochi", 1, DuplicateKind::Slot, "5", &["a", "b"]),
-            incident("kochi", 1, DuplicateKind::Token, "A1-006", &["a", "b"]),
-            incident("kochi", 1, DuplicateKind::Slot, "9", &["c", "d", "e"]),
-        ];
-        let appointments = [dated("kochi", 1, 40)];
-        let stats = stats(None, range(1, 1), read(&[], &[], &appointments, &incidents));
+        let rows = StatsRows {
+            incidents: vec![
+                incident("kochi", 1, DuplicateKind::Slot, "5", &["a", "b"]),
+                incident("kochi", 1, DuplicateKind::Token, "A1-006", &["a", "b"]),
+                incident("kochi", 1, DuplicateKind::Slot, "9", &["c", "d", "e"]),
+            ],
+            appointments: vec![dated("kochi", 1, 40)],
+            ..StatsRows::default()
+        };
+        let stats = stats(None, range(1, 1), &rows);
         let day = &stats.duplicate_rate.days[0].counts;
         assert_eq!(
             (day.duplicate_groups, day.extra_rows, day.affected_rows),
@@ -470,12 +463,15 @@ mod tests {
 
     #[test]
     fn retry_rate_is_retries_over_every_attempt_whatever_it_came_to() {
-        let outcomes = [
-            outcome("kochi", 1, BOOKED, 90, 3),
-            outcome("kochi", 1, "slot_taken", 8, 1),
-            outcome("kochi", 2, "failed", 2, 0),
-        ];
-        let stats = stats(None, range(1, 2), read(&outcomes, &[], &[], &[]));
+        let rows = StatsRows {
+            day_outcomes: vec![
+                outcome("kochi", 1, BOOKED, 90, 3),
+                outcome("kochi", 1, "slot_taken", 8, 1),
+                outcome("kochi", 2, "failed", 2, 0),
+            ],
+            ..StatsRows::default()
+        };
+        let stats = stats(None, range(1, 2), &rows);
         assert_eq!(
             stats.retry_rate,
             RetryRate {
@@ -484,33 +480,30 @@ mod tests {
                 rate: Some(0.04)
             }
         );
-        let none = super::stats(None, range(1, 2), read(&[], &[], &[], &[]));
+        let none = super::stats(None, range(1, 2), &StatsRows::default());
         assert_eq!(none.retry_rate.rate, None);
     }
 
     #[test]
     fn conflicts_land_on_their_local_weekday_and_hour() {
         // 1 December 2026 is a Tuesday, the 7th a Monday.
-        let hours = [
-            HourConflicts {
-                day: date(1),
-                hour: 9,
-                count: 4,
-            },
-            HourConflicts {
-                day: date(7),
-                hour: 17,
-                count: 2,
-            },
-            HourConflicts {
-                day: date(8),
-                hour: 9,
-                count: 1,
-            },
-        ];
-        let stats = stats(None, range(1, 8), read(&[], &hours, &[], &[]));
+        let rows = StatsRows {
+            hour_outcomes: vec![
+                hour(1, 9, "slot_taken", 3),
+                hour(1, 9, "no_walk_in_slot", 1),
+                hour(1, 9, BOOKED, 40),
+                hour(1, 9, "slot_too_soon", 2),
+                hour(7, 17, "token_taken", 2),
+                hour(8, 9, "no_slot_available", 1),
+            ],
+            ..StatsRows::default()
+        };
+        let stats = stats(None, range(1, 8), &rows);
         let by_hour = &stats.conflicts_by_hour;
-        assert_eq!(by_hour.tue[9], 5, "two Tuesdays add up");
+        assert_eq!(
+            by_hour.tue[9], 5,
+            "two Tuesdays add up, bookings and policy do not"
+        );
         assert_eq!(by_hour.mon[17], 2);
         assert_eq!(by_hour.total, 7);
         assert_eq!(by_hour.wed, [0; 24]);
@@ -518,21 +511,20 @@ mod tests {
 
     #[test]
     fn clinics_are_listed_worst_first_with_their_own_numbers() {
-        let outcomes = [
-            outcome("aluva", 1, BOOKED, 50, 0),
-            outcome("aluva", 1, "no_walk_in_slot", 6, 0),
-            outcome("kochi", 1, BOOKED, 30, 2),
-            outcome("kochi", 1, "slot_taken", 3, 0),
-            outcome("kochi", 1, "slot_too_soon", 4, 0),
-            outcome("thrissur", 1, BOOKED, 10, 0),
-        ];
-        let incidents = [incident("kochi", 1, DuplicateKind::Slot, "5", &["a", "b"])];
-        let appointments = [dated("kochi", 1, 31), dated("aluva", 1, 50)];
-        let stats = stats(
-            None,
-            range(1, 1),
-            read(&outcomes, &[], &appointments, &incidents),
-        );
+        let rows = StatsRows {
+            day_outcomes: vec![
+                outcome("aluva", 1, BOOKED, 50, 0),
+                outcome("aluva", 1, "no_walk_in_slot", 6, 0),
+                outcome("kochi", 1, BOOKED, 30, 2),
+                outcome("kochi", 1, "slot_taken", 3, 0),
+                outcome("kochi", 1, "slot_too_soon", 4, 0),
+                outcome("thrissur", 1, BOOKED, 10, 0),
+            ],
+            incidents: vec![incident("kochi", 1, DuplicateKind::Slot, "5", &["a", "b"])],
+            appointments: vec![dated("kochi", 1, 31), dated("aluva", 1, 50)],
+            ..StatsRows::default()
+        };
+        let stats = stats(None, range(1, 1), &rows);
         let order: Vec<&str> = stats.clinics.iter().map(|c| c.clinic_id.as_str()).collect();
         assert_eq!(order, ["kochi", "aluva", "thrissur"]);
         let kochi = &stats.clinics[0];
@@ -562,7 +554,7 @@ mod tests {
 
     #[test]
     fn the_answer_speaks_the_audits_words() {
-        let stats = stats(Some(clinic("kochi")), range(1, 1), read(&[], &[], &[], &[]));
+        let stats = stats(Some(clinic("kochi")), range(1, 1), &StatsRows::default());
         let json = serde_json::to_value(&stats).unwrap();
         let day = &json["duplicateRate"]["days"][0];
         for field in [

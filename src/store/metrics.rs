@@ -22,11 +22,13 @@ pub struct DayOutcome {
     pub retries: u64,
 }
 
-/// Conflicts in one local hour (0–23) of one local day.
+/// Booking attempts in one local hour (0–23) of one local day that came to one
+/// outcome, over the clinics asked for (each in its own time).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HourConflicts {
+pub struct HourOutcome {
     pub day: NaiveDate,
     pub hour: u32,
+    pub outcome: String,
     pub count: u64,
 }
 
@@ -36,6 +38,18 @@ pub struct DayAppointments {
     pub clinic_id: ClinicId,
     pub date: NaiveDate,
     pub count: u64,
+}
+
+/// What `/api/v1/stats` reads for one clinic (or all) over local dates `from..=to`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsRows {
+    pub day_outcomes: Vec<DayOutcome>,
+    pub hour_outcomes: Vec<HourOutcome>,
+    /// Native appointments whatever their status, and watched documents not
+    /// deleted, Kloqo's break placeholders left out.
+    pub appointments: Vec<DayAppointments>,
+    /// Incidents about appointments of those dates, whatever their state.
+    pub incidents: Vec<Incident>,
 }
 
 /// Booking attempts of one kind and outcome since the database was created.
@@ -66,35 +80,14 @@ pub trait MetricsStore: Send + Sync {
     /// written in key order, so two servers flushing at once lock them in the same
     /// order and cannot deadlock.
     async fn add_rollups(&self, deltas: &BTreeMap<RollupKey, Tally>) -> Result<(), StoreError>;
-    /// Booking attempts per clinic, local day and outcome, days `from..=to`.
-    async fn day_outcomes(
+    /// The rollups, appointment counts and incidents of days `from..=to`, of one
+    /// clinic or of all.
+    async fn stats_rows(
         &self,
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<DayOutcome>, StoreError>;
-    /// Conflicts per local day and hour, days `from..=to`; each clinic in its own time.
-    async fn hour_conflicts(
-        &self,
-        clinic: Option<&ClinicId>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<HourConflicts>, StoreError>;
-    /// Appointments dated `from..=to` per clinic and date: native ones whatever their
-    /// status, and watched documents not deleted, Kloqo's break placeholders left out.
-    async fn day_appointments(
-        &self,
-        clinic: Option<&ClinicId>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<DayAppointments>, StoreError>;
-    /// Incidents about appointments dated `from..=to`, whatever their state.
-    async fn incidents_dated(
-        &self,
-        clinic: Option<&ClinicId>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<Incident>, StoreError>;
+    ) -> Result<StatsRows, StoreError>;
     async fn booking_totals(&self) -> Result<Vec<BookingTotal>, StoreError>;
     async fn alerting_gauges(&self) -> Result<AlertingGauges, StoreError>;
 }
@@ -114,15 +107,6 @@ pub fn totals_of(deltas: &BTreeMap<RollupKey, Tally>) -> BTreeMap<(Kind, &'stati
 /// A count as stored (BIGINT), for binding.
 pub fn stored(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// The outcomes that are conflicts, as an SQL list: `'slot_taken', …`.
-pub fn conflicts_sql() -> String {
-    crate::booking::rules::Refusal::CONFLICTS
-        .iter()
-        .map(|r| format!("'{}'", r.code()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 // ---- decoding -------------------------------------------------------------------
@@ -158,17 +142,18 @@ where
     })
 }
 
-pub fn hour_conflicts<R: DecodeRow>(row: &R) -> Result<HourConflicts, StoreError>
+pub fn hour_outcome<R: DecodeRow>(row: &R) -> Result<HourOutcome, StoreError>
 where
     for<'a> &'a str: ColumnIndex<R>,
 {
     let hour = row.int("hour")?;
-    Ok(HourConflicts {
+    Ok(HourOutcome {
         day: row.date("day")?,
         hour: u32::try_from(hour)
             .ok()
             .filter(|h| *h < 24)
             .ok_or_else(|| corrupt("hour", hour))?,
+        outcome: row.text("outcome")?,
         count: count(row, "count")?,
     })
 }
@@ -214,6 +199,11 @@ pub const DAY_OUTCOMES: &str = "SELECT clinic_id, day, outcome, \
     FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
     GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome";
 
+pub const HOUR_OUTCOMES: &str = "SELECT day, CAST(hour AS BIGINT) AS hour, outcome, \
+    CAST(SUM(count) AS BIGINT) AS count \
+    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    GROUP BY day, hour, outcome ORDER BY day, hour, outcome";
+
 pub const DAY_APPOINTMENTS: &str = "SELECT clinic_id, date, COUNT(*) AS count FROM ( \
       SELECT clinic_id, date FROM appointments \
       WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
@@ -222,6 +212,10 @@ pub const DAY_APPOINTMENTS: &str = "SELECT clinic_id, date, COUNT(*) AS count FR
       WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
       AND deleted = 0 AND is_break = 0 \
     ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date";
+
+pub const INCIDENTS_DATED: &str = "SELECT * FROM incidents \
+    WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    ORDER BY clinic_id, date, doctor_id, kind, key";
 
 pub const ADD_ROLLUP: &str = "INSERT INTO booking_rollups \
     (clinic_id, day, hour, doctor_id, kind, outcome, count, retries, latency_us_sum) \
@@ -275,82 +269,26 @@ impl $crate::store::metrics::MetricsStore for $store {
         Ok(())
     }
 
-    async fn day_outcomes(
+    async fn stats_rows(
         &self,
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<$crate::store::metrics::DayOutcome>, StoreError> {
-        sqlx::query($crate::store::metrics::DAY_OUTCOMES)
-            .bind(clinic.map(ClinicId::as_str))
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map($crate::store::metrics::day_outcome)
-            .collect()
-    }
-
-    async fn hour_conflicts(
-        &self,
-        clinic: Option<&ClinicId>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<$crate::store::metrics::HourConflicts>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT day, CAST(hour AS BIGINT) AS hour, CAST(SUM(count) AS BIGINT) AS count \
-             FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-             AND outcome IN ({}) GROUP BY day, hour ORDER BY day, hour",
-            $crate::store::metrics::conflicts_sql()
-        ))
-        .bind(clinic.map(ClinicId::as_str))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map($crate::store::metrics::hour_conflicts)
-        .collect()
-    }
-
-    async fn day_appointments(
-        &self,
-        clinic: Option<&ClinicId>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<$crate::store::metrics::DayAppointments>, StoreError> {
-        sqlx::query($crate::store::metrics::DAY_APPOINTMENTS)
-            .bind(clinic.map(ClinicId::as_str))
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map($crate::store::metrics::day_appointments)
-            .collect()
-    }
-
-    async fn incidents_dated(
-        &self,
-        clinic: Option<&ClinicId>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<$crate::detect::Incident>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!(
-            "SELECT {} FROM incidents WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-             ORDER BY clinic_id, date, doctor_id, kind, key",
-            d::INCIDENT_COLUMNS
-        ))
-        .bind(clinic.map(ClinicId::as_str))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(d::incident)
-        .collect()
+    ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
+        use $crate::store::metrics as m;
+        let dated = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(clinic.map(ClinicId::as_str))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.reader)
+        };
+        Ok(m::StatsRows {
+            day_outcomes: dated(m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
+            hour_outcomes: dated(m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
+            appointments: dated(m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
+            incidents: dated(m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
+        })
     }
 
     async fn booking_totals(&self) -> Result<Vec<$crate::store::metrics::BookingTotal>, StoreError> {

@@ -41,6 +41,12 @@ async fn book_all(app: &TestApp, date: &str, slots: &[u32], expect: StatusCode) 
     }
 }
 
+async fn walk_in(app: &TestApp) {
+    let body = json!({"clinicId": CLINIC, "doctorId": "dr-asha", "patientName": "Walk-in"});
+    let reply = app.post("/api/v1/appointments/walk-in", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
+
 async fn stats(app: &TestApp, query: &str) -> Reply {
     app.get(&format!("/api/v1/stats?{query}")).await
 }
@@ -257,19 +263,10 @@ fn watched(id: &str, slot: u32) -> Value {
 }
 
 async fn watch(app: &TestApp, doc: &Value) {
-    let path = format!(
-        "/api/v1/watch/kloqo/appointments/{}",
-        doc["id"].as_str().unwrap()
-    );
-    let reply = send(
-        &app.client,
-        Method::PUT,
-        &app.url(&path),
-        Some(&app.admin_key),
-        Some(doc),
-        &[],
-    )
-    .await;
+    let id = doc["id"].as_str().unwrap();
+    let url = app.url(&format!("/api/v1/watch/kloqo/appointments/{id}"));
+    let key = Some(app.admin_key.as_str());
+    let reply = send(&app.client, Method::PUT, &url, key, Some(doc), &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
 
@@ -297,13 +294,7 @@ pub async fn stats_match_the_bookings_made_with_conflicts_in_kolkata_hours(backe
     // 17:40 in Kolkata is 12:10 UTC.
     app.clock.set(kolkata(DAY, 17, 40));
     book_all(&app, TOMORROW, &[2], StatusCode::CONFLICT).await;
-    let walk_in = app
-        .post(
-            "/api/v1/appointments/walk-in",
-            json!({"clinicId": CLINIC, "doctorId": "dr-asha", "patientName": "Walk-in"}),
-        )
-        .await;
-    assert_eq!(walk_in.status, StatusCode::CREATED, "{}", walk_in.text);
+    walk_in(&app).await;
     let too_soon = book(&app, DAY, 54, "Late").await;
     assert_eq!(too_soon.code(), "slot_too_soon", "18:00 is 20 minutes away");
     // Kloqo, watched, gives slot 10 of tomorrow to two patients.
@@ -389,13 +380,7 @@ pub async fn the_metrics_page_is_prometheus_text_with_the_counts(backend: Backen
     app.clinic_with_doctor(CLINIC, 10, long_day()).await;
     book_all(&app, TOMORROW, &[1, 2], StatusCode::CREATED).await;
     book_all(&app, TOMORROW, &[1], StatusCode::CONFLICT).await;
-    let walk_in = app
-        .post(
-            "/api/v1/appointments/walk-in",
-            json!({"clinicId": CLINIC, "doctorId": "dr-asha", "patientName": "Walk-in"}),
-        )
-        .await;
-    assert_eq!(walk_in.status, StatusCode::CREATED, "{}", walk_in.text);
+    walk_in(&app).await;
     watch(&app, &watched("doc-a", 10)).await;
     watch(&app, &watched("doc-b", 10)).await;
     an_incident(&app).await;

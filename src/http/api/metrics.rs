@@ -15,7 +15,7 @@ use crate::domain::schedule::parse_date;
 use crate::domain::ClinicId;
 use crate::metrics::exposition::CONTENT_TYPE;
 use crate::metrics::scrape;
-use crate::metrics::stats::{self, DateRange, Read, Stats};
+use crate::metrics::stats::{self, DateRange, Stats};
 
 /// `?clinicId&from&to`: dates `YYYY-MM-DD`, local to each clinic, both included.
 /// Without `clinicId` (admin keys only) every clinic is counted.
@@ -24,10 +24,7 @@ pub async fn stats(
     principal: Principal,
     query: QueryParams,
 ) -> Result<Json<Stats>, ApiError> {
-    let clinic = query
-        .get("clinicId")
-        .map(|c| ClinicId::parse("clinicId", c))
-        .transpose()?;
+    let clinic = query.parse("clinicId", ClinicId::parse)?;
     let range = DateRange::new(
         parse_date("from", query.require("from")?)?,
         parse_date("to", query.require("to")?)?,
@@ -36,24 +33,12 @@ pub async fn stats(
     if let Some(clinic) = &clinic {
         state.bookings.clinic(clinic).await?;
     }
-    let store = state.bookings.store();
-    let (from, to, c) = (range.from(), range.to(), clinic.as_ref());
-    let (outcomes, hour_conflicts, appointments, incidents) = tokio::try_join!(
-        store.day_outcomes(c, from, to),
-        store.hour_conflicts(c, from, to),
-        store.day_appointments(c, from, to),
-        store.incidents_dated(c, from, to),
-    )?;
-    Ok(Json(stats::stats(
-        clinic,
-        range,
-        Read {
-            outcomes: &outcomes,
-            hour_conflicts: &hour_conflicts,
-            appointments: &appointments,
-            incidents: &incidents,
-        },
-    )))
+    let rows = state
+        .bookings
+        .store()
+        .stats_rows(clinic.as_ref(), range.from(), range.to())
+        .await?;
+    Ok(Json(stats::stats(clinic, range, &rows)))
 }
 
 /// `GET /metrics` on the API's address: admin keys only.
