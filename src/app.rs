@@ -1,6 +1,6 @@
-//! One running slotguard: the booking service, the detector, the alert dispatcher and
-//! housekeeping, started together and stopped together. `serve` and the end-to-end
-//! tests build it the same way.
+//! One running slotguard: the booking service, the detector, the alert dispatcher,
+//! the metrics flusher and housekeeping, started together and stopped together.
+//! `serve` and the end-to-end tests build it the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +91,34 @@ impl AuditConfig {
     }
 }
 
+/// `[metrics]` in slotguard.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Seconds between flushes of the booking counts to the database (default 5): the
+    /// most a crash can lose.
+    pub flush_seconds: Option<f64>,
+    /// Also serve `/metrics`, without a key, on this address (`--metrics-listen`).
+    pub listen: Option<String>,
+}
+
+/// How often booking counts go to the database when `[metrics] flush_seconds` is unset.
+pub const DEFAULT_METRICS_FLUSH: Duration = Duration::from_secs(5);
+
+impl MetricsConfig {
+    pub fn flush_every(&self) -> Result<Duration, String> {
+        let every = seconds(
+            "metrics.flush_seconds",
+            self.flush_seconds,
+            DEFAULT_METRICS_FLUSH,
+        )?;
+        if every.is_zero() {
+            return Err("metrics.flush_seconds must be above 0".into());
+        }
+        Ok(every)
+    }
+}
+
 fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
     match value {
         None => Ok(default),
@@ -145,6 +173,8 @@ pub struct Options {
     pub audit: AuditSettings,
     pub timing: Timing,
     pub channels: Vec<Box<dyn channels::Channel>>,
+    /// Between flushes of the booking counts to the rollups.
+    pub metrics_flush: Duration,
 }
 
 impl Options {
@@ -152,12 +182,14 @@ impl Options {
         detect: &DetectConfig,
         alerts: &AlertsConfig,
         audit: &AuditConfig,
+        metrics: &MetricsConfig,
     ) -> Result<Self, String> {
         Ok(Self {
             detect: detect.settings()?,
             audit: audit.settings()?,
             timing: alerts.timing()?,
             channels: channels::build(&alerts.channels)?,
+            metrics_flush: metrics.flush_every()?,
         })
     }
 }
@@ -184,7 +216,7 @@ impl App {
             options.timing,
         ));
         let auditor = Arc::new(Auditor::new(
-            store,
+            store.clone(),
             clock,
             detector.clone(),
             dispatcher.clone(),
@@ -195,6 +227,11 @@ impl App {
             tokio::spawn(detector.clone().run(woken, stopped.clone())),
             tokio::spawn(dispatcher.clone().run(stopped.clone())),
             tokio::spawn(auditor.clone().run(stopped.clone())),
+            tokio::spawn(bookings.metrics().clone().run(
+                store,
+                options.metrics_flush,
+                stopped.clone(),
+            )),
             tokio::spawn(forget_old_keys(bookings.clone(), stopped)),
         ];
         let state = AppState::new(bookings, detector.clone(), auditor.clone());
@@ -208,7 +245,8 @@ impl App {
         }
     }
 
-    /// Stops the background tasks and waits for them.
+    /// Stops the background tasks and waits for them; the booking counts not yet in
+    /// the database are flushed on the way out.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {

@@ -27,8 +27,11 @@ pub enum Action {
     /// Availability, advance booking, validation, cancel, reschedule, reading one
     /// appointment: what a patient-facing app needs.
     Book,
-    /// Walk-ins (forced or not), status changes, listing a clinic's appointments.
+    /// Walk-ins (forced or not), status changes, listing a clinic's appointments,
+    /// its incidents and its stats.
     RunClinicDay,
+    /// `GET /metrics`: every clinic's numbers at once, so admin keys only.
+    ReadMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +46,7 @@ impl Principal {
     pub fn may(&self, action: Action, clinic: Option<&ClinicId>) -> Result<(), Denied> {
         let role_allows = match self.role {
             Role::Admin => true,
-            Role::Clinic => action != Action::CreateClinic,
+            Role::Clinic => !matches!(action, Action::CreateClinic | Action::ReadMetrics),
             Role::Booking => matches!(action, Action::ReadClinic | Action::Book),
             Role::Watch => false,
         };
@@ -167,6 +170,7 @@ mod tests {
         assert!(staff.may(Action::RunClinicDay, Some(&a)).is_ok());
         assert!(staff.may(Action::RunClinicDay, Some(&b)).is_err());
         assert!(staff.may(Action::CreateClinic, None).is_err());
+        assert!(staff.may(Action::ReadMetrics, Some(&a)).is_err());
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// Also create a demo clinic with two doctors and a few of today's bookings.
     #[arg(long)]
     pub demo: bool,
+    /// Also serve `GET /metrics` on this address, without a key, for a Prometheus on
+    /// a network the API's clients cannot reach. (`/metrics` on --listen needs an
+    /// admin key.) [default: not served]
+    #[arg(long, env = "SLOTGUARD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +170,8 @@ struct ConfigFile {
     alerts: crate::app::AlertsConfig,
     #[serde(default)]
     audit: crate::app::AuditConfig,
+    #[serde(default)]
+    metrics: crate::app::MetricsConfig,
 }
 
 /// A failure the user can fix (exit code 2) or one they cannot (exit code 1).
@@ -205,6 +212,7 @@ struct Settings {
     detect: crate::app::DetectConfig,
     alerts: crate::app::AlertsConfig,
     audit: crate::app::AuditConfig,
+    metrics: crate::app::MetricsConfig,
 }
 
 fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliError> {
@@ -244,6 +252,7 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
         detect: file.detect,
         alerts: file.alerts,
         audit: file.audit,
+        metrics: file.metrics,
     })
 }
 
@@ -327,7 +336,7 @@ async fn audit(args: AuditArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit)
+    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
         .map_err(CliError::Usage)?;
     let auditor = crate::audit::runner::Auditor::new(
         store.clone(),
@@ -467,7 +476,7 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
-    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit)
+    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
         .map_err(CliError::Usage)?;
     let store = open_store(&s).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -487,20 +496,50 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Failed(format!("demo seed failed: {e}")))?;
     }
-    let listener = tokio::net::TcpListener::bind(&s.listen)
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", s.listen)))?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let metrics_listener = match args.metrics_listen.or(s.metrics.listen) {
+        Some(address) => Some(bind(&address).await?),
+        None => None,
+    };
+    let (listener, address) = bind(&s.listen).await?;
+    // The metrics address is announced first: "listening" says everything is up.
+    if let Some((_, metrics_address)) = &metrics_listener {
+        eprintln!("slotguard metrics on http://{metrics_address}/metrics");
+    }
     tracing::info!(%address, database = %redact(&s.database), "slotguard listening");
     eprintln!("slotguard listening on http://{address}");
-    http::serve(listener, app.state.clone(), shutdown_signal())
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    });
+    let metrics = async {
+        match metrics_listener {
+            Some((listener, _)) => {
+                http::serve_metrics(listener, app.state.clone(), stopped(stop.clone())).await
+            }
+            None => Ok(()),
+        }
+    };
+    let api = http::serve(listener, app.state.clone(), stopped(stop.clone()));
+    tokio::try_join!(api, metrics).map_err(|e| CliError::Failed(e.to_string()))?;
     app.stop().await;
     eprintln!("slotguard stopped");
     Ok(())
+}
+
+async fn bind(address: &str) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), CliError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {address}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok((listener, bound))
+}
+
+/// Completes once the shutdown signal has been seen.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -10,10 +10,12 @@
 //! - [`audit`]: the nightly audit, `slotguard audit` over a database or an export file,
 //!   and the three counts every audit reports.
 //! - [`alert`]: notifications and their channels (webhook, email, SMS, log).
+//! - [`metrics`]: booking outcomes as persisted rollups, `/api/v1/stats` and `/metrics`.
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
 //! - [`loadtest`]: `slotguard loadtest`, open and closed models, HDR statistics.
-//! - [`app`]: one running slotguard: bookings, detector, dispatcher, started and stopped together.
+//! - [`app`]: one running slotguard: bookings, detector, dispatcher, metrics flusher,
+//!   started and stopped together.
 //! - [`cli`]: the `slotguard` command line and `serve`.
 //! - [`demo`]: the demo clinic `serve --demo` seeds.
 //! - [`history`]: the JSON-lines record of a load run that `check` verifies.
@@ -35,5 +37,6 @@ pub mod domain;
 pub mod history;
 pub mod http;
 pub mod loadtest;
+pub mod metrics;
 pub mod store;
 pub mod watch;

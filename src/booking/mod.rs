@@ -1,9 +1,11 @@
 //! The booking service: loads the clinic and doctor, hands the store a planner built
 //! from [`rules`], and wraps writes in idempotency. Every write to appointments goes
-//! through here, which is where duplicate detection will hook in after commit.
+//! through here: duplicate detection hooks in after each commit, and every booking
+//! attempt is counted for the metrics.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -14,8 +16,10 @@ use crate::domain::{
     Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, SlotIndex,
     Status,
 };
+use crate::metrics::{Attempt, BookingMetrics};
 use crate::store::{
-    AppointmentFilter, Booking, IdempotencyRecord, Store, StoreError, StoredResponse,
+    AppointmentFilter, Booking, BookingOutcome, IdempotencyRecord, Store, StoreError,
+    StoredResponse,
 };
 
 pub mod idempotency;
@@ -97,6 +101,7 @@ pub struct Bookings {
     clock: Arc<dyn Clock>,
     key_locks: KeyLocks,
     wakeups: Option<Wakeups>,
+    metrics: Arc<BookingMetrics>,
 }
 
 impl Bookings {
@@ -106,7 +111,13 @@ impl Bookings {
             clock,
             key_locks: KeyLocks::default(),
             wakeups: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// What every booking attempt came to, until it is flushed to the rollups.
+    pub fn metrics(&self) -> &Arc<BookingMetrics> {
+        &self.metrics
     }
 
     /// Tells the detector about every doctor-day a committed write touched.
@@ -372,15 +383,17 @@ impl Bookings {
         choice: Choice,
     ) -> Result<Appointment, BookingError> {
         let schedule = doctor.day_schedule(date);
+        let kind = match choice {
+            Choice::Advance(_) => Kind::Advance,
+            Choice::WalkIn { .. } => Kind::WalkIn,
+        };
+        let attempt = Attempt::new(&clinic, &doctor.id, kind, now);
         let booking = Booking {
             id: AppointmentId::generate(),
             clinic_id: clinic.id.clone(),
             doctor_id: doctor.id,
             date,
-            kind: match choice {
-                Choice::Advance(_) => Kind::Advance,
-                Choice::WalkIn { .. } => Kind::WalkIn,
-            },
+            kind,
             patient: patient.clone(),
             now,
             replaces: replaces.cloned(),
@@ -398,7 +411,11 @@ impl Bookings {
                 }
             }),
         };
-        let appointment = self.store.book(booking).await?;
+        let started = Instant::now();
+        let BookingOutcome { result, retries } = self.store.book(booking).await;
+        self.metrics
+            .record(attempt, &result, retries, started.elapsed());
+        let appointment = result?;
         self.committed(&appointment).await;
         Ok(appointment)
     }

@@ -39,6 +39,37 @@ pub enum Refusal {
     NoWalkInSlot,
 }
 
+impl Refusal {
+    /// The refusal's stable name: the API's error code and the booking outcome the
+    /// metrics count.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Refusal::SlotTaken => "slot_taken",
+            Refusal::TokenTaken => "token_taken",
+            Refusal::DoctorUnavailable(_) => "doctor_unavailable",
+            Refusal::SlotOutOfRange(_) => "slot_out_of_range",
+            Refusal::DateInPast(_) => "date_in_past",
+            Refusal::DateTooFar => "date_too_far",
+            Refusal::SlotStarted(_) => "slot_started",
+            Refusal::SlotTooSoon { .. } => "slot_too_soon",
+            Refusal::ReservedForWalkIns(_) => "slot_reserved_walk_in",
+            Refusal::NoSlotAvailable => "no_slot_available",
+            Refusal::NoWalkInSlot => "no_walk_in_slot",
+        }
+    }
+
+    /// The refusals that mean someone else got there first: the slot, its token or
+    /// the day's last free slot went to another patient. These are the conflicts of
+    /// the morning rush; the other refusals follow from the request and the clinic's
+    /// policy alone.
+    pub const CONFLICTS: [Refusal; 4] = [
+        Refusal::SlotTaken,
+        Refusal::TokenTaken,
+        Refusal::NoSlotAvailable,
+        Refusal::NoWalkInSlot,
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlotState {

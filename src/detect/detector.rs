@@ -66,6 +66,16 @@ impl Wakeups {
     }
 }
 
+/// Detection latency in ms, from the histogram (three significant digits).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
+    pub sum_ms: f64,
+}
+
 pub struct Detector {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -102,19 +112,20 @@ impl Detector {
         Ok(changes)
     }
 
-    /// Detection latency (commit of the newest member → incident saved), in ms:
-    /// (count, p50, p99, max).
-    pub fn latency(&self) -> (u64, u64, u64, u64) {
+    /// Detection latency (commit of the newest member → incident saved) of the
+    /// incidents this process recorded.
+    pub fn latency(&self) -> Latency {
         let h = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
         if h.is_empty() {
-            return (0, 0, 0, 0);
+            return Latency::default();
         }
-        (
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.max(),
-        )
+        Latency {
+            count: h.len(),
+            p50_ms: h.value_at_quantile(0.5),
+            p99_ms: h.value_at_quantile(0.99),
+            max_ms: h.max(),
+            sum_ms: h.mean() * h.len() as f64,
+        }
     }
 
     async fn lead(&self) -> bool {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppointmentId, ClinicId, DoctorId, Status};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Advance,

@@ -104,31 +104,20 @@ impl From<Denied> for ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         use StatusCode as S;
-        let message = r.to_string();
-        let (status, code, field) = match r {
-            Refusal::SlotTaken => (S::CONFLICT, "slot_taken", None),
-            Refusal::TokenTaken => (S::CONFLICT, "token_taken", None),
-            Refusal::ReservedForWalkIns(_) => {
-                (S::CONFLICT, "slot_reserved_walk_in", Some("slotIndex"))
+        let (status, field) = match r {
+            Refusal::SlotTaken
+            | Refusal::TokenTaken
+            | Refusal::NoSlotAvailable
+            | Refusal::NoWalkInSlot => (S::CONFLICT, None),
+            Refusal::ReservedForWalkIns(_) => (S::CONFLICT, Some("slotIndex")),
+            Refusal::DoctorUnavailable(_) | Refusal::DateInPast(_) | Refusal::DateTooFar => {
+                (S::UNPROCESSABLE_ENTITY, Some("date"))
             }
-            Refusal::NoSlotAvailable => (S::CONFLICT, "no_slot_available", None),
-            Refusal::NoWalkInSlot => (S::CONFLICT, "no_walk_in_slot", None),
-            Refusal::DoctorUnavailable(_) => {
-                (S::UNPROCESSABLE_ENTITY, "doctor_unavailable", Some("date"))
-            }
-            Refusal::DateInPast(_) => (S::UNPROCESSABLE_ENTITY, "date_in_past", Some("date")),
-            Refusal::DateTooFar => (S::UNPROCESSABLE_ENTITY, "date_too_far", Some("date")),
-            Refusal::SlotOutOfRange(_) => (
-                S::UNPROCESSABLE_ENTITY,
-                "slot_out_of_range",
-                Some("slotIndex"),
-            ),
-            Refusal::SlotStarted(_) => (S::UNPROCESSABLE_ENTITY, "slot_started", Some("slotIndex")),
-            Refusal::SlotTooSoon { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "slot_too_soon", Some("slotIndex"))
+            Refusal::SlotOutOfRange(_) | Refusal::SlotStarted(_) | Refusal::SlotTooSoon { .. } => {
+                (S::UNPROCESSABLE_ENTITY, Some("slotIndex"))
             }
         };
-        let error = Self::new(status, code, message);
+        let error = Self::new(status, r.code(), r.to_string());
         match field {
             Some(f) => error.with_field(f),
             None => error,

@@ -125,6 +125,15 @@ impl QueryParams {
             .map(|(_, v)| v.as_str())
     }
 
+    /// An optional parameter, parsed by `parse(name, raw)` when present.
+    pub fn parse<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str, &str) -> Result<T, FieldError>,
+    ) -> Result<Option<T>, FieldError> {
+        self.get(name).map(|raw| parse(name, raw)).transpose()
+    }
+
     pub fn require(&self, name: &str) -> Result<&str, FieldError> {
         self.get(name)
             .ok_or_else(|| FieldError::new(name, "is required"))

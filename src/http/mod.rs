@@ -1,6 +1,7 @@
 //! The JSON API on axum: routes, shared state, and `serve`, which runs on an
 //! already-bound listener (port 0 in tests) until the shutdown signal, letting
-//! in-flight requests finish.
+//! in-flight requests finish; `serve_metrics` serves `/metrics` alone, without keys,
+//! for `--metrics-listen`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    use api::{appointments, audit, clinics, detection};
+    use api::{appointments, audit, clinics, detection, metrics};
     let v1 = Router::new()
         .route("/clinics", post(clinics::create_clinic))
         .route(
@@ -97,9 +98,11 @@ pub fn router(state: AppState) -> Router {
             post(detection::create_silence).get(detection::silences),
         )
         .route("/silences/{id}", delete(detection::end_silence))
-        .route("/audits", get(audit::runs).post(audit::audit_now));
+        .route("/audits", get(audit::runs).post(audit::audit_now))
+        .route("/stats", get(metrics::stats));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/book-appointment", post(appointments::book))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::not_found_route() })
@@ -124,6 +127,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `/metrics` and nothing else, without keys: what `--metrics-listen` serves, for a
+/// Prometheus on an address the API's clients cannot reach.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics::metrics_unkeyed))
+        .fallback(|| async { ApiError::not_found_route() })
+        .with_state(state)
+}
+
 /// Past `MAX_IN_FLIGHT` concurrent requests, answer 503 at once rather than queue
 /// without bound.
 async fn shed_load(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -141,12 +153,16 @@ async fn shed_load(State(state): State<AppState>, request: Request, next: Next) 
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = state.bookings.store();
     store.ping().await?;
-    let (count, p50, p99, max) = state.detector.latency();
+    let latency = state.detector.latency();
     Ok(Json(json!({
         "status": "ok",
         "store": store.backend(),
-        "counters": store.counters().snapshot(),
-        "detectionLatencyMs": {"incidents": count, "p50": p50, "p99": p99, "max": max},
+        "detectionLatencyMs": {
+            "incidents": latency.count,
+            "p50": latency.p50_ms,
+            "p99": latency.p99_ms,
+            "max": latency.max_ms,
+        },
     })))
 }
 
@@ -158,6 +174,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves [`metrics_router`] on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -382,18 +382,14 @@ pub fn clinics_json(clinics: &[ClinicId]) -> String {
 }
 
 /// `impl Store` for a backend. The SQL and steps are the same on both; the backend
-/// provides `self.reader`, `self.writer`, `self.counters`, `self.begin_write()`,
-/// `Self::LOCK_ROW` and `self.book_committed(booking)`, its own booking transaction.
+/// provides `self.reader`, `self.writer`, `self.begin_write()`, `Self::LOCK_ROW` and
+/// `self.book_committed(booking)`, its own booking transaction.
 macro_rules! impl_store {
     ($store:ty, $backend:expr) => {
 #[async_trait::async_trait]
 impl $crate::store::Store for $store {
     fn backend(&self) -> Backend {
         $backend
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
     }
 
     async fn announce(&self, group: &$crate::detect::Group) -> Result<(), StoreError> {
@@ -404,10 +400,8 @@ impl $crate::store::Store for $store {
         self.listen_groups().await
     }
 
-    async fn book(&self, booking: Booking) -> Result<Appointment, StoreError> {
-        let outcome = self.book_committed(booking).await;
-        self.counters.record(&outcome);
-        outcome
+    async fn book(&self, booking: Booking) -> $crate::store::BookingOutcome {
+        self.book_committed(booking).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,7 +4,6 @@
 //! partial unique indexes make sure no second occupant can ever commit.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -18,6 +17,7 @@ use crate::domain::{
 pub mod audit;
 mod codec;
 pub mod detection;
+pub mod metrics;
 pub mod postgres;
 pub mod sqlite;
 
@@ -66,38 +66,13 @@ pub enum Backend {
     Postgres,
 }
 
-/// How often the store had to retry or refuse, for the metrics to come.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub bookings: AtomicU64,
-    pub conflicts: AtomicU64,
-    pub retries: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct CountersSnapshot {
-    pub bookings: u64,
-    pub conflicts: u64,
-    pub retries: u64,
-}
-
-impl Counters {
-    pub fn snapshot(&self) -> CountersSnapshot {
-        CountersSnapshot {
-            bookings: self.bookings.load(Ordering::Relaxed),
-            conflicts: self.conflicts.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-        }
-    }
-
-    fn record(&self, outcome: &Result<Appointment, StoreError>) {
-        let counter = match outcome {
-            Ok(_) => &self.bookings,
-            Err(StoreError::Refused(Refusal::SlotTaken | Refusal::TokenTaken)) => &self.conflicts,
-            Err(_) => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// What committing a booking came to, and how many times the store ran its
+/// transaction again first (PostgreSQL serialization failures and deadlocks; always
+/// 0 on SQLite, whose single writer never has to), for the metrics.
+#[derive(Debug)]
+pub struct BookingOutcome {
+    pub result: Result<Appointment, StoreError>,
+    pub retries: u32,
 }
 
 /// Decides the slot once the day's occupied slots are known, inside the transaction.
@@ -184,9 +159,10 @@ pub struct ApiKeyRecord {
 }
 
 #[async_trait]
-pub trait Store: detection::DetectionStore + audit::AuditStore + Send + Sync {
+pub trait Store:
+    detection::DetectionStore + audit::AuditStore + metrics::MetricsStore + Send + Sync
+{
     fn backend(&self) -> Backend;
-    fn counters(&self) -> &Counters;
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn insert_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError>;
@@ -199,7 +175,7 @@ pub trait Store: detection::DetectionStore + audit::AuditStore + Send + Sync {
 
     /// Commits a booking atomically: the slot chosen by `plan`, its token, the
     /// cancellation of a replaced appointment and the idempotency record, or nothing.
-    async fn book(&self, booking: Booking) -> Result<Appointment, StoreError>;
+    async fn book(&self, booking: Booking) -> BookingOutcome;
     async fn change_status(
         &self,
         id: &AppointmentId,

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::codec::{book_in_transaction, impl_store, APPOINTMENT_COLUMNS};
 use super::{
-    ApiKeyRecord, AppointmentFilter, Backend, Booking, Counters, StoreError, StoredResponse,
+    ApiKeyRecord, AppointmentFilter, Backend, Booking, BookingOutcome, StoreError, StoredResponse,
 };
 use crate::domain::schedule::days_off_to_json;
 use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
@@ -25,7 +25,6 @@ const MAX_ATTEMPTS: u32 = 6;
 pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
-    counters: Counters,
     announcements: tokio::sync::mpsc::UnboundedSender<crate::detect::Group>,
 }
 
@@ -45,6 +44,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             3,
             "audit",
             include_str!("../../migrations/postgres/0003_audit.sql"),
+        ),
+        (
+            4,
+            "rollups",
+            include_str!("../../migrations/postgres/0004_rollups.sql"),
         ),
     ])
 }
@@ -72,7 +76,6 @@ impl PostgresStore {
         Ok(Self {
             reader: pool.clone(),
             writer: pool,
-            counters: Counters::default(),
             announcements,
         })
     }
@@ -141,20 +144,17 @@ impl PostgresStore {
 
     /// Runs the booking, again when PostgreSQL rolled it back for a serialization
     /// failure or deadlock, with jittered exponential backoff.
-    async fn book_committed(&self, booking: Booking) -> Result<Appointment, StoreError> {
-        let mut attempt = 1;
+    async fn book_committed(&self, booking: Booking) -> BookingOutcome {
+        let mut retries = 0;
         loop {
-            let outcome = self.book_once(&booking).await;
-            match outcome {
-                Err(ref e) if attempt < MAX_ATTEMPTS && is_retryable(e) => {
-                    self.counters
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let ceiling_ms = 5u64 << attempt;
+            let result = self.book_once(&booking).await;
+            match result {
+                Err(ref e) if retries + 1 < MAX_ATTEMPTS && is_retryable(e) => {
+                    retries += 1;
+                    let ceiling_ms = 5u64 << retries;
                     tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=ceiling_ms))).await;
-                    attempt += 1;
                 }
-                _ => return outcome,
+                _ => return BookingOutcome { result, retries },
             }
         }
     }
@@ -201,4 +201,5 @@ fn is_retryable(err: &StoreError) -> bool {
 
 crate::store::detection::impl_detection!(PostgresStore);
 crate::store::audit::impl_audit!(PostgresStore);
+crate::store::metrics::impl_metrics!(PostgresStore);
 impl_store!(PostgresStore, Backend::Postgres);

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{book_in_transaction, impl_store, APPOINTMENT_COLUMNS};
 use super::{
-    ApiKeyRecord, AppointmentFilter, Backend, Booking, Counters, StoreError, StoredResponse,
+    ApiKeyRecord, AppointmentFilter, Backend, Booking, BookingOutcome, StoreError, StoredResponse,
 };
 use crate::domain::schedule::days_off_to_json;
 use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
@@ -33,7 +33,6 @@ pub enum SqliteSync {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    counters: Counters,
     bookings: mpsc::Sender<Job>,
 }
 
@@ -53,6 +52,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             3,
             "audit",
             include_str!("../../migrations/sqlite/0003_audit.sql"),
+        ),
+        (
+            4,
+            "rollups",
+            include_str!("../../migrations/sqlite/0004_rollups.sql"),
         ),
     ])
 }
@@ -95,7 +99,6 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
-            counters: Counters::default(),
             bookings,
         })
     }
@@ -115,14 +118,15 @@ impl SqliteStore {
         None
     }
 
-    /// Hands the booking to the group committer and waits for its commit.
-    async fn book_committed(&self, booking: Booking) -> Result<Appointment, StoreError> {
+    /// Hands the booking to the group committer and waits for its commit. The single
+    /// writer never meets a serialization failure, so nothing is ever retried.
+    async fn book_committed(&self, booking: Booking) -> BookingOutcome {
         let (reply, answer) = oneshot::channel();
-        self.bookings
-            .send(Job { booking, reply })
-            .await
-            .map_err(|_| StoreError::GroupCommitFailed)?;
-        answer.await.map_err(|_| StoreError::GroupCommitFailed)?
+        let result = match self.bookings.send(Job { booking, reply }).await {
+            Ok(()) => answer.await.unwrap_or(Err(StoreError::GroupCommitFailed)),
+            Err(_) => Err(StoreError::GroupCommitFailed),
+        };
+        BookingOutcome { result, retries: 0 }
     }
 }
 
@@ -189,4 +193,5 @@ async fn commit_group(
 
 crate::store::detection::impl_detection!(SqliteStore);
 crate::store::audit::impl_audit!(SqliteStore);
+crate::store::metrics::impl_metrics!(SqliteStore);
 impl_store!(SqliteStore, Backend::Sqlite);

@@ -7,6 +7,7 @@ mod audit;
 mod booking;
 mod detection;
 mod inputs;
+mod metrics;
 mod processes;
 
 /// Runs each listed story on both stores: `sqlite::name` and `postgres::name`.
@@ -62,6 +63,12 @@ stories! {
     processes::a_server_killed_after_answering_201_loses_none_of_them,
     processes::a_short_load_run_checks_clean_and_a_lost_booking_is_caught,
     processes::an_alert_survives_crashes_and_is_delivered_once,
+    metrics::booking_counts_survive_a_restart,
+    metrics::two_servers_on_one_database_add_up,
+    metrics::stats_match_the_bookings_made_with_conflicts_in_kolkata_hours,
+    metrics::the_metrics_page_is_prometheus_text_with_the_counts,
+    metrics::bad_stats_queries_get_a_4xx_naming_the_field_and_change_nothing,
+    metrics::a_metrics_listener_needs_no_key_and_sigterm_keeps_the_counts,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

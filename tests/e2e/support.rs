@@ -32,6 +32,16 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl TestDb {
+    /// The same database for a second server; the first `TestDb` must outlive it.
+    pub fn shared(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+}
+
 /// A fresh database, or `None` when PostgreSQL is not available outside CI (the
 /// test is then skipped, loudly). In CI a missing PostgreSQL fails the test.
 pub async fn test_db(backend: Backend) -> Option<TestDb> {
@@ -99,14 +109,41 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The running services; held so they run as long as the test.
     pub app: App,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Server,
 }
 
-impl Drop for TestApp {
+/// The HTTP server of a `TestApp`, shut down when dropped.
+struct Server {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(stop) = self.shutdown.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+impl TestApp {
+    /// Stops as `serve` does on SIGTERM: requests under way finish, then the app
+    /// stops (flushing its booking counts). The database is handed back for a restart.
+    pub async fn stop(self) -> TestDb {
+        let TestApp {
+            db,
+            app,
+            mut server,
+            ..
+        } = self;
+        if let Some(stop) = server.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = server.serving.take() {
+            serving.await.unwrap().unwrap();
+        }
+        app.stop().await;
+        db
     }
 }
 
@@ -143,6 +180,7 @@ pub fn test_options(channels: &[Value], group_wait: Duration, wakeups: bool) -> 
             tick: Duration::from_secs(3600),
             ..AuditSettings::default()
         },
+        metrics_flush: Duration::from_millis(100),
     }
 }
 
@@ -152,7 +190,11 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Option<TestApp> {
-    let db = test_db(backend).await?;
+    Some(start_app(test_db(backend).await?, options).await)
+}
+
+/// Serves slotguard in this process over `db` (fresh, or one a stopped app left).
+pub async fn start_app(db: TestDb, options: Options) -> TestApp {
     let store: Arc<dyn store::Store> = Arc::from(
         store::open(&db.url, SqliteSync::Full)
             .await
@@ -165,18 +207,21 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Option<TestAp
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, app.state.clone(), async {
+    let serving = tokio::spawn(http::serve(listener, app.state.clone(), async {
         let _ = stopped.await;
     }));
-    Some(TestApp {
+    TestApp {
         base,
         admin_key: key.text,
         clock,
         db,
         client: client(),
-        shutdown: Some(stop),
         app,
-    })
+        server: Server {
+            shutdown: Some(stop),
+            serving: Some(serving),
+        },
+    }
 }
 
 /// A response: status and JSON body (`Null` when the body is not JSON).
@@ -386,6 +431,8 @@ pub fn assert_no_duplicates(appointments: &[Value]) {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub base: String,
+    /// `http://…/metrics` of the metrics listener, when one was asked for.
+    pub metrics_url: Option<String>,
 }
 
 impl ServerProcess {
@@ -409,8 +456,13 @@ impl ServerProcess {
             .spawn()
             .expect("start slotguard");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        // The metrics listener, if any, is announced before the API.
+        let mut metrics_url = None;
         let base = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("slotguard metrics on ") {
+                    metrics_url = Some(url.to_owned());
+                }
                 if let Some(address) = line.strip_prefix("slotguard listening on ") {
                     return address.to_owned();
                 }
@@ -421,12 +473,31 @@ impl ServerProcess {
         .expect("slotguard started within 30 s");
         // Keep draining stderr so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess { child, base }
+        ServerProcess {
+            child,
+            base,
+            metrics_url,
+        }
     }
 
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
+    }
+
+    /// SIGTERM, as a service manager stops it, and waits for a clean exit.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("slotguard stopped within 30 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "slotguard exited with {exit}");
     }
 }
 

@@ -146,10 +146,7 @@ pub async fn incidents(
     query: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
     let filter = IncidentFilter {
-        clinic_id: query
-            .get("clinicId")
-            .map(|c| ClinicId::parse("clinicId", c))
-            .transpose()?,
+        clinic_id: query.parse("clinicId", ClinicId::parse)?,
         state: query
             .get("state")
             .map(|s| {
@@ -158,14 +155,8 @@ pub async fn incidents(
                 })
             })
             .transpose()?,
-        since: query
-            .get("since")
-            .map(|s| instant("since", s))
-            .transpose()?,
-        until: query
-            .get("until")
-            .map(|s| instant("until", s))
-            .transpose()?,
+        since: query.parse("since", instant)?,
+        until: query.parse("until", instant)?,
         limit: MAX_LIST,
     };
     principal.may(Action::RunClinicDay, filter.clinic_id.as_ref())?;
@@ -294,10 +285,7 @@ pub async fn notifications(
     principal: Principal,
     query: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let clinic = query
-        .get("clinicId")
-        .map(|c| ClinicId::parse("clinicId", c))
-        .transpose()?;
+    let clinic = query.parse("clinicId", ClinicId::parse)?;
     let delivery = query
         .get("state")
         .map(|s| {

@@ -5,3 +5,4 @@ pub mod appointments;
 pub mod audit;
 pub mod clinics;
 pub mod detection;
+pub mod metrics;

@@ -1,0 +1,328 @@
+//! What the metrics keep and read: the booking rollups and totals the servers add to,
+//! and the counts `/api/v1/stats` and `/metrics` read from the other tables. One
+//! trait, one SQL text for both backends (`impl_metrics!`), like `detection.rs`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+
+use super::StoreError;
+use crate::detect::Incident;
+use crate::domain::{ClinicId, Kind};
+use crate::metrics::{RollupKey, Tally};
+
+/// Booking attempts of one clinic on one of its local days that came to one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayOutcome {
+    pub clinic_id: ClinicId,
+    pub day: NaiveDate,
+    pub outcome: String,
+    pub count: u64,
+    pub retries: u64,
+}
+
+/// Booking attempts in one local hour (0–23) of one local day that came to one
+/// outcome, over the clinics asked for (each in its own time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourOutcome {
+    pub day: NaiveDate,
+    pub hour: u32,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// Appointments dated one day at one clinic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayAppointments {
+    pub clinic_id: ClinicId,
+    pub date: NaiveDate,
+    pub count: u64,
+}
+
+/// What `/api/v1/stats` reads for one clinic (or all) over local dates `from..=to`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsRows {
+    pub day_outcomes: Vec<DayOutcome>,
+    pub hour_outcomes: Vec<HourOutcome>,
+    /// Native appointments whatever their status, and watched documents not
+    /// deleted, Kloqo's break placeholders left out.
+    pub appointments: Vec<DayAppointments>,
+    /// Incidents about appointments of those dates, whatever their state.
+    pub incidents: Vec<Incident>,
+}
+
+/// Booking attempts of one kind and outcome since the database was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingTotal {
+    pub kind: Kind,
+    pub outcome: String,
+    pub count: u64,
+    pub retries: u64,
+}
+
+/// What `/metrics` reads about detection and alerting at each scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertingGauges {
+    /// Unresolved incidents: (clinic, state `open` or `acknowledged`, count).
+    pub open_incidents: Vec<(String, String, u64)>,
+    /// Notifications: (channel, delivery state `pending`, `delivered` or `dead`, count).
+    pub notifications: Vec<(String, String, u64)>,
+    /// Failed delivery attempts: (channel, `transient` or `permanent`, count).
+    pub failed_attempts: Vec<(String, String, u64)>,
+    /// Alerts written but not yet grouped into a notification.
+    pub outbox_backlog: u64,
+}
+
+#[async_trait]
+pub trait MetricsStore: Send + Sync {
+    /// Adds counts to the rollups and to the totals, in one transaction. The rows are
+    /// written in key order, so two servers flushing at once lock them in the same
+    /// order and cannot deadlock.
+    async fn add_rollups(&self, deltas: &BTreeMap<RollupKey, Tally>) -> Result<(), StoreError>;
+    /// The rollups, appointment counts and incidents of days `from..=to`, of one
+    /// clinic or of all.
+    async fn stats_rows(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<StatsRows, StoreError>;
+    async fn booking_totals(&self) -> Result<Vec<BookingTotal>, StoreError>;
+    async fn alerting_gauges(&self) -> Result<AlertingGauges, StoreError>;
+}
+
+/// The deltas summed by kind and outcome, in key order: what `booking_totals` gets.
+pub fn totals_of(deltas: &BTreeMap<RollupKey, Tally>) -> BTreeMap<(Kind, &'static str), Tally> {
+    let mut totals: BTreeMap<(Kind, &'static str), Tally> = BTreeMap::new();
+    for (key, tally) in deltas {
+        totals
+            .entry((key.kind, key.outcome))
+            .or_default()
+            .add(*tally);
+    }
+    totals
+}
+
+/// A count as stored (BIGINT), for binding.
+pub fn stored(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// ---- decoding -------------------------------------------------------------------
+
+use super::codec::{corrupt, DecodeRow};
+use sqlx::ColumnIndex;
+
+pub fn count<R: DecodeRow>(row: &R, col: &str) -> Result<u64, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let n = row.int(col)?;
+    u64::try_from(n).map_err(|_| corrupt(col, n))
+}
+
+fn clinic_id<R: DecodeRow>(row: &R) -> Result<ClinicId, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    ClinicId::parse("clinic_id", &row.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))
+}
+
+pub fn day_outcome<R: DecodeRow>(row: &R) -> Result<DayOutcome, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(DayOutcome {
+        clinic_id: clinic_id(row)?,
+        day: row.date("day")?,
+        outcome: row.text("outcome")?,
+        count: count(row, "count")?,
+        retries: count(row, "retries")?,
+    })
+}
+
+pub fn hour_outcome<R: DecodeRow>(row: &R) -> Result<HourOutcome, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let hour = row.int("hour")?;
+    Ok(HourOutcome {
+        day: row.date("day")?,
+        hour: u32::try_from(hour)
+            .ok()
+            .filter(|h| *h < 24)
+            .ok_or_else(|| corrupt("hour", hour))?,
+        outcome: row.text("outcome")?,
+        count: count(row, "count")?,
+    })
+}
+
+pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(DayAppointments {
+        clinic_id: clinic_id(row)?,
+        date: row.date("date")?,
+        count: count(row, "count")?,
+    })
+}
+
+pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let kind = row.text("kind")?;
+    Ok(BookingTotal {
+        kind: Kind::from_stored(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        outcome: row.text("outcome")?,
+        count: count(row, "count")?,
+        retries: count(row, "retries")?,
+    })
+}
+
+/// Rows of `(label, label, count)`: the shape of every grouped count in
+/// [`AlertingGauges`].
+pub fn labelled_counts<R: DecodeRow>(rows: &[R]) -> Result<Vec<(String, String, u64)>, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    rows.iter()
+        .map(|r| Ok((r.text("a")?, r.text("b")?, count(r, "count")?)))
+        .collect()
+}
+
+/// Sums are cast back to BIGINT: PostgreSQL's `SUM(bigint)` is `numeric`.
+pub const DAY_OUTCOMES: &str = "SELECT clinic_id, day, outcome, \
+    CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
+    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome";
+
+pub const HOUR_OUTCOMES: &str = "SELECT day, CAST(hour AS BIGINT) AS hour, outcome, \
+    CAST(SUM(count) AS BIGINT) AS count \
+    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    GROUP BY day, hour, outcome ORDER BY day, hour, outcome";
+
+pub const DAY_APPOINTMENTS: &str = "SELECT clinic_id, date, COUNT(*) AS count FROM ( \
+      SELECT clinic_id, date FROM appointments \
+      WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    UNION ALL \
+      SELECT clinic_id, date FROM watched_appointments \
+      WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+      AND deleted = 0 AND is_break = 0 \
+    ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date";
+
+pub const INCIDENTS_DATED: &str = "SELECT * FROM incidents \
+    WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    ORDER BY clinic_id, date, doctor_id, kind, key";
+
+pub const ADD_ROLLUP: &str = "INSERT INTO booking_rollups \
+    (clinic_id, day, hour, doctor_id, kind, outcome, count, retries, latency_us_sum) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    ON CONFLICT (clinic_id, day, hour, doctor_id, kind, outcome) DO UPDATE SET \
+    count = booking_rollups.count + excluded.count, \
+    retries = booking_rollups.retries + excluded.retries, \
+    latency_us_sum = booking_rollups.latency_us_sum + excluded.latency_us_sum";
+
+pub const ADD_TOTAL: &str = "INSERT INTO booking_totals (kind, outcome, count, retries) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (kind, outcome) DO UPDATE SET \
+    count = booking_totals.count + excluded.count, \
+    retries = booking_totals.retries + excluded.retries";
+
+/// `impl MetricsStore` for a backend with `self.reader`, `self.writer` and
+/// `self.begin_write()`; the SQL is the same on both.
+macro_rules! impl_metrics {
+    ($store:ty) => {
+#[async_trait::async_trait]
+impl $crate::store::metrics::MetricsStore for $store {
+    async fn add_rollups(
+        &self,
+        deltas: &std::collections::BTreeMap<$crate::metrics::RollupKey, $crate::metrics::Tally>,
+    ) -> Result<(), StoreError> {
+        use $crate::store::metrics as m;
+        let mut tx = self.begin_write().await?;
+        for (key, tally) in deltas {
+            sqlx::query(m::ADD_ROLLUP)
+                .bind(key.clinic_id.as_str())
+                .bind(key.day)
+                .bind(i16::from(key.hour))
+                .bind(key.doctor_id.as_str())
+                .bind(key.kind.as_str())
+                .bind(key.outcome)
+                .bind(m::stored(tally.count))
+                .bind(m::stored(tally.retries))
+                .bind(m::stored(tally.latency_us))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for ((kind, outcome), tally) in m::totals_of(deltas) {
+            sqlx::query(m::ADD_TOTAL)
+                .bind(kind.as_str())
+                .bind(outcome)
+                .bind(m::stored(tally.count))
+                .bind(m::stored(tally.retries))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stats_rows(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
+        use $crate::store::metrics as m;
+        let dated = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(clinic.map(ClinicId::as_str))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.reader)
+        };
+        Ok(m::StatsRows {
+            day_outcomes: dated(m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
+            hour_outcomes: dated(m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
+            appointments: dated(m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
+            incidents: dated(m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn booking_totals(&self) -> Result<Vec<$crate::store::metrics::BookingTotal>, StoreError> {
+        sqlx::query("SELECT kind, outcome, count, retries FROM booking_totals ORDER BY kind, outcome")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::metrics::booking_total)
+            .collect()
+    }
+
+    async fn alerting_gauges(&self) -> Result<$crate::store::metrics::AlertingGauges, StoreError> {
+        use $crate::store::metrics as m;
+        let grouped = |sql: &'static str| sqlx::query(sql).fetch_all(&self.reader);
+        let backlog: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_outbox WHERE notification_id IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(m::AlertingGauges {
+            open_incidents: m::labelled_counts(&grouped(
+                "SELECT clinic_id AS a, state AS b, COUNT(*) AS count FROM incidents \
+                 WHERE state <> 'resolved' GROUP BY clinic_id, state ORDER BY clinic_id, state",
+            ).await?)?,
+            notifications: m::labelled_counts(&grouped(
+                "SELECT channel AS a, state AS b, COUNT(*) AS count FROM notifications \
+                 GROUP BY channel, state ORDER BY channel, state",
+            ).await?)?,
+            failed_attempts: m::labelled_counts(&grouped(
+                "SELECT channel AS a, outcome AS b, COUNT(*) AS count FROM notification_attempts \
+                 WHERE outcome <> 'delivered' GROUP BY channel, outcome ORDER BY channel, outcome",
+            ).await?)?,
+            outbox_backlog: u64::try_from(backlog).map_err(|_| $crate::store::codec::corrupt("outbox backlog", backlog))?,
+        })
+    }
+}
+    };
+}
+pub(crate) use impl_metrics;
