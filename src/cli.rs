@@ -46,6 +46,11 @@ pub enum Command {
     /// Audit days for double bookings now, as the nightly audit does (exit 0 clean,
     /// 1 duplicates found, 2 bad input or no answer).
     Audit(AuditArgs),
+    /// Reports: `report weekly` prints a week's report (stored weeks read the same).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Mirror an external app's appointments (initial sync from an export file).
     Watch {
         #[command(subcommand)]
@@ -59,6 +64,24 @@ pub enum WatchCommand {
     Import {
         #[command(flatten)]
         import: crate::watch::importer::ImportArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// A week's bookings, conflicts, retries, duplicate rate per day, conflicts by
+    /// hour × weekday, per-clinic and per-doctor tables, and audit runs.
+    Weekly {
+        /// ISO week, e.g. 2026-W47. [default: the last full week]
+        #[arg(long)]
+        week: Option<String>,
+        /// Only this clinic. [default: every clinic]
+        #[arg(long)]
+        clinic: Option<String>,
+        #[arg(long, value_enum, default_value = "html")]
+        format: crate::audit::report::Format,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -288,6 +311,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Loadtest(args) => crate::loadtest::run(*args).await,
         Command::Check(args) => check_history(args).await,
         Command::Audit(args) => audit(args).await,
+        Command::Report {
+            command:
+                ReportCommand::Weekly {
+                    week,
+                    clinic,
+                    format,
+                    store,
+                },
+        } => weekly_report(week, clinic, format, store).await,
         Command::Watch {
             command: WatchCommand::Import { import, store },
         } => watch_import(import, store).await,
@@ -369,6 +401,39 @@ async fn audit(args: AuditArgs) -> Result<(), CliError> {
             report.total.duplicate_groups
         )))
     }
+}
+
+async fn weekly_report(
+    week: Option<String>,
+    clinic: Option<String>,
+    format: crate::audit::report::Format,
+    store: StoreArgs,
+) -> Result<(), CliError> {
+    use crate::audit::report;
+    let usage = |e: crate::domain::FieldError| CliError::Usage(format!("--{e}"));
+    let clinic = clinic
+        .as_deref()
+        .map(|c| ClinicId::parse("clinic", c))
+        .transpose()
+        .map_err(usage)?;
+    if let Some(week) = &week {
+        report::week_asked(Some(week), None, chrono::Utc::now()).map_err(usage)?;
+    }
+    let store = open_store(&settings(&store, None)?).await?;
+    let clinic = match &clinic {
+        Some(id) => Some(
+            store
+                .clinic(id)
+                .await?
+                .ok_or_else(|| CliError::Usage(format!("no clinic {id}")))?,
+        ),
+        None => None,
+    };
+    let now = SystemClock.now();
+    let monday = report::week_asked(week.as_deref(), clinic.as_ref(), now).map_err(usage)?;
+    let report = report::weekly(store.as_ref(), clinic.as_ref(), monday, now).await?;
+    print!("{}", report.render(format));
+    Ok(())
 }
 
 async fn check_history(args: CheckArgs) -> Result<(), CliError> {

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod counts;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 

@@ -196,6 +196,7 @@ impl Auditor {
         for clinic in self.store.clinics().await? {
             self.audit_due(&clinic).await?;
             self.check_dead_man(&clinic).await?;
+            super::report::send_due(self, &clinic).await?;
         }
         Ok(())
     }

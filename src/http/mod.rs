@@ -51,7 +51,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    use api::{appointments, audit, clinics, detection, metrics};
+    use api::{appointments, audit, clinics, detection, metrics, reports};
     let v1 = Router::new()
         .route("/clinics", post(clinics::create_clinic))
         .route(
@@ -99,7 +99,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/silences/{id}", delete(detection::end_silence))
         .route("/audits", get(audit::runs).post(audit::audit_now))
-        .route("/stats", get(metrics::stats));
+        .route("/stats", get(metrics::stats))
+        .route("/reports/weekly", get(reports::weekly));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))

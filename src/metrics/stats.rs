@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Datelike, NaiveDate, Weekday};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{is_conflict, BOOKED};
 use crate::audit::counts::Counts;
@@ -72,7 +72,7 @@ impl DateRange {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// The clinic asked for, or `None` for every clinic.
@@ -85,7 +85,7 @@ pub struct Stats {
     pub clinics: Vec<ClinicStats>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicateRate {
     pub target: f64,
@@ -98,7 +98,7 @@ pub struct DuplicateRate {
     pub days: Vec<DayDuplicates>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DayDuplicates {
     pub date: NaiveDate,
@@ -109,7 +109,7 @@ pub struct DayDuplicates {
 }
 
 /// A duplicate rate against the target.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verdict {
     /// `extraRows ÷ appointmentsChecked`; `None` (null) without appointments.
@@ -128,7 +128,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryRate {
     pub attempts: u64,
@@ -138,7 +138,7 @@ pub struct RetryRate {
 }
 
 /// Conflicts per local hour (index 0–23) of each weekday.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ConflictsByHour {
     pub total: u64,
     pub mon: [u64; 24],
@@ -168,7 +168,7 @@ impl ConflictsByHour {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClinicStats {
     pub clinic_id: ClinicId,

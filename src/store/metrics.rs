@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 
 use super::StoreError;
 use crate::detect::Incident;
-use crate::domain::{ClinicId, Kind};
+use crate::domain::{ClinicId, DoctorId, Kind};
 use crate::metrics::{RollupKey, Tally};
 
 /// Booking attempts of one clinic on one of its local days that came to one outcome.
@@ -17,6 +17,16 @@ use crate::metrics::{RollupKey, Tally};
 pub struct DayOutcome {
     pub clinic_id: ClinicId,
     pub day: NaiveDate,
+    pub outcome: String,
+    pub count: u64,
+    pub retries: u64,
+}
+
+/// Booking attempts of one doctor over a range of local days that came to one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorOutcome {
+    pub clinic_id: ClinicId,
+    pub doctor_id: DoctorId,
     pub outcome: String,
     pub count: u64,
     pub retries: u64,
@@ -88,6 +98,13 @@ pub trait MetricsStore: Send + Sync {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<StatsRows, StoreError>;
+    /// Booking attempts per doctor and outcome over local days `from..=to`.
+    async fn doctor_outcomes(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DoctorOutcome>, StoreError>;
     async fn booking_totals(&self) -> Result<Vec<BookingTotal>, StoreError>;
     async fn alerting_gauges(&self) -> Result<AlertingGauges, StoreError>;
 }
@@ -136,6 +153,20 @@ where
     Ok(DayOutcome {
         clinic_id: clinic_id(row)?,
         day: row.date("day")?,
+        outcome: row.text("outcome")?,
+        count: count(row, "count")?,
+        retries: count(row, "retries")?,
+    })
+}
+
+pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let doctor = row.text("doctor_id")?;
+    Ok(DoctorOutcome {
+        clinic_id: clinic_id(row)?,
+        doctor_id: DoctorId::parse("doctor_id", &doctor).map_err(|e| corrupt("doctor id", e))?,
         outcome: row.text("outcome")?,
         count: count(row, "count")?,
         retries: count(row, "retries")?,
@@ -198,6 +229,11 @@ pub const DAY_OUTCOMES: &str = "SELECT clinic_id, day, outcome, \
     CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
     FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
     GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome";
+
+pub const DOCTOR_OUTCOMES: &str = "SELECT clinic_id, doctor_id, outcome, \
+    CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
+    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+    GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome";
 
 pub const HOUR_OUTCOMES: &str = "SELECT day, CAST(hour AS BIGINT) AS hour, outcome, \
     CAST(SUM(count) AS BIGINT) AS count \
@@ -289,6 +325,23 @@ impl $crate::store::metrics::MetricsStore for $store {
             appointments: dated(m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
             incidents: dated(m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
         })
+    }
+
+    async fn doctor_outcomes(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<$crate::store::metrics::DoctorOutcome>, StoreError> {
+        sqlx::query($crate::store::metrics::DOCTOR_OUTCOMES)
+            .bind(clinic.map(ClinicId::as_str))
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::metrics::doctor_outcome)
+            .collect()
     }
 
     async fn booking_totals(&self) -> Result<Vec<$crate::store::metrics::BookingTotal>, StoreError> {

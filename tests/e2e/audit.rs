@@ -495,3 +495,175 @@ pub async fn slotguard_audit_prints_the_day_and_exits_1_on_duplicates(backend: B
         assert_eq!(slotguard(bad).await.0, 2, "{bad:?}");
     }
 }
+
+pub async fn the_weekly_report_matches_the_bookings_and_goes_out_monday_09_00_once(
+    backend: Backend,
+) {
+    use crate::metrics::{book_all, long_day, stats_when, TOMORROW};
+    let (webhook, smtp) = (Receiver::start().await, SmtpSink::start().await);
+    let channels = [
+        json!({"kind": "webhook", "name": "ops", "url": webhook.url}),
+        json!({"kind": "email", "name": "mail", "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
+               "from": "slotguard@clinic.example", "to": ["ops@clinic.example"]}),
+    ];
+    let Some(app) = spawn_app_with(backend, test_options(&channels, Duration::ZERO, true)).await
+    else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, long_day()).await;
+    // Tuesday 1 December, 09:15 in Kochi: four bookings for tomorrow, two of them
+    // sought again by other patients.
+    app.clock.set(kolkata(DAY, 9, 15));
+    book_all(&app, TOMORROW, &[0, 1, 2, 3], StatusCode::CREATED).await;
+    book_all(&app, TOMORROW, &[0, 1], StatusCode::CONFLICT).await;
+    // Kloqo gives slot 10 of tomorrow to two patients; detection opens an incident.
+    for id in ["doc-a", "doc-b"] {
+        let mut doc = document(id, 10, "Pending", 0);
+        doc["date"] = json!("2 December 2026");
+        assert_eq!(put(&app, &doc).await.status, StatusCode::OK);
+    }
+    eventually(10, "the incident", || async {
+        (!incidents(&app).await.is_empty()).then_some(())
+    })
+    .await;
+    stats_when(&app, DAY, TOMORROW, "the six attempts flushed", |s| {
+        s["retryRate"]["attempts"] == 6
+    })
+    .await;
+
+    let auditor = &app.app.auditor;
+    let week_url = format!("/api/v1/reports/weekly?week=2026-W49&clinicId={CLINIC}&format=json");
+    app.clock.set(kolkata("2026-12-07", 8, 59));
+    auditor.run_once().await.unwrap();
+    assert!(
+        received(&webhook, "weekly_report").is_empty(),
+        "not before 09:00"
+    );
+
+    app.clock.set(kolkata("2026-12-07", 9, 0));
+    auditor.run_once().await.unwrap();
+    auditor.run_once().await.unwrap();
+    let sent = eventually(10, "the weekly report", || async {
+        received(&webhook, "weekly_report").into_iter().next()
+    })
+    .await;
+    let report = &sent["details"];
+    assert_eq!(report["week"], "2026-W49");
+    let tuesday = &report["days"][1];
+    assert_eq!(
+        (
+            &tuesday["date"],
+            &tuesday["bookings"],
+            &tuesday["conflicts"],
+            &tuesday["attempts"]
+        ),
+        (&json!(DAY), &json!(4), &json!(2), &json!(6))
+    );
+    let wednesday = &report["days"][2];
+    assert_eq!(
+        (
+            &wednesday["appointmentsChecked"],
+            &wednesday["duplicateGroups"],
+            &wednesday["extraRows"],
+            &wednesday["targetMet"]
+        ),
+        (&json!(6), &json!(1), &json!(1), &json!(false))
+    );
+    assert_eq!(report["stats"]["conflictsByHour"]["tue"][9], 2);
+    assert_eq!(report["doctors"][0]["doctorId"], "dr-asha");
+    assert_eq!(report["doctors"][0]["bookings"], 4);
+    assert_eq!(report["incidents"]["total"], 1);
+    assert_eq!(
+        report["auditRuns"].as_array().unwrap().len(),
+        6,
+        "the nights from Tuesday to Sunday, caught up"
+    );
+    assert!(
+        !sent.to_string().contains("Patient doc-a"),
+        "no patient named"
+    );
+    let mail = eventually(10, "the report by email", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.to_string().contains("weekly report 2026-W49"))
+    })
+    .await;
+    let html = mail["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["contentType"] == "text/html")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(html.contains("Conflicts by hour of day"), "{html}");
+
+    // Stored: a third patient in slot 10 of that Wednesday, arriving late, does not
+    // change the week as it was reported.
+    let mut late = document("doc-c", 10, "Pending", 5);
+    late["date"] = json!("2 December 2026");
+    put(&app, &late).await;
+    eventually(10, "the incident grown", || async {
+        (incidents(&app).await[0]["members"].as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let stored = app.get(&week_url).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.text);
+    assert_eq!(&stored.body, report);
+    let csv = app
+        .get(&format!(
+            "/api/v1/reports/weekly?week=2026-W49&clinicId={CLINIC}&format=csv"
+        ))
+        .await
+        .text;
+    assert!(
+        csv.contains(&format!("day,{CLINIC},,{DAY},,bookings,4")),
+        "{csv}"
+    );
+    let (code, printed) = slotguard(&[
+        "report",
+        "weekly",
+        "--database",
+        &app.db.url,
+        "--week",
+        "2026-W49",
+        "--clinic",
+        CLINIC,
+        "--format",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(&serde_json::from_str::<Value>(&printed).unwrap(), report);
+
+    auditor.run_once().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received(&webhook, "weekly_report").len(), 1, "sent once");
+
+    for (query, field) in [
+        ("week=2026-W99", "week"),
+        ("week=2026-49", "week"),
+        ("format=pdf", "format"),
+        ("clinicId=a%20b", "clinicId"),
+    ] {
+        let refused = app.get(&format!("/api/v1/reports/weekly?{query}")).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            refused.text
+        );
+        assert_eq!(refused.body["error"]["details"]["field"], field);
+    }
+    let (code, _) = slotguard(&[
+        "report",
+        "weekly",
+        "--database",
+        &app.db.url,
+        "--week",
+        "W49",
+    ])
+    .await;
+    assert_eq!(code, 2);
+}

@@ -58,6 +58,7 @@ stories! {
     audit::nights_missed_while_no_server_ran_are_caught_up_at_start,
     audit::a_day_without_a_successful_audit_by_23_30_alerts_and_a_stuck_run_is_taken_over,
     audit::slotguard_audit_prints_the_day_and_exits_1_on_duplicates,
+    audit::the_weekly_report_matches_the_bookings_and_goes_out_monday_09_00_once,
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
     processes::a_server_killed_after_answering_201_loses_none_of_them,

@@ -14,14 +14,14 @@ use crate::support::*;
 
 const CLINIC: &str = "kochi";
 /// The day after [`DAY`]: advance bookings made on `DAY` are for it.
-const TOMORROW: &str = "2026-12-02";
+pub const TOMORROW: &str = "2026-12-02";
 
 /// 09:00–21:00 in 10-minute slots: 72 slots, the last 11 kept for walk-ins.
-fn long_day() -> Value {
+pub fn long_day() -> Value {
     json!([{"from": "09:00", "to": "21:00"}])
 }
 
-async fn book(app: &TestApp, date: &str, slot: u32, patient: &str) -> Reply {
+pub async fn book(app: &TestApp, date: &str, slot: u32, patient: &str) -> Reply {
     app.post(
         "/api/v1/appointments",
         json!({"clinicId": CLINIC, "doctorId": "dr-asha", "date": date,
@@ -31,7 +31,7 @@ async fn book(app: &TestApp, date: &str, slot: u32, patient: &str) -> Reply {
 }
 
 /// Books each slot of `slots` on `date`, asserting 201 or 409 `slot_taken` as given.
-async fn book_all(app: &TestApp, date: &str, slots: &[u32], expect: StatusCode) {
+pub async fn book_all(app: &TestApp, date: &str, slots: &[u32], expect: StatusCode) {
     for slot in slots {
         let reply = book(app, date, *slot, &format!("Patient {slot}")).await;
         assert_eq!(reply.status, expect, "slot {slot}: {}", reply.text);
@@ -47,7 +47,7 @@ async fn walk_in(app: &TestApp) {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
 
-async fn stats(app: &TestApp, query: &str) -> Reply {
+pub async fn stats(app: &TestApp, query: &str) -> Reply {
     app.get(&format!("/api/v1/stats?{query}")).await
 }
 
@@ -58,7 +58,7 @@ async fn stats_as(app: &TestApp, key: Option<&str>, query: &str) -> Reply {
 
 /// The stats of [`CLINIC`] for `from..=to` once `ready` holds for them (the
 /// servers flush their counts every 100 ms in these tests).
-async fn stats_when(
+pub async fn stats_when(
     app: &TestApp,
     from: &str,
     to: &str,

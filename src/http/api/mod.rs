@@ -6,3 +6,4 @@ pub mod audit;
 pub mod clinics;
 pub mod detection;
 pub mod metrics;
+pub mod reports;

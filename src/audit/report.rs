@@ -1,0 +1,737 @@
+//! The weekly report: a clinic's (or every clinic's) ISO week — bookings, conflicts
+//! and retries per day, the duplicate rate per day against the 0.1 % target,
+//! conflicts by local hour × weekday, per-clinic and per-doctor tables, incidents and
+//! audit runs. Built from the same reads as `/api/v1/stats` (`metrics::stats`),
+//! rendered as HTML, JSON or CSV, stored once a week is over so it reads the same
+//! later, and sent Mondays at `weekly_report_at` local time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::counts::Counts;
+use super::runner::Auditor;
+use super::schedule;
+use crate::alert::channels::escape_html;
+use crate::alert::{Event, Notification};
+use crate::detect::{Duplicate, IncidentState};
+use crate::domain::{Clinic, ClinicId, DoctorId};
+use crate::metrics::stats::{self, DateRange, Stats, DUPLICATE_RATE_TARGET};
+use crate::metrics::{is_conflict, BOOKED};
+use crate::store::audit::AuditRun;
+use crate::store::metrics::DoctorOutcome;
+use crate::store::{Store, StoreError};
+
+/// How a report is written out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Html,
+    Json,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "html" => Some(Format::Html),
+            "json" => Some(Format::Json),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// One day of the week.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DayRow {
+    pub date: NaiveDate,
+    pub weekday: String,
+    /// Booking attempts made that local day, whatever they came to.
+    pub attempts: u64,
+    pub bookings: u64,
+    /// Attempts refused because another patient got there first (409s).
+    pub conflicts: u64,
+    pub retries: u64,
+    /// The appointments dated that day and their duplicates.
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub duplicate_rate: Option<f64>,
+    pub target_met: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorRow {
+    pub clinic_id: ClinicId,
+    pub doctor_id: DoctorId,
+    pub attempts: u64,
+    pub bookings: u64,
+    pub conflicts: u64,
+    pub retries: u64,
+    pub duplicate_groups: u64,
+    pub extra_rows: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentTally {
+    /// Incidents about appointments of the week.
+    pub total: u64,
+    /// Of them, found by the audit: real-time detection had missed them.
+    pub found_by_audit: u64,
+    pub resolved: u64,
+    /// Still open or acknowledged when the report was made.
+    pub unresolved: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeeklyReport {
+    /// ISO week, e.g. `2026-W47`.
+    pub week: String,
+    /// `None`: every clinic.
+    pub clinic_id: Option<ClinicId>,
+    pub generated_at: DateTime<Utc>,
+    pub duplicate_rate_target: f64,
+    pub days: Vec<DayRow>,
+    /// The four metrics of the plan over the week, as `/api/v1/stats` gives them.
+    pub stats: Stats,
+    pub doctors: Vec<DoctorRow>,
+    pub incidents: IncidentTally,
+    pub audit_runs: Vec<AuditRun>,
+}
+
+/// The name stored reports and notices use for a clinic, `*` for every clinic.
+pub fn scope_name(clinic: Option<&ClinicId>) -> &str {
+    clinic.map_or("*", ClinicId::as_str)
+}
+
+/// Builds the report of the ISO week starting `monday` from what the store holds now.
+pub async fn build(
+    store: &dyn Store,
+    clinic: Option<&ClinicId>,
+    monday: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<WeeklyReport, StoreError> {
+    let sunday = monday + Duration::days(6);
+    let range = DateRange::new(monday, sunday).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let rows = store.stats_rows(clinic, monday, sunday).await?;
+    let doctor_outcomes = store.doctor_outcomes(clinic, monday, sunday).await?;
+    let audit_runs = store.audit_runs(clinic, monday, sunday).await?;
+    let stats = stats::stats(clinic.cloned(), range, &rows);
+    let (outcomes, incidents) = (&rows.day_outcomes, &rows.incidents);
+
+    let days = stats
+        .duplicate_rate
+        .days
+        .iter()
+        .map(|d| {
+            let own = outcomes.iter().filter(|o| o.day == d.date);
+            let (mut attempts, mut bookings, mut conflicts, mut retries) = (0, 0, 0, 0);
+            for o in own {
+                attempts += o.count;
+                retries += o.retries;
+                if o.outcome == BOOKED {
+                    bookings += o.count;
+                } else if is_conflict(&o.outcome) {
+                    conflicts += o.count;
+                }
+            }
+            DayRow {
+                date: d.date,
+                weekday: d.date.weekday().to_string(),
+                attempts,
+                bookings,
+                conflicts,
+                retries,
+                counts: d.counts,
+                duplicate_rate: d.verdict.rate,
+                target_met: d.verdict.met,
+            }
+        })
+        .collect();
+
+    let mut duplicates: BTreeMap<(ClinicId, DoctorId), BTreeMap<NaiveDate, Vec<Duplicate>>> =
+        BTreeMap::new();
+    let mut tally = IncidentTally::default();
+    for incident in incidents {
+        tally.total += 1;
+        tally.found_by_audit += u64::from(incident.found_by == crate::detect::FoundBy::Audit);
+        match incident.state {
+            IncidentState::Resolved => tally.resolved += 1,
+            _ => tally.unresolved += 1,
+        }
+        let g = &incident.group;
+        duplicates
+            .entry((g.clinic_id.clone(), g.doctor_id.clone()))
+            .or_default()
+            .entry(g.date)
+            .or_default()
+            .push(Duplicate {
+                kind: incident.kind,
+                key: incident.key.clone(),
+                members: incident.members.iter().cloned().collect(),
+                last_change: None,
+                last_commit: None,
+            });
+    }
+    Ok(WeeklyReport {
+        week: schedule::iso_week(monday),
+        clinic_id: clinic.cloned(),
+        generated_at: now,
+        duplicate_rate_target: DUPLICATE_RATE_TARGET,
+        days,
+        stats,
+        doctors: doctor_rows(&doctor_outcomes, &duplicates),
+        incidents: tally,
+        audit_runs,
+    })
+}
+
+/// One row per doctor who had booking attempts or duplicates in the week, the worst
+/// first.
+fn doctor_rows(
+    outcomes: &[DoctorOutcome],
+    duplicates: &BTreeMap<(ClinicId, DoctorId), BTreeMap<NaiveDate, Vec<Duplicate>>>,
+) -> Vec<DoctorRow> {
+    let mut rows: BTreeMap<(ClinicId, DoctorId), DoctorRow> = BTreeMap::new();
+    let row = |rows: &mut BTreeMap<(ClinicId, DoctorId), DoctorRow>, c: &ClinicId, d: &DoctorId| {
+        rows.entry((c.clone(), d.clone()))
+            .or_insert_with(|| DoctorRow {
+                clinic_id: c.clone(),
+                doctor_id: d.clone(),
+                attempts: 0,
+                bookings: 0,
+                conflicts: 0,
+                retries: 0,
+                duplicate_groups: 0,
+                extra_rows: 0,
+            })
+            .clone()
+    };
+    for o in outcomes {
+        let mut r = row(&mut rows, &o.clinic_id, &o.doctor_id);
+        r.attempts += o.count;
+        r.retries += o.retries;
+        if o.outcome == BOOKED {
+            r.bookings += o.count;
+        } else if is_conflict(&o.outcome) {
+            r.conflicts += o.count;
+        }
+        rows.insert((o.clinic_id.clone(), o.doctor_id.clone()), r);
+    }
+    for ((clinic, doctor), days) in duplicates {
+        let mut r = row(&mut rows, clinic, doctor);
+        let counts = Counts::tally(0, days.values().map(Vec::as_slice));
+        r.duplicate_groups += counts.duplicate_groups;
+        r.extra_rows += counts.extra_rows;
+        rows.insert((clinic.clone(), doctor.clone()), r);
+    }
+    let mut rows: Vec<DoctorRow> = rows.into_values().collect();
+    rows.sort_by(|a, b| {
+        (b.extra_rows, b.conflicts)
+            .cmp(&(a.extra_rows, a.conflicts))
+            .then_with(|| (&a.clinic_id, &a.doctor_id).cmp(&(&b.clinic_id, &b.doctor_id)))
+    });
+    rows
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".to_owned(), |r| format!("{:.3} %", r * 100.0))
+}
+
+impl WeeklyReport {
+    fn scope(&self) -> String {
+        match &self.clinic_id {
+            Some(c) => format!("clinic {c}"),
+            None => "every clinic".to_owned(),
+        }
+    }
+
+    fn bookings(&self) -> u64 {
+        self.days.iter().map(|d| d.bookings).sum()
+    }
+
+    fn conflicts(&self) -> u64 {
+        self.days.iter().map(|d| d.conflicts).sum()
+    }
+
+    /// One line for a subject.
+    pub fn headline(&self) -> String {
+        let rate = &self.stats.duplicate_rate;
+        format!(
+            "slotguard weekly report {} for {}: {} bookings, {} conflicts, duplicate rate {} ({})",
+            self.week,
+            self.scope(),
+            self.bookings(),
+            self.conflicts(),
+            percent(rate.verdict.rate),
+            if rate.verdict.met {
+                "target met"
+            } else {
+                "TARGET MISSED"
+            }
+        )
+    }
+
+    /// A few plain lines: the text part of the email, the webhook's `text`.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let mut text = format!(
+            "Week {} ({} to {}), {}.\n",
+            self.week,
+            s.from,
+            s.to,
+            self.scope()
+        );
+        let _ = writeln!(
+            text,
+            "Bookings {}, conflicts (409) {}, retries {} (retry rate {}).",
+            self.bookings(),
+            self.conflicts(),
+            s.retry_rate.retries,
+            percent(s.retry_rate.rate)
+        );
+        let c = &s.duplicate_rate.counts;
+        let _ = writeln!(
+            text,
+            "Duplicates: {} groups, {} extra rows in {} appointments: rate {} against a target below {}.",
+            c.duplicate_groups,
+            c.extra_rows,
+            c.appointments_checked,
+            percent(s.duplicate_rate.verdict.rate),
+            percent(Some(DUPLICATE_RATE_TARGET))
+        );
+        let _ = writeln!(
+            text,
+            "Incidents: {} ({} found by the audit), {} still unresolved.",
+            self.incidents.total, self.incidents.found_by_audit, self.incidents.unresolved
+        );
+        let failed = self
+            .audit_runs
+            .iter()
+            .filter(|r| r.status != crate::store::audit::RunStatus::Succeeded)
+            .count();
+        let _ = writeln!(
+            text,
+            "Audit runs: {}, {} not successful.",
+            self.audit_runs.len(),
+            failed
+        );
+        text
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Csv => self.csv(),
+            Format::Html => self.html(),
+        }
+    }
+
+    /// Long ("tidy") CSV: one value per line, `section,clinicId,doctorId,date,hour,
+    /// metric,value`, so any spreadsheet or dataframe can pivot it.
+    fn csv(&self) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let _ = out.write_record([
+            "section", "clinicId", "doctorId", "date", "hour", "metric", "value",
+        ]);
+        let scope = scope_name(self.clinic_id.as_ref()).to_owned();
+        let mut put = |section: &str,
+                       clinic: &str,
+                       doctor: &str,
+                       date: &str,
+                       hour: &str,
+                       metric: &str,
+                       value: String| {
+            let _ = out.write_record([section, clinic, doctor, date, hour, metric, &value]);
+        };
+        let rate = |r: Option<f64>| r.map(|r| r.to_string()).unwrap_or_default();
+        for d in &self.days {
+            let date = d.date.to_string();
+            for (metric, value) in [
+                ("attempts", d.attempts.to_string()),
+                ("bookings", d.bookings.to_string()),
+                ("conflicts", d.conflicts.to_string()),
+                ("retries", d.retries.to_string()),
+                (
+                    "appointmentsChecked",
+                    d.counts.appointments_checked.to_string(),
+                ),
+                ("duplicateGroups", d.counts.duplicate_groups.to_string()),
+                ("extraRows", d.counts.extra_rows.to_string()),
+                ("affectedRows", d.counts.affected_rows.to_string()),
+                ("duplicateRate", rate(d.duplicate_rate)),
+                ("targetMet", d.target_met.to_string()),
+            ] {
+                put("day", &scope, "", &date, "", metric, value);
+            }
+        }
+        for (weekday, hours) in self.conflicts_by_weekday() {
+            for (hour, n) in hours.iter().enumerate().filter(|(_, n)| **n > 0) {
+                put(
+                    "conflictsByHour",
+                    &scope,
+                    "",
+                    weekday,
+                    &hour.to_string(),
+                    "conflicts",
+                    n.to_string(),
+                );
+            }
+        }
+        for c in &self.stats.clinics {
+            for (metric, value) in [
+                ("attempts", c.attempts.to_string()),
+                ("bookings", c.bookings.to_string()),
+                ("conflicts", c.conflicts.to_string()),
+                ("retries", c.retries.to_string()),
+                ("duplicateGroups", c.counts.duplicate_groups.to_string()),
+                ("extraRows", c.counts.extra_rows.to_string()),
+                ("duplicateRate", rate(c.verdict.rate)),
+            ] {
+                put("clinic", c.clinic_id.as_str(), "", "", "", metric, value);
+            }
+        }
+        for d in &self.doctors {
+            for (metric, value) in [
+                ("attempts", d.attempts),
+                ("bookings", d.bookings),
+                ("conflicts", d.conflicts),
+                ("retries", d.retries),
+                ("duplicateGroups", d.duplicate_groups),
+                ("extraRows", d.extra_rows),
+            ] {
+                put(
+                    "doctor",
+                    d.clinic_id.as_str(),
+                    d.doctor_id.as_str(),
+                    "",
+                    "",
+                    metric,
+                    value.to_string(),
+                );
+            }
+        }
+        for r in &self.audit_runs {
+            put(
+                "auditRun",
+                r.clinic_id.as_str(),
+                "",
+                &r.local_date.to_string(),
+                "",
+                r.trigger.as_str(),
+                r.status.as_str().to_owned(),
+            );
+        }
+        String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn conflicts_by_weekday(&self) -> [(&'static str, &[u64; 24]); 7] {
+        let c = &self.stats.conflicts_by_hour;
+        [
+            ("Mon", &c.mon),
+            ("Tue", &c.tue),
+            ("Wed", &c.wed),
+            ("Thu", &c.thu),
+            ("Fri", &c.fri),
+            ("Sat", &c.sat),
+            ("Sun", &c.sun),
+        ]
+    }
+
+    /// A self-contained page (inline styles: mail clients drop style sheets). Every
+    /// value from data is escaped.
+    fn html(&self) -> String {
+        let e = escape_html;
+        let mut h = String::new();
+        let title = e(&self.headline());
+        let _ = write!(
+            h,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body style=\"font-family: sans-serif; color: #222\">\n<h1 style=\"font-size: 1.3em\">{title}</h1>\n\
+             <pre style=\"font-family: inherit; white-space: pre-wrap\">{}</pre>\n",
+            e(&self.summary())
+        );
+        let cell = "style=\"padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right\"";
+        let head = "style=\"padding: 2px 8px; border-bottom: 2px solid #999; text-align: right\"";
+        let table = |h: &mut String, caption: &str, headers: &[&str], rows: Vec<Vec<String>>| {
+            let _ = write!(h, "<h2 style=\"font-size: 1.1em\">{}</h2>\n<table style=\"border-collapse: collapse\">\n<tr>", e(caption));
+            for header in headers {
+                let _ = write!(h, "<th {head}>{}</th>", e(header));
+            }
+            h.push_str("</tr>\n");
+            for row in rows {
+                h.push_str("<tr>");
+                for value in row {
+                    let _ = write!(h, "<td {cell}>{}</td>", e(&value));
+                }
+                h.push_str("</tr>\n");
+            }
+            h.push_str("</table>\n");
+        };
+        table(
+            &mut h,
+            "Per day",
+            &[
+                "date",
+                "day",
+                "bookings",
+                "conflicts",
+                "retries",
+                "appointments",
+                "duplicate groups",
+                "extra rows",
+                "duplicate rate",
+                "target",
+            ],
+            self.days
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.date.to_string(),
+                        d.weekday.clone(),
+                        d.bookings.to_string(),
+                        d.conflicts.to_string(),
+                        d.retries.to_string(),
+                        d.counts.appointments_checked.to_string(),
+                        d.counts.duplicate_groups.to_string(),
+                        d.counts.extra_rows.to_string(),
+                        percent(d.duplicate_rate),
+                        if d.target_met { "met" } else { "MISSED" }.to_owned(),
+                    ]
+                })
+                .collect(),
+        );
+
+        let _ = write!(
+            h,
+            "<h2 style=\"font-size: 1.1em\">Conflicts by hour of day (local) and weekday</h2>\n\
+             <table style=\"border-collapse: collapse; font-size: 0.8em\">\n<tr><th></th>"
+        );
+        for hour in 0..24 {
+            let _ = write!(h, "<th style=\"padding: 1px 3px\">{hour:02}</th>");
+        }
+        h.push_str("</tr>\n");
+        let busiest = self
+            .conflicts_by_weekday()
+            .iter()
+            .flat_map(|(_, hours)| hours.iter().copied())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        for (weekday, hours) in self.conflicts_by_weekday() {
+            let _ = write!(h, "<tr><th style=\"padding: 1px 6px\">{weekday}</th>");
+            for n in hours {
+                // Shade by share of the busiest hour: the 9–10 rush stands out.
+                let alpha = (*n as f64 / busiest as f64 * 0.85).max(if *n > 0 { 0.1 } else { 0.0 });
+                let _ = write!(
+                    h,
+                    "<td style=\"padding: 1px 3px; text-align: center; background: rgba(200, 40, 40, {alpha:.2})\">{}</td>",
+                    if *n > 0 { n.to_string() } else { String::new() }
+                );
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+
+        table(
+            &mut h,
+            "Per clinic (the worst first)",
+            &[
+                "clinic",
+                "bookings",
+                "conflicts",
+                "retries",
+                "retry rate",
+                "duplicate groups",
+                "extra rows",
+                "duplicate rate",
+            ],
+            self.stats
+                .clinics
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.clinic_id.to_string(),
+                        c.bookings.to_string(),
+                        c.conflicts.to_string(),
+                        c.retries.to_string(),
+                        percent(c.retry_rate),
+                        c.counts.duplicate_groups.to_string(),
+                        c.counts.extra_rows.to_string(),
+                        percent(c.verdict.rate),
+                    ]
+                })
+                .collect(),
+        );
+        table(
+            &mut h,
+            "Per doctor (the worst first)",
+            &[
+                "clinic",
+                "doctor",
+                "bookings",
+                "conflicts",
+                "retries",
+                "duplicate groups",
+                "extra rows",
+            ],
+            self.doctors
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.clinic_id.to_string(),
+                        d.doctor_id.to_string(),
+                        d.bookings.to_string(),
+                        d.conflicts.to_string(),
+                        d.retries.to_string(),
+                        d.duplicate_groups.to_string(),
+                        d.extra_rows.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        table(
+            &mut h,
+            "Audit runs",
+            &[
+                "clinic", "date", "trigger", "status", "checked", "groups", "extra", "affected",
+                "opened",
+            ],
+            self.audit_runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.clinic_id.to_string(),
+                        r.local_date.to_string(),
+                        r.trigger.as_str().to_owned(),
+                        r.status.as_str().to_owned(),
+                        r.counts.appointments_checked.to_string(),
+                        r.counts.duplicate_groups.to_string(),
+                        r.counts.extra_rows.to_string(),
+                        r.counts.affected_rows.to_string(),
+                        r.incidents_opened.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        let _ = write!(
+            h,
+            "<p style=\"color: #666; font-size: small\">Generated {} by slotguard.</p>\n</body></html>\n",
+            self.generated_at.to_rfc3339()
+        );
+        h
+    }
+
+    /// The report as a notice for the alert channels: HTML for email, the report as
+    /// JSON for webhooks.
+    pub fn notification(&self) -> Notification {
+        let scope = scope_name(self.clinic_id.as_ref());
+        Notification {
+            id: format!("weekly-{scope}-{}", self.week),
+            clinic_id: scope.to_owned(),
+            event: Event::WeeklyReport,
+            subject: self.headline(),
+            text: self.summary(),
+            short_text: format!("slotguard weekly {} {scope}", self.week),
+            incidents: json!([]),
+            details: serde_json::to_value(self).ok(),
+            html: Some(self.html()),
+        }
+    }
+}
+
+/// The Monday of the week a report is asked for: `2026-W47`, or by default the last
+/// full week before `now` (in the clinic's time, or UTC for every clinic).
+pub fn week_asked(
+    raw: Option<&str>,
+    clinic: Option<&Clinic>,
+    now: DateTime<Utc>,
+) -> Result<NaiveDate, crate::domain::FieldError> {
+    match raw {
+        Some(raw) => schedule::parse_iso_week(raw).ok_or_else(|| {
+            crate::domain::FieldError::new("week", "must be an ISO week written like 2026-W47")
+        }),
+        None => {
+            let today = clinic.map_or_else(|| now.date_naive(), |c| c.today(now));
+            let this_monday =
+                today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
+            Ok(this_monday - Duration::days(7))
+        }
+    }
+}
+
+/// The stored report of a week, or a fresh one. A week that is over (in the clinic's
+/// time, or UTC for every clinic) is stored the first time it is built, so it reads
+/// the same later; the week under way is built afresh each time.
+pub async fn weekly(
+    store: &dyn Store,
+    clinic: Option<&Clinic>,
+    monday: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<WeeklyReport, StoreError> {
+    let id = clinic.map(|c| &c.id);
+    let scope = scope_name(id);
+    let week = schedule::iso_week(monday);
+    if let Some(body) = store.weekly_report(scope, &week).await? {
+        return serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()));
+    }
+    let report = build(store, id, monday, now).await?;
+    let today = clinic.map_or_else(|| now.date_naive(), |c| c.today(now));
+    if monday + Duration::days(6) < today {
+        store
+            .keep_weekly_report(scope, &week, now, &report_json(&report)?)
+            .await?;
+    }
+    Ok(report)
+}
+
+fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {
+    serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Monday at `weekly_report_at` local: last week's report of `clinic`, built, stored
+/// and sent once (the stored row is the claim: a second server finds it and sends
+/// nothing).
+pub async fn send_due(auditor: &Auditor, clinic: &Clinic) -> Result<(), StoreError> {
+    let store = auditor.store().as_ref();
+    let now = auditor.clock().now();
+    let monday = schedule::last_reported_week(clinic, auditor.settings().weekly_report_at, now);
+    let Some(created) = store.clinic_created_at(&clinic.id).await? else {
+        return Ok(());
+    };
+    if monday + Duration::days(6) < clinic.today(created) {
+        return Ok(());
+    }
+    let week = schedule::iso_week(monday);
+    if store
+        .weekly_report(clinic.id.as_str(), &week)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let report = build(store, Some(&clinic.id), monday, now).await?;
+    if store
+        .keep_weekly_report(clinic.id.as_str(), &week, now, &report_json(&report)?)
+        .await?
+    {
+        let rows = auditor.dispatcher().deliveries(&report.notification())?;
+        store.queue_notices(&rows).await?;
+    }
+    Ok(())
+}

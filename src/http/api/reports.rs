@@ -1,0 +1,42 @@
+//! `GET /reports/weekly`: a week's report as HTML, JSON or CSV; stored weeks read
+//! the same every time.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::super::error::ApiError;
+use super::super::extract::QueryParams;
+use super::super::AppState;
+use crate::audit::report::{self, Format};
+use crate::auth::{Action, Principal};
+use crate::domain::{ClinicId, FieldError};
+
+/// `?week=2026-W47&clinicId=kochi&format=html|json|csv`; every parameter optional:
+/// the last full week, every clinic (admin keys), HTML.
+pub async fn weekly(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
+    let clinic_id = query.parse("clinicId", ClinicId::parse)?;
+    let format = match query.get("format") {
+        None => Format::Html,
+        Some(raw) => Format::parse(raw)
+            .ok_or_else(|| FieldError::new("format", "must be html, json or csv"))?,
+    };
+    principal.may(Action::RunClinicDay, clinic_id.as_ref())?;
+    let bookings = &state.bookings;
+    let clinic = match &clinic_id {
+        Some(id) => Some(bookings.clinic(id).await?),
+        None => None,
+    };
+    let now = bookings.now();
+    let monday = report::week_asked(query.get("week"), clinic.as_ref(), now)?;
+    let report = report::weekly(bookings.store(), clinic.as_ref(), monday, now).await?;
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        report.render(format),
+    )
+        .into_response())
+}
