@@ -2,14 +2,14 @@
 //! the database's totals: they survive restarts, and every server sharing the
 //! database reports the same database-wide numbers (each up to one flush interval
 //! behind). The booking latency histogram and the detection latency are this
-//! process's own. Each part of the page is one function called from [`gather`]; a
-//! new part (the audit's durations and last successes per clinic) is one more.
+//! process's own. Each part of the page is one function called from [`gather`].
 
 use super::exposition::{Exposition, Type};
 use super::latency::LatencySnapshot;
 use super::rollups::BookingMetrics;
 use crate::booking::rules::Refusal;
 use crate::detect::detector::{Detector, Latency};
+use crate::store::audit::AuditGauges;
 use crate::store::metrics::{AlertingGauges, BookingTotal};
 use crate::store::{Store, StoreError};
 
@@ -27,6 +27,7 @@ pub async fn gather(
         &store.alerting_gauges().await?,
         &detector.latency(),
     );
+    audit(&mut out, &store.audit_gauges().await?);
     Ok(out.into_text())
 }
 
@@ -189,4 +190,55 @@ fn detection(out: &mut Exposition, gauges: &AlertingGauges, latency: &Latency) {
         &[],
         gauges.outbox_backlog as f64,
     );
+}
+
+fn audit(out: &mut Exposition, gauges: &AuditGauges) {
+    const LAST: &str = "slotguard_audit_last_success_timestamp_seconds";
+    out.family(
+        LAST,
+        Type::Gauge,
+        "When the newest successful audit of each clinic finished (Unix time): alert \
+         when it is older than a day and a bit (the dead-man's switch from outside).",
+    );
+    for (clinic, _, finished) in &gauges.last_success {
+        out.sample(
+            LAST,
+            &[("clinic_id", clinic)],
+            finished.timestamp_millis() as f64 / 1e3,
+        );
+    }
+    const DURATION: &str = "slotguard_audit_duration_seconds";
+    out.family(
+        DURATION,
+        Type::Gauge,
+        "How long the newest successful audit of each clinic took.",
+    );
+    for (clinic, started, finished) in &gauges.last_success {
+        let took = (*finished - *started).num_milliseconds().max(0) as f64 / 1e3;
+        out.sample(DURATION, &[("clinic_id", clinic)], took);
+    }
+    out.family(
+        "slotguard_audit_runs_total",
+        Type::Counter,
+        "Audit runs by clinic and status (running, succeeded, failed).",
+    );
+    for (clinic, status, n) in &gauges.runs {
+        out.sample(
+            "slotguard_audit_runs_total",
+            &[("clinic_id", clinic), ("status", status)],
+            *n as f64,
+        );
+    }
+    out.family(
+        "slotguard_audit_incidents_opened_total",
+        Type::Counter,
+        "Incidents opened by an audit: duplicates real-time detection had missed.",
+    );
+    for (clinic, n) in &gauges.incidents_opened {
+        out.sample(
+            "slotguard_audit_incidents_opened_total",
+            &[("clinic_id", clinic)],
+            *n as f64,
+        );
+    }
 }

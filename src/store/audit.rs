@@ -103,8 +103,20 @@ pub struct DayFindings {
     pub duplicates: BTreeMap<Group, Vec<Duplicate>>,
 }
 
+/// What `/metrics` shows of the audit, read at each scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditGauges {
+    /// Runs by (clinic, status).
+    pub runs: Vec<(String, String, u64)>,
+    /// Incidents audits opened (duplicates real-time detection missed), by clinic.
+    pub incidents_opened: Vec<(String, u64)>,
+    /// Each clinic's newest successful run: (clinic, started, finished).
+    pub last_success: Vec<(String, DateTime<Utc>, DateTime<Utc>)>,
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    async fn audit_gauges(&self) -> Result<AuditGauges, StoreError>;
     async fn clinics(&self) -> Result<Vec<Clinic>, StoreError>;
     /// When each clinic was created: catch-up never audits days before that.
     async fn clinic_created_at(
@@ -280,6 +292,41 @@ macro_rules! impl_audit {
     ($store:ty) => {
 #[async_trait::async_trait]
 impl $crate::store::audit::AuditStore for $store {
+    async fn audit_gauges(&self) -> Result<$crate::store::audit::AuditGauges, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        let runs = sqlx::query(
+            "SELECT clinic_id AS a, status AS b, COUNT(*) AS count FROM audit_runs \
+             GROUP BY clinic_id, status ORDER BY clinic_id, status",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let opened = sqlx::query(
+            "SELECT clinic_id, CAST(SUM(incidents_opened) AS BIGINT) AS opened FROM audit_runs \
+             GROUP BY clinic_id ORDER BY clinic_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let last = sqlx::query(
+            "SELECT r.clinic_id, r.started_at, r.finished_at FROM audit_runs r \
+             WHERE r.status = 'succeeded' AND r.finished_at = (SELECT MAX(x.finished_at) FROM audit_runs x \
+             WHERE x.clinic_id = r.clinic_id AND x.status = 'succeeded') ORDER BY r.clinic_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let count = |n: i64| u64::try_from(n).map_err(|_| $crate::store::codec::corrupt("count", n));
+        Ok($crate::store::audit::AuditGauges {
+            runs: $crate::store::metrics::labelled_counts(&runs)?,
+            incidents_opened: opened
+                .iter()
+                .map(|r| Ok((r.text("clinic_id")?, count(r.int("opened")?)?)))
+                .collect::<Result<_, StoreError>>()?,
+            last_success: last
+                .iter()
+                .map(|r| Ok((r.text("clinic_id")?, r.instant("started_at")?, r.instant("finished_at")?)))
+                .collect::<Result<_, StoreError>>()?,
+        })
+    }
+
     async fn clinics(&self) -> Result<Vec<$crate::domain::Clinic>, StoreError> {
         sqlx::query("SELECT * FROM clinics ORDER BY id")
             .fetch_all(&self.reader)

@@ -109,6 +109,27 @@ pub async fn the_audit_runs_at_23_00_india_time_and_opens_what_detection_missed(
         (found[0]["foundBy"].as_str(), found[0]["key"].as_str()),
         (Some("audit"), Some("5"))
     );
+    let page = crate::metrics::metrics_page(&app).await;
+    let sample = |key: &str| crate::metrics::sample(&page, key);
+    assert_eq!(
+        sample(&format!(
+            "slotguard_audit_incidents_opened_total{{clinic_id=\"{CLINIC}\"}}"
+        )),
+        1.0,
+        "an audit that opens an incident is detection's miss, counted"
+    );
+    assert_eq!(
+        sample(&format!(
+            "slotguard_audit_runs_total{{clinic_id=\"{CLINIC}\",status=\"succeeded\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        sample(&format!(
+            "slotguard_audit_last_success_timestamp_seconds{{clinic_id=\"{CLINIC}\"}}"
+        )),
+        kolkata(DAY, 23, 0).timestamp() as f64
+    );
 
     let summary = eventually(10, "the daily summary", || async {
         received(&webhook, "daily_summary").into_iter().next()

@@ -155,13 +155,13 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-async fn metrics_page(app: &TestApp) -> BTreeMap<String, f64> {
+pub async fn metrics_page(app: &TestApp) -> BTreeMap<String, f64> {
     let reply = app.get("/metrics").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     parse_prometheus(&reply.text)
 }
 
-fn sample(page: &BTreeMap<String, f64>, key: &str) -> f64 {
+pub fn sample(page: &BTreeMap<String, f64>, key: &str) -> f64 {
     page.get(key).copied().unwrap_or(0.0)
 }
 
