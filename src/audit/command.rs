@@ -3,13 +3,13 @@
 
 use std::fmt::Write as _;
 
-use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::counts::Counts;
 use super::runner::Auditor;
-use super::{findings, Finding, MAX_DAYS};
+use super::{findings, Finding};
 use crate::domain::{Clinic, ClinicId};
+use crate::metrics::stats::DateRange;
 use crate::store::audit::{AuditRun, Trigger};
 use crate::store::StoreError;
 
@@ -41,7 +41,7 @@ impl Report {
 /// What to audit: which clinics, which local dates (`None`: each clinic's today).
 pub struct Selection {
     pub clinic: Option<ClinicId>,
-    pub dates: Option<(NaiveDate, NaiveDate)>,
+    pub dates: Option<DateRange>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +65,11 @@ pub async fn audit(auditor: &Auditor, selection: &Selection) -> Result<Report, A
     let mut report = Report::default();
     let now = auditor.clock().now();
     for clinic in &clinics {
-        let (from, to) = selection
-            .dates
-            .unwrap_or_else(|| (clinic.today(now), clinic.today(now)));
-        for date in from
-            .iter_days()
-            .take_while(|d| *d <= to)
-            .take(MAX_DAYS as usize)
-        {
+        let (from, to) = selection.dates.map_or_else(
+            || (clinic.today(now), clinic.today(now)),
+            |r| (r.from(), r.to()),
+        );
+        for date in from.iter_days().take_while(|d| *d <= to) {
             let Some(outcome) = auditor.audit(clinic, date, Trigger::OnDemand).await? else {
                 continue;
             };

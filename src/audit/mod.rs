@@ -10,13 +10,13 @@ pub mod schedule;
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::detect::reconcile::same_double_booking_once;
 use crate::detect::{Duplicate, DuplicateKind, Group, MemberRef};
 use crate::domain::schedule::parse_date;
 use crate::domain::FieldError;
+use crate::metrics::stats::DateRange;
 
 /// One double booking as an audit lists it: a slot or token of a doctor-day and the
 /// appointments sharing it (ids only: the report may travel by email).
@@ -48,37 +48,24 @@ pub fn findings(duplicates: &BTreeMap<Group, Vec<Duplicate>>) -> Vec<Finding> {
         .collect()
 }
 
-/// Most days one request or command may audit or report on.
-pub const MAX_DAYS: i64 = 366;
-
-/// Dates `from..=to` as `--date D` or `--from D --to D` (and `date`, `from`, `to` in
-/// a query) give them: one or the other, in order, at most [`MAX_DAYS`].
+/// Dates as `--date D` or `--from D --to D` (and `date`, `from`, `to` in a query)
+/// give them: one or the other, in order, within [`crate::metrics::stats::MAX_DAYS`].
 pub fn date_range(
     date: Option<&str>,
     from: Option<&str>,
     to: Option<&str>,
-) -> Result<Option<(NaiveDate, NaiveDate)>, FieldError> {
+) -> Result<Option<DateRange>, FieldError> {
     match (date, from, to) {
         (None, None, None) => Ok(None),
         (Some(d), None, None) => {
             let d = parse_date("date", d)?;
-            Ok(Some((d, d)))
+            DateRange::new(d, d).map(Some)
         }
         (Some(_), _, _) => Err(FieldError::new("date", "give either date, or from and to")),
         (None, Some(_), None) => Err(FieldError::new("to", "is required with from")),
         (None, None, Some(_)) => Err(FieldError::new("from", "is required with to")),
         (None, Some(f), Some(t)) => {
-            let (from, to) = (parse_date("from", f)?, parse_date("to", t)?);
-            if from > to {
-                return Err(FieldError::new("to", "must not be before from"));
-            }
-            if (to - from).num_days() >= MAX_DAYS {
-                return Err(FieldError::new(
-                    "to",
-                    format!("at most {MAX_DAYS} days from from"),
-                ));
-            }
-            Ok(Some((from, to)))
+            DateRange::new(parse_date("from", f)?, parse_date("to", t)?).map(Some)
         }
     }
 }
@@ -86,19 +73,21 @@ pub fn date_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     #[test]
     fn a_date_range_is_one_day_or_an_ordered_bounded_span() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let span = |r: Option<DateRange>| r.map(|r| (r.from(), r.to()));
         assert_eq!(
-            date_range(Some("2026-11-23"), None, None).unwrap(),
+            span(date_range(Some("2026-11-23"), None, None).unwrap()),
             Some((d("2026-11-23"), d("2026-11-23")))
         );
         assert_eq!(
-            date_range(None, Some("2026-11-01"), Some("2026-11-30")).unwrap(),
+            span(date_range(None, Some("2026-11-01"), Some("2026-11-30")).unwrap()),
             Some((d("2026-11-01"), d("2026-11-30")))
         );
-        assert_eq!(date_range(None, None, None).unwrap(), None);
+        assert!(date_range(None, None, None).unwrap().is_none());
         let field = |r: Result<_, FieldError>| r.unwrap_err().field;
         assert_eq!(field(date_range(Some("2026-02-30"), None, None)), "date");
         assert_eq!(

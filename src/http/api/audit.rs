@@ -27,12 +27,12 @@ pub async fn runs(
         .map(|c| ClinicId::parse("clinicId", c))
         .transpose()?;
     principal.may(Action::RunClinicDay, clinic.as_ref())?;
-    let (from, to) = date_range(query.get("date"), query.get("from"), query.get("to"))?
+    let range = date_range(query.get("date"), query.get("from"), query.get("to"))?
         .ok_or_else(|| FieldError::new("date", "is required (or from and to)"))?;
     let runs = state
         .auditor
         .store()
-        .audit_runs(clinic.as_ref(), from, to)
+        .audit_runs(clinic.as_ref(), range.from(), range.to())
         .await?;
     Ok(Json(json!({"runs": runs})))
 }
