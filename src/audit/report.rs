@@ -53,18 +53,40 @@ impl Format {
     }
 }
 
+/// Booking attempts and what they came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempts {
+    /// Booking attempts, whatever they came to.
+    pub attempts: u64,
+    pub bookings: u64,
+    /// Attempts refused because another patient got there first (409s).
+    pub conflicts: u64,
+    /// Transactions run again.
+    pub retries: u64,
+}
+
+impl Attempts {
+    fn add(&mut self, outcome: &str, count: u64, retries: u64) {
+        self.attempts += count;
+        self.retries += retries;
+        if outcome == BOOKED {
+            self.bookings += count;
+        } else if is_conflict(outcome) {
+            self.conflicts += count;
+        }
+    }
+}
+
 /// One day of the week.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DayRow {
     pub date: NaiveDate,
     pub weekday: String,
-    /// Booking attempts made that local day, whatever they came to.
-    pub attempts: u64,
-    pub bookings: u64,
-    /// Attempts refused because another patient got there first (409s).
-    pub conflicts: u64,
-    pub retries: u64,
+    /// Made that local day.
+    #[serde(flatten)]
+    pub attempts: Attempts,
     /// The appointments dated that day and their duplicates.
     #[serde(flatten)]
     pub counts: Counts,
@@ -77,10 +99,8 @@ pub struct DayRow {
 pub struct DoctorRow {
     pub clinic_id: ClinicId,
     pub doctor_id: DoctorId,
-    pub attempts: u64,
-    pub bookings: u64,
-    pub conflicts: u64,
-    pub retries: u64,
+    #[serde(flatten)]
+    pub attempts: Attempts,
     pub duplicate_groups: u64,
     pub extra_rows: u64,
 }
@@ -139,24 +159,14 @@ pub async fn build(
         .days
         .iter()
         .map(|d| {
-            let own = outcomes.iter().filter(|o| o.day == d.date);
-            let (mut attempts, mut bookings, mut conflicts, mut retries) = (0, 0, 0, 0);
-            for o in own {
-                attempts += o.count;
-                retries += o.retries;
-                if o.outcome == BOOKED {
-                    bookings += o.count;
-                } else if is_conflict(&o.outcome) {
-                    conflicts += o.count;
-                }
+            let mut attempts = Attempts::default();
+            for o in outcomes.iter().filter(|o| o.day == d.date) {
+                attempts.add(&o.outcome, o.count, o.retries);
             }
             DayRow {
                 date: d.date,
                 weekday: d.date.weekday().to_string(),
                 attempts,
-                bookings,
-                conflicts,
-                retries,
                 counts: d.counts,
                 duplicate_rate: d.verdict.rate,
                 target_met: d.verdict.met,
@@ -208,42 +218,35 @@ fn doctor_rows(
     duplicates: &BTreeMap<(ClinicId, DoctorId), BTreeMap<NaiveDate, Vec<Duplicate>>>,
 ) -> Vec<DoctorRow> {
     let mut rows: BTreeMap<(ClinicId, DoctorId), DoctorRow> = BTreeMap::new();
-    let row = |rows: &mut BTreeMap<(ClinicId, DoctorId), DoctorRow>, c: &ClinicId, d: &DoctorId| {
-        rows.entry((c.clone(), d.clone()))
+    fn row<'a>(
+        rows: &'a mut BTreeMap<(ClinicId, DoctorId), DoctorRow>,
+        clinic: &ClinicId,
+        doctor: &DoctorId,
+    ) -> &'a mut DoctorRow {
+        rows.entry((clinic.clone(), doctor.clone()))
             .or_insert_with(|| DoctorRow {
-                clinic_id: c.clone(),
-                doctor_id: d.clone(),
-                attempts: 0,
-                bookings: 0,
-                conflicts: 0,
-                retries: 0,
+                clinic_id: clinic.clone(),
+                doctor_id: doctor.clone(),
+                attempts: Attempts::default(),
                 duplicate_groups: 0,
                 extra_rows: 0,
             })
-            .clone()
-    };
+    }
     for o in outcomes {
-        let mut r = row(&mut rows, &o.clinic_id, &o.doctor_id);
-        r.attempts += o.count;
-        r.retries += o.retries;
-        if o.outcome == BOOKED {
-            r.bookings += o.count;
-        } else if is_conflict(&o.outcome) {
-            r.conflicts += o.count;
-        }
-        rows.insert((o.clinic_id.clone(), o.doctor_id.clone()), r);
+        row(&mut rows, &o.clinic_id, &o.doctor_id)
+            .attempts
+            .add(&o.outcome, o.count, o.retries);
     }
     for ((clinic, doctor), days) in duplicates {
-        let mut r = row(&mut rows, clinic, doctor);
         let counts = Counts::tally(0, days.values().map(Vec::as_slice));
+        let r = row(&mut rows, clinic, doctor);
         r.duplicate_groups += counts.duplicate_groups;
         r.extra_rows += counts.extra_rows;
-        rows.insert((clinic.clone(), doctor.clone()), r);
     }
     let mut rows: Vec<DoctorRow> = rows.into_values().collect();
     rows.sort_by(|a, b| {
-        (b.extra_rows, b.conflicts)
-            .cmp(&(a.extra_rows, a.conflicts))
+        (b.extra_rows, b.attempts.conflicts)
+            .cmp(&(a.extra_rows, a.attempts.conflicts))
             .then_with(|| (&a.clinic_id, &a.doctor_id).cmp(&(&b.clinic_id, &b.doctor_id)))
     });
     rows
@@ -262,11 +265,11 @@ impl WeeklyReport {
     }
 
     fn bookings(&self) -> u64 {
-        self.days.iter().map(|d| d.bookings).sum()
+        self.days.iter().map(|d| d.attempts.bookings).sum()
     }
 
     fn conflicts(&self) -> u64 {
-        self.days.iter().map(|d| d.conflicts).sum()
+        self.days.iter().map(|d| d.attempts.conflicts).sum()
     }
 
     /// One line for a subject.
@@ -363,10 +366,10 @@ impl WeeklyReport {
         for d in &self.days {
             let date = d.date.to_string();
             for (metric, value) in [
-                ("attempts", d.attempts.to_string()),
-                ("bookings", d.bookings.to_string()),
-                ("conflicts", d.conflicts.to_string()),
-                ("retries", d.retries.to_string()),
+                ("attempts", d.attempts.attempts.to_string()),
+                ("bookings", d.attempts.bookings.to_string()),
+                ("conflicts", d.attempts.conflicts.to_string()),
+                ("retries", d.attempts.retries.to_string()),
                 (
                     "appointmentsChecked",
                     d.counts.appointments_checked.to_string(),
@@ -408,10 +411,10 @@ impl WeeklyReport {
         }
         for d in &self.doctors {
             for (metric, value) in [
-                ("attempts", d.attempts),
-                ("bookings", d.bookings),
-                ("conflicts", d.conflicts),
-                ("retries", d.retries),
+                ("attempts", d.attempts.attempts),
+                ("bookings", d.attempts.bookings),
+                ("conflicts", d.attempts.conflicts),
+                ("retries", d.attempts.retries),
                 ("duplicateGroups", d.duplicate_groups),
                 ("extraRows", d.extra_rows),
             ] {
@@ -504,9 +507,9 @@ impl WeeklyReport {
                     vec![
                         d.date.to_string(),
                         d.weekday.clone(),
-                        d.bookings.to_string(),
-                        d.conflicts.to_string(),
-                        d.retries.to_string(),
+                        d.attempts.bookings.to_string(),
+                        d.attempts.conflicts.to_string(),
+                        d.attempts.retries.to_string(),
                         d.counts.appointments_checked.to_string(),
                         d.counts.duplicate_groups.to_string(),
                         d.counts.extra_rows.to_string(),
@@ -596,9 +599,9 @@ impl WeeklyReport {
                     vec![
                         d.clinic_id.to_string(),
                         d.doctor_id.to_string(),
-                        d.bookings.to_string(),
-                        d.conflicts.to_string(),
-                        d.retries.to_string(),
+                        d.attempts.bookings.to_string(),
+                        d.attempts.conflicts.to_string(),
+                        d.attempts.retries.to_string(),
                         d.duplicate_groups.to_string(),
                         d.extra_rows.to_string(),
                     ]
