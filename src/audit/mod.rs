@@ -3,3 +3,4 @@
 //! [`counts`] says what the three numbers every audit reports mean.
 
 pub mod counts;
+pub mod scan;

@@ -206,8 +206,12 @@ pub struct SlotFields<'a> {
 }
 
 impl<'a> SlotFields<'a> {
-    /// The same fields of a document already read into a tree.
-    pub fn of(fields: &'a Map<String, Value>) -> Self {
+    /// The fields of a document already read into a tree.
+    pub fn from_document(doc: &'a Value) -> Result<Self, FieldError> {
+        object(doc).map(SlotFields::of)
+    }
+
+    fn of(fields: &'a Map<String, Value>) -> Self {
         let field = |name| get(fields, name).map(Json::from);
         SlotFields {
             id: field("id"),
