@@ -42,6 +42,9 @@ pub enum Command {
     Loadtest(Box<crate::loadtest::LoadtestArgs>),
     /// Check a load run's history against the database (exit 0 only when clean).
     Check(CheckArgs),
+    /// Audit appointments for duplicate slots and tokens: exit 0 clean, 1 duplicates
+    /// found, 2 input that cannot be (wholly) read.
+    Audit(AuditArgs),
     /// Mirror an external app's appointments (initial sync from an export file).
     Watch {
         #[command(subcommand)]
@@ -58,6 +61,20 @@ pub enum WatchCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Export file to audit, no database needed: Kloqo export JSON (an array of
+    /// documents), JSON Lines or CSV, with the API's camelCase field names.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The file's format [default: by extension, else by its first bytes].
+    #[arg(long, value_enum, requires = "file")]
+    pub format: Option<crate::watch::import::Format>,
+    /// How to print the report on stdout.
+    #[arg(long, value_enum, default_value_t = crate::audit::file::Output::Table)]
+    pub output: crate::audit::file::Output,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +262,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys { command } => keys(command).await,
         Command::Loadtest(args) => crate::loadtest::run(*args).await,
         Command::Check(args) => check_history(args).await,
+        Command::Audit(args) => audit(args),
         Command::Watch {
             command: WatchCommand::Import { import, store },
         } => watch_import(import, store).await,
@@ -269,6 +287,32 @@ async fn watch_import(
         println!("  skipped {position}: {reason}");
     }
     Ok(())
+}
+
+fn audit(args: AuditArgs) -> Result<(), CliError> {
+    if let Some(file) = &args.file {
+        return audit_file(file, &args);
+    }
+    Err(CliError::Usage(
+        "audit without --file needs the database mode, which this build does not have yet; \
+         pass --file EXPORT"
+            .into(),
+    ))
+}
+
+fn audit_file(file: &std::path::Path, args: &AuditArgs) -> Result<(), CliError> {
+    use crate::audit::file::{run, Verdict};
+    match run(file, args.format, args.output).map_err(|e| CliError::Usage(e.to_string()))? {
+        Verdict::Clean => Ok(()),
+        Verdict::Duplicates { groups } => Err(CliError::Failed(format!(
+            "{groups} duplicate groups found in {}",
+            file.display()
+        ))),
+        Verdict::Incomplete { unreadable } => Err(CliError::Usage(format!(
+            "{unreadable} records of {} could not be read: the audit is incomplete",
+            file.display()
+        ))),
+    }
 }
 
 async fn check_history(args: CheckArgs) -> Result<(), CliError> {

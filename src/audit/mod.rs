@@ -3,4 +3,5 @@
 //! [`counts`] says what the three numbers every audit reports mean.
 
 pub mod counts;
+pub mod file;
 pub mod scan;

@@ -194,6 +194,16 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
+/// A progress bar over a file's bytes, on stderr; reading the file gives it its length.
+pub fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::no_length();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Reads `path` as `format`, handing each record to `on_record` as it is read.
 pub fn read(
     path: &Path,

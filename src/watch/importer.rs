@@ -72,12 +72,8 @@ fn pass(
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(0)
+        import::progress_bar()
     };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
     let mut bad = Vec::new();
     let mut records = 0;
     import::read_with_progress(&args.file, format, Some(&bar), |record| {
