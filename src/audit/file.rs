@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::counts::Counts;
 use super::scan::{Findings, Scan};
+use super::skim::skim;
 use crate::detect::reconcile::same_double_booking_once;
 use crate::detect::{Duplicate, DuplicateKind, Group};
 use crate::domain::FieldError;
@@ -150,13 +151,12 @@ pub fn audit_file(
     let findings = match format {
         Format::Jsonl => {
             import::read_lines(path, progress, |line| {
-                let read = serde_json::from_slice::<SlotFields<'_>>(line.text)
-                    .map_err(|e| import::line_error(line.text, &e))
-                    .and_then(|fields| {
-                        add(&mut scan, &fields, line.offset)
-                            .map(|_occupying| ())
-                            .map_err(|e| e.to_string())
-                    });
+                let read = line_fields(line.text).and_then(|fields| {
+                    // The line is found again by its offset, should its id be needed.
+                    add(&mut scan, &fields, line.offset)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
                 if let Err(reason) = read {
                     unreadable.add(Position::Line(line.number), reason);
                 }
@@ -215,12 +215,23 @@ fn add<'f>(
     Ok(held.occupying.then_some(id))
 }
 
+/// The fields of a JSON Lines line: skimmed, or read by serde_json when the skim is
+/// not sure (which also says what is wrong with a bad line).
+fn line_fields(line: &[u8]) -> Result<SlotFields<'_>, String> {
+    let text = std::str::from_utf8(line)
+        .map_err(|e| format!("is not UTF-8 text (column {})", e.valid_up_to() + 1))?;
+    match skim(text) {
+        Some(fields) => Ok(fields),
+        None => serde_json::from_str(text).map_err(|e| import::line_error(line, &e)),
+    }
+}
+
 /// The ids of the JSON Lines records at `offsets`, read again.
 fn ids_at(path: &Path, offsets: &[u64]) -> Result<Vec<String>, FileAuditError> {
     let mut ids = Vec::with_capacity(offsets.len());
     let mut changed = None;
     import::read_lines_at(path, offsets, |offset, line| {
-        let fields = serde_json::from_slice::<SlotFields<'_>>(line).ok();
+        let fields = line_fields(line).ok();
         match fields.as_ref().and_then(|f| kloqo::appointment_id(f).ok()) {
             Some(id) => ids.push(id.to_owned()),
             None => {

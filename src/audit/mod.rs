@@ -5,3 +5,4 @@
 pub mod counts;
 pub mod file;
 pub mod scan;
+pub mod skim;

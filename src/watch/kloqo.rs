@@ -182,7 +182,7 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
 /// their names in Kloqo's documents and in the API. `null` counts as absent, as
 /// Firestore exports write deleted or unset fields as `null` (`bufferedAt: null` in
 /// the samples). Deserialized straight from a JSON Lines line, other fields skipped.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotFields<'a> {
     #[serde(borrow)]
@@ -212,18 +212,29 @@ impl<'a> SlotFields<'a> {
     }
 
     fn of(fields: &'a Map<String, Value>) -> Self {
-        let field = |name| get(fields, name).map(Json::from);
-        SlotFields {
-            id: field("id"),
-            clinic_id: field("clinicId"),
-            doctor_id: field("doctorId"),
-            date: field("date"),
-            slot_index: field("slotIndex"),
-            status: field("status"),
-            token_number: field("tokenNumber"),
-            booked_via: field("bookedVia"),
-            cancelled_by_break: field("cancelledByBreak"),
+        let mut slot_fields = SlotFields::default();
+        for (name, value) in fields {
+            if let Some(field) = slot_fields.field_mut(name) {
+                *field = Some(value).filter(|v| !v.is_null()).map(Json::from);
+            }
         }
+        slot_fields
+    }
+
+    /// Where the field named `name` goes, when it is one of these.
+    pub fn field_mut(&mut self, name: &str) -> Option<&mut Option<Json<'a>>> {
+        Some(match name {
+            "id" => &mut self.id,
+            "clinicId" => &mut self.clinic_id,
+            "doctorId" => &mut self.doctor_id,
+            "date" => &mut self.date,
+            "slotIndex" => &mut self.slot_index,
+            "status" => &mut self.status,
+            "tokenNumber" => &mut self.token_number,
+            "bookedVia" => &mut self.booked_via,
+            "cancelledByBreak" => &mut self.cancelled_by_break,
+            _ => return None,
+        })
     }
 }
 
@@ -332,8 +343,7 @@ fn string<'v>(field: &str, value: &'v Json<'_>) -> Result<&'v str, FieldError> {
 
 /// A document id: checked, not copied (most are never needed again).
 fn document_id<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
-    let chars = raw.chars().count();
-    if chars == 0 || chars > MAX_DOCUMENT_ID_CHARS || raw.chars().any(char::is_control) {
+    if raw.is_empty() || !short_plain_text(raw, MAX_DOCUMENT_ID_CHARS) {
         return Err(FieldError::new(
             field,
             format!("must be 1 to {MAX_DOCUMENT_ID_CHARS} characters with no control characters"),
@@ -345,13 +355,22 @@ fn document_id<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
 /// A label kept as the app wrote it (not trimmed: the mirror is verbatim), but bounded
 /// and free of control characters since it ends up in alerts and logs.
 fn label<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
-    if raw.chars().count() > MAX_LABEL_CHARS || raw.chars().any(char::is_control) {
+    if !short_plain_text(raw, MAX_LABEL_CHARS) {
         return Err(FieldError::new(
             field,
             format!("must be at most {MAX_LABEL_CHARS} characters with no control characters"),
         ));
     }
     Ok(raw)
+}
+
+/// At most `max` characters, none of them a control character.
+fn short_plain_text(raw: &str, max: usize) -> bool {
+    // Ids and labels are nearly always ASCII, where bytes are characters: one pass.
+    if raw.is_ascii() {
+        return raw.len() <= max && !raw.bytes().any(|b| b.is_ascii_control());
+    }
+    raw.chars().count() <= max && !raw.chars().any(char::is_control)
 }
 
 /// A whole number as JSON holds it. `5.0` is accepted: JavaScript and Python writers
