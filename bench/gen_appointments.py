@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a JSON Lines export of appointments for bench/audit_file.sh, independent of
-slotguard: API field names (camelCase) plus fields slotguard does not read (as real
-exports carry), Kloqo-style tokens, about 8 % cancelled or no-show, a few break
+slotguard: the API's fields (camelCase, RFC 3339 times) plus four of Kloqo's that
+the API does not have, as a real export carries them, Kloqo-style tokens, about 8 % cancelled or no-show, a few break
 placeholders, and exactly --duplicates double bookings (a second occupying
 appointment copied into a taken slot with its token). Lines are in random order, as a
 Firestore export ordered by document id is.
@@ -73,15 +73,19 @@ def appointment(rng, clinic, doctor, date, session, slot, token, status, stamp, 
         "patientName": rng.choice(["Anu A.", "Biju K.", "Chitra M.", "Deepa R.", "Hari P."]),
         "patientPhone": "+91" + "".join(rng.choices(string.digits, k=10)),
         "bookedVia": booked_via or rng.choice(["Online", "Phone", "Walk-in"]),
-        "createdAt": {"_seconds": created, "_nanoseconds": 0},
-        "updatedAt": {"_seconds": created + 60, "_nanoseconds": 0},
-        # Fields the audit does not read.
+        "createdAt": rfc3339(created),
+        "updatedAt": rfc3339(created + 60),
+        "previousAppointmentId": None,
+        # Fields of Kloqo's documents that the API does not have.
         "department": "General Medicine",
         "age": rng.randrange(1, 90),
         "place": rng.choice(["Kochi", "Calicut", "Thrissur"]),
         "walkInPatientsAhead": {"count": rng.randrange(5), "list": []},
-        "bufferedAt": None,
     }
+
+
+def rfc3339(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def main():

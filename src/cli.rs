@@ -305,11 +305,11 @@ fn audit_file(file: &std::path::Path, args: &AuditArgs) -> Result<(), CliError> 
     match run(file, args.format, args.output).map_err(|e| CliError::Usage(e.to_string()))? {
         Verdict::Clean => Ok(()),
         Verdict::Duplicates { groups } => Err(CliError::Failed(format!(
-            "{groups} duplicate groups found in {}",
+            "{}: duplicate groups found: {groups}",
             file.display()
         ))),
         Verdict::Incomplete { unreadable } => Err(CliError::Usage(format!(
-            "{unreadable} records of {} could not be read: the audit is incomplete",
+            "{}: records that could not be read: {unreadable}; the audit is incomplete",
             file.display()
         ))),
     }

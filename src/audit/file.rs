@@ -218,12 +218,12 @@ fn add<'f>(
 /// The fields of a JSON Lines line: skimmed, or read by serde_json when the skim is
 /// not sure (which also says what is wrong with a bad line).
 fn line_fields(line: &[u8]) -> Result<SlotFields<'_>, String> {
+    if let Some(fields) = skim(line) {
+        return Ok(fields);
+    }
     let text = std::str::from_utf8(line)
         .map_err(|e| format!("is not UTF-8 text (column {})", e.valid_up_to() + 1))?;
-    match skim(text) {
-        Some(fields) => Ok(fields),
-        None => serde_json::from_str(text).map_err(|e| import::line_error(line, &e)),
-    }
+    serde_json::from_str(text).map_err(|e| import::line_error(line, &e))
 }
 
 /// The ids of the JSON Lines records at `offsets`, read again.
@@ -299,8 +299,8 @@ fn summary(audit: &FileAudit) -> String {
         affected_rows,
     } = audit.findings.counts;
     format!(
-        "{} ({}): {appointments_checked} appointments checked, {duplicate_groups} duplicate groups, \
-         {extra_rows} extra rows, {affected_rows} affected rows, {} unreadable records",
+        "{} ({}): appointments checked {appointments_checked}, duplicate groups {duplicate_groups}, \
+         extra rows {extra_rows}, affected rows {affected_rows}, unreadable records {}",
         audit.path.display(),
         audit.format,
         audit.unreadable.count
@@ -312,7 +312,12 @@ fn table(audit: &FileAudit) -> String {
     out.push_str("\n\n");
     let groups = listed_groups(&audit.findings);
     if groups.is_empty() {
-        out.push_str("No slot or token is held by two occupying appointments.\n");
+        out.push_str("No slot or token is held by two occupying appointments");
+        out.push_str(if audit.unreadable.count > 0 {
+            " among the records read.\n"
+        } else {
+            ".\n"
+        });
     } else {
         let mut rows =
             vec![["clinic", "doctor", "date", "kind", "key", "members"].map(String::from)];

@@ -13,16 +13,25 @@ use crate::watch::kloqo::{Json, SlotFields};
 /// Deeper than this is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 64;
 
-/// The fields of `line` if it is one valid JSON object this reader is sure about.
-pub fn skim(line: &str) -> Option<SlotFields<'_>> {
+/// The fields of `line` if it is one valid JSON object, in UTF-8, this reader is sure
+/// about.
+pub fn skim(line: &[u8]) -> Option<SlotFields<'_>> {
+    // A CRLF file's lines end in `\r`. Other control characters are rare: whitespace
+    // tabs, or errors inside strings. Refusing them here leaves strings only `"` and
+    // `\` to look for.
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if has_control_character(line) {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
     let mut skim = Skim {
-        text: line,
-        bytes: line.as_bytes(),
+        text,
+        bytes: line,
         at: 0,
     };
     let mut fields = SlotFields::default();
-    // Which of the fields read have been met (even as `null`): once each.
-    let mut met = Vec::with_capacity(9);
+    // The fields read met so far (even as `null`), a bit each: each may come once.
+    let mut met = 0u16;
     skim.whitespace();
     skim.expect(b'{')?;
     skim.whitespace();
@@ -37,13 +46,13 @@ pub fn skim(line: &str) -> Option<SlotFields<'_>> {
             skim.whitespace();
             skim.expect(b':')?;
             skim.whitespace();
-            match fields.field_mut(name) {
-                Some(field) => {
-                    if met.contains(&name) {
+            match field_index(name.as_bytes()) {
+                Some(index) => {
+                    if met & (1 << index) != 0 {
                         return None;
                     }
-                    met.push(name);
-                    *field = skim.field_value()?;
+                    met |= 1 << index;
+                    *fields.field_at(index)? = skim.field_value()?;
                 }
                 None => skim.value(0)?,
             }
@@ -59,6 +68,25 @@ pub fn skim(line: &str) -> Option<SlotFields<'_>> {
     (skim.at == skim.bytes.len()).then_some(fields)
 }
 
+/// Which of [`SlotFields::NAMES`] `name` is. By length first: every comparison left is
+/// then of a known size, which compiles to a load or two rather than a call.
+fn field_index(name: &[u8]) -> Option<usize> {
+    let index = match name {
+        b"id" => 0,
+        b"clinicId" => 1,
+        b"doctorId" => 2,
+        b"date" => 3,
+        b"slotIndex" => 4,
+        b"status" => 5,
+        b"tokenNumber" => 6,
+        b"bookedVia" => 7,
+        b"cancelledByBreak" => 8,
+        _ => return None,
+    };
+    Some(index)
+}
+
+/// A line being read, as text and as bytes; `at` is the next byte.
 struct Skim<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -90,8 +118,8 @@ impl<'a> Skim<'a> {
                 let (text, escaped) = self.string()?;
                 if escaped {
                     // Rare: let serde_json undo the escapes.
-                    let quoted = &self.text[start..self.at];
-                    Json::Str(Cow::Owned(serde_json::from_str(quoted).ok()?))
+                    let quoted = &self.bytes[start..self.at];
+                    Json::Str(Cow::Owned(serde_json::from_slice(quoted).ok()?))
                 } else {
                     Json::Str(Cow::Borrowed(text))
                 }
@@ -100,7 +128,7 @@ impl<'a> Skim<'a> {
                 if !self.number()? {
                     return None;
                 }
-                Json::Int(self.text[start..self.at].parse().ok()?)
+                Json::Int(self.text.get(start..self.at)?.parse().ok()?)
             }
             b'{' | b'[' => {
                 self.value(0)?;
@@ -159,8 +187,7 @@ impl<'a> Skim<'a> {
     }
 
     /// A string from its opening quote: its text (escapes as written) and whether it
-    /// has escapes. Control characters are refused, as JSON wants them escaped; the
-    /// line is already known to be UTF-8.
+    /// has escapes. The line is known to be UTF-8 with no control characters.
     fn string(&mut self) -> Option<(&'a str, bool)> {
         if self.next()? != b'"' {
             return None;
@@ -168,19 +195,14 @@ impl<'a> Skim<'a> {
         let start = self.at;
         let mut escaped = false;
         loop {
-            self.at += plain_prefix(&self.bytes[self.at..]);
-            match *self.bytes.get(self.at)? {
-                b'"' => {
-                    self.at += 1;
-                    return Some((&self.text[start..self.at - 1], escaped));
-                }
-                b'\\' => {
-                    escaped = true;
-                    self.escape()?;
-                }
-                0x00..=0x1f => return None,
-                _ => self.at += 1,
+            self.at += quote_or_backslash(&self.bytes[self.at..])?;
+            if self.bytes[self.at] == b'"' {
+                self.at += 1;
+                // Quotes are ASCII, so both ends are character boundaries.
+                return Some((self.text.get(start..self.at - 1)?, escaped));
             }
+            escaped = true;
+            self.escape()?;
         }
     }
 
@@ -262,25 +284,39 @@ enum Literal {
     Null,
 }
 
-/// How many bytes at the start of `bytes` need no look inside a string: not `"`,
-/// not `\`, not a control character. Eight at a time while it can.
-fn plain_prefix(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte of `x` below `n`, for n ≤ 0x80; a byte after one that
-    // is flagged may be flagged too, which only sends the caller to look closer.
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
-    let mut plain = 0;
-    while let Some(word) = bytes[plain..].first_chunk::<8>() {
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` below `n` (n ≤ 0x80), and maybe of bytes after
+/// such a byte (a borrow), never of a byte before the first one: the lowest flagged
+/// byte is exact. Bytes of 0x80 and up are never flagged.
+fn bytes_below(word: u64, n: u64) -> u64 {
+    word.wrapping_sub(ONES * n) & !word & HIGH
+}
+
+/// Whether any byte is below 0x20. Eight at a time: lines are hundreds of bytes.
+fn has_control_character(bytes: &[u8]) -> bool {
+    let (words, tail) = bytes.as_chunks::<8>();
+    words
+        .iter()
+        .any(|word| bytes_below(u64::from_le_bytes(*word), 0x20) != 0)
+        || tail.iter().any(|b| *b < 0x20)
+}
+
+/// Where the first `"` or `\` is. Eight bytes at a time: strings are most of a line,
+/// and too short for a SIMD search to pay for its call.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    let (words, tail) = bytes.as_chunks::<8>();
+    for (i, word) in words.iter().enumerate() {
         let word = u64::from_le_bytes(*word);
-        let special =
-            below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1) | below(word, 0x20);
-        if special != 0 {
-            return plain + (special.trailing_zeros() / 8) as usize;
+        let found = bytes_below(word ^ (ONES * u64::from(b'"')), 1)
+            | bytes_below(word ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
         }
-        plain += 8;
     }
-    plain
+    let in_tail = tail.iter().position(|b| matches!(b, b'"' | b'\\'))?;
+    Some(words.len() * 8 + in_tail)
 }
 
 #[cfg(test)]
@@ -298,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_full_document_reads_as_serde_json_reads_it() {
-        let skimmed = skim(LINE).expect("a plain line");
+        let skimmed = skim(LINE.as_bytes()).expect("a plain line");
         assert_eq!(Some(&skimmed), serde(LINE).as_ref());
         assert_eq!(skimmed.slot_index, Some(Json::Int(25)));
         assert_eq!(skimmed.cancelled_by_break, Some(Json::Bool(false)));
@@ -310,8 +346,16 @@ mod tests {
             r#"{"id": "\u00e9t\u00e9"}"#,
             "{\"id\": \"ünïcode ✓\"}",
         ] {
-            assert_eq!(skim(line), serde(line), "{line}");
+            assert_eq!(skim(line.as_bytes()), serde(line), "{line}");
         }
+    }
+
+    #[test]
+    fn the_names_matched_are_those_of_slot_fields() {
+        for (index, name) in SlotFields::NAMES.iter().enumerate() {
+            assert_eq!(field_index(name.as_bytes()), Some(index), "{name}");
+        }
+        assert_eq!(field_index(b"slotindex"), None);
     }
 
     #[test]
@@ -338,19 +382,9 @@ mod tests {
             r#"{"sl\u006ftIndex": 5}"#,
             &format!("{{\"x\": {}{}}}", "[".repeat(100), "]".repeat(100)),
         ] {
-            assert_eq!(skim(line), None, "{line}");
+            assert_eq!(skim(line.as_bytes()), None, "{line}");
         }
-    }
-
-    /// Where `plain_prefix` must stop: at the first special byte if a whole word
-    /// holds it, else where the last whole word ends (the caller goes on bytewise).
-    fn expected_plain_prefix(bytes: &[u8]) -> usize {
-        let words_end = bytes.len() / 8 * 8;
-        let first_special = bytes
-            .iter()
-            .position(|b| matches!(b, b'"' | b'\\' | 0..=0x1f))
-            .unwrap_or(bytes.len());
-        first_special.min(words_end)
+        assert_eq!(skim(b"{\"id\": \"caf\xe9\"}"), None, "not UTF-8");
     }
 
     fn mutated_line() -> impl Strategy<Value = String> {
@@ -407,10 +441,17 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
         #[test]
-        fn plain_prefix_stops_at_the_first_quote_backslash_or_control_character(
-            bytes in prop::collection::vec(prop::sample::select(vec![b'a', b'"', b'\\', 0, 0x1f, b' ', 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xe9, 0xff]), 0..40)
+        fn control_characters_are_found_wherever_they_are(
+            bytes in prop::collection::vec(prop::sample::select(vec![b'a', b'"', 0, 0x1f, 0x20, 0x7f, 0x80, 0x9f, 0xe9, 0xff]), 0..40)
         ) {
-            prop_assert_eq!(plain_prefix(&bytes), expected_plain_prefix(&bytes));
+            prop_assert_eq!(has_control_character(&bytes), bytes.iter().any(|b| *b < 0x20));
+        }
+
+        #[test]
+        fn the_first_quote_or_backslash_is_found_wherever_it_is(
+            bytes in prop::collection::vec(prop::sample::select(vec![b'a', b'"', b'\\', 0x21, 0x5b, 0x5d, 0x5c ^ 0x80, 0xa2, 0xff]), 0..40)
+        ) {
+            prop_assert_eq!(quote_or_backslash(&bytes), bytes.iter().position(|b| matches!(b, b'"' | b'\\')));
         }
 
         /// The fast path never decides a line's fate otherwise than serde_json would:
@@ -418,7 +459,7 @@ mod tests {
         /// leaves alone.
         #[test]
         fn a_damaged_line_is_read_as_serde_json_reads_it_or_left_to_it(line in mutated_line()) {
-            if let Some(skimmed) = skim(&line) {
+            if let Some(skimmed) = skim(line.as_bytes()) {
                 prop_assert_eq!(Some(skimmed), serde(&line), "{}", line);
             }
         }

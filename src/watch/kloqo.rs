@@ -221,18 +221,38 @@ impl<'a> SlotFields<'a> {
         slot_fields
     }
 
+    /// The names of these fields as documents spell them, in the order of
+    /// [`SlotFields::field_at`].
+    pub const NAMES: [&'static str; 9] = [
+        "id",
+        "clinicId",
+        "doctorId",
+        "date",
+        "slotIndex",
+        "status",
+        "tokenNumber",
+        "bookedVia",
+        "cancelledByBreak",
+    ];
+
     /// Where the field named `name` goes, when it is one of these.
     pub fn field_mut(&mut self, name: &str) -> Option<&mut Option<Json<'a>>> {
-        Some(match name {
-            "id" => &mut self.id,
-            "clinicId" => &mut self.clinic_id,
-            "doctorId" => &mut self.doctor_id,
-            "date" => &mut self.date,
-            "slotIndex" => &mut self.slot_index,
-            "status" => &mut self.status,
-            "tokenNumber" => &mut self.token_number,
-            "bookedVia" => &mut self.booked_via,
-            "cancelledByBreak" => &mut self.cancelled_by_break,
+        let index = Self::NAMES.iter().position(|n| *n == name)?;
+        self.field_at(index)
+    }
+
+    /// The field named `NAMES[index]`.
+    pub fn field_at(&mut self, index: usize) -> Option<&mut Option<Json<'a>>> {
+        Some(match index {
+            0 => &mut self.id,
+            1 => &mut self.clinic_id,
+            2 => &mut self.doctor_id,
+            3 => &mut self.date,
+            4 => &mut self.slot_index,
+            5 => &mut self.status,
+            6 => &mut self.token_number,
+            7 => &mut self.booked_via,
+            8 => &mut self.cancelled_by_break,
             _ => return None,
         })
     }
@@ -366,9 +386,9 @@ fn label<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
 
 /// At most `max` characters, none of them a control character.
 fn short_plain_text(raw: &str, max: usize) -> bool {
-    // Ids and labels are nearly always ASCII, where bytes are characters: one pass.
-    if raw.is_ascii() {
-        return raw.len() <= max && !raw.bytes().any(|b| b.is_ascii_control());
+    // Ids and labels are nearly always printable ASCII, where bytes are characters.
+    if raw.len() <= max && raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return true;
     }
     raw.chars().count() <= max && !raw.chars().any(char::is_control)
 }
@@ -599,6 +619,20 @@ pub(super) mod tests {
             documents > 200 && breaks == 4,
             "{documents} documents, {breaks} breaks"
         );
+    }
+
+    #[test]
+    fn each_field_name_is_the_one_serde_reads_into_that_field() {
+        for (index, name) in SlotFields::NAMES.iter().enumerate() {
+            let line = format!("{{\"{name}\": 7}}");
+            let mut read: SlotFields<'_> = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                read.field_at(index),
+                Some(&mut Some(Json::Int(7))),
+                "{name}"
+            );
+            assert_eq!(read.field_mut(name), Some(&mut Some(Json::Int(7))));
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_file;
 mod booking;
 mod detection;
 mod inputs;
