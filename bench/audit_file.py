@@ -10,6 +10,7 @@ from the page cache; the best of --runs is kept.
 
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def main():
     size = os.path.getsize(args.file)
 
     seconds, done = best(args.runs, pin + [args.slotguard, "audit", "--file", args.file, "--output", "json"])
+    # Only slotguard has run as a child so far: its peak memory.
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if done.returncode not in (0, 1):
         sys.exit(f"slotguard audit failed: {done.stderr}")
     report = json.loads(done.stdout)
@@ -95,10 +98,12 @@ def main():
     print(f"file: {args.file} ({size / 1e9:.2f} GB, {records} records)")
     print(f"slotguard audit --file (1 core): {slotguard:,.0f} records/s, "
           f"{report['counts']['duplicateGroups']} duplicate groups "
-          f"({report['counts']['extraRows']} extra rows, {report['counts']['affectedRows']} affected)")
-    print(f"DuckDB, 1 thread:                {one[0]:,.0f} records/s, "
+          f"({report['counts']['extraRows']} extra rows, {report['counts']['affectedRows']} affected), "
+          f"{seconds:.2f} s, peak {peak_mb:.0f} MB")
+    print(f"DuckDB, 1 thread:                {one[0]:,.0f} records/s, {one[1]['seconds']:.2f} s, "
           f"{one[1]['slot_groups']} slot + {one[1]['token_groups']} token groups")
-    print(f"DuckDB, {all_threads[1]['threads']} threads (default):     {all_threads[0]:,.0f} records/s")
+    print(f"DuckDB, {all_threads[1]['threads']} threads (default):     {all_threads[0]:,.0f} records/s, "
+          f"{all_threads[1]['seconds']:.2f} s")
     print(f"ratio slotguard / DuckDB 1 thread:   {slotguard / one[0]:.2f}")
     print(f"ratio slotguard / DuckDB {all_threads[1]['threads']} threads:  {slotguard / all_threads[0]:.2f}")
 
