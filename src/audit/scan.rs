@@ -26,16 +26,11 @@ pub struct Scan {
     clinics: Numbered<ClinicId>,
     doctors: Numbered<DoctorId>,
     tokens: Numbered<String>,
-    /// Each doctor-day (clinic, doctor, date) and its number.
-    days: FxHashMap<DayKey, u32>,
-    /// The doctor-day of each number.
-    day_keys: Vec<DayKey>,
-    /// The occupying appointments of each doctor-day.
-    occupants: Vec<Vec<Occupant>>,
+    /// The occupying appointments of each doctor-day (clinic, doctor, date). The list
+    /// sits beside its key, so finding where to add one costs one cache miss, not two.
+    days: FxHashMap<(u32, u32, NaiveDate), Vec<Occupant>>,
     checked: u64,
 }
-
-type DayKey = (u32, u32, NaiveDate);
 
 /// An occupying appointment: its slot, its token's number (or [`NO_TOKEN`]), and the
 /// row its reader finds it again by.
@@ -108,17 +103,14 @@ impl Scan {
             Some(token) => self.tokens.number(token, |raw| Ok(raw.to_owned()))?,
             None => NO_TOKEN,
         };
-        let key = (clinic, doctor, held.date);
-        let day = *self.days.entry(key).or_insert_with(|| {
-            self.day_keys.push(key);
-            self.occupants.push(Vec::new());
-            (self.day_keys.len() - 1) as u32
-        });
-        self.occupants[day as usize].push(Occupant {
-            slot: held.slot_index,
-            token,
-            row,
-        });
+        self.days
+            .entry((clinic, doctor, held.date))
+            .or_default()
+            .push(Occupant {
+                slot: held.slot_index,
+                token,
+                row,
+            });
         Ok(())
     }
 
@@ -130,7 +122,7 @@ impl Scan {
         ids_of: impl FnOnce(&[u64]) -> Result<Vec<String>, E>,
     ) -> Result<Findings, E> {
         let mut found = Vec::new();
-        for (day, mut occupants) in self.occupants.into_iter().enumerate() {
+        for (day, mut occupants) in self.days {
             occupants.sort_unstable_by_key(|o| o.slot);
             for held_twice in occupants.chunk_by(|a, b| a.slot == b.slot) {
                 if held_twice.len() > 1 {
@@ -170,7 +162,7 @@ impl Scan {
             if members.len() < 2 {
                 continue;
             }
-            let (clinic, doctor, date) = self.day_keys[day];
+            let (clinic, doctor, date) = day;
             let group = Group {
                 clinic_id: self.clinics.values[clinic as usize].clone(),
                 doctor_id: self.doctors.values[doctor as usize].clone(),
