@@ -1,8 +1,9 @@
 //! Duplicate slots and tokens found in one pass over any number of appointments.
 //! Each appointment costs a few lookups under compact integer keys (clinic, doctor and
-//! token numbered on first sight, each doctor-day numbered), so millions of rows need
-//! no more than their slot, token and a place to find them again; only the rare keys
-//! held twice become [`Duplicate`]s, whose members' ids are asked for at the end.
+//! token numbered on first sight, a doctor-day keyed by those numbers and its date),
+//! so millions of rows need no more than 16 bytes each (slot, token, and where to find
+//! them again); only the rare keys held twice become [`Duplicate`]s, whose members' ids
+//! are asked for at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 
