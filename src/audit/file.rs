@@ -151,7 +151,8 @@ pub fn audit_file(
     let findings = match format {
         Format::Jsonl => {
             import::read_lines(path, progress, |line| {
-                let read = line_fields(line.text).and_then(|fields| {
+                let mut fields = SlotFields::default();
+                let read = line_fields(line.text, &mut fields).and_then(|()| {
                     // The line is found again by its offset, should its id be needed.
                     add(&mut scan, &fields, line.offset)
                         .map(drop)
@@ -217,13 +218,14 @@ fn add<'f>(
 
 /// The fields of a JSON Lines line: skimmed, or read by serde_json when the skim is
 /// not sure (which also says what is wrong with a bad line).
-fn line_fields(line: &[u8]) -> Result<SlotFields<'_>, String> {
-    if let Some(fields) = skim(line) {
-        return Ok(fields);
+fn line_fields<'l>(line: &'l [u8], fields: &mut SlotFields<'l>) -> Result<(), String> {
+    if skim(line, fields).is_some() {
+        return Ok(());
     }
     let text = std::str::from_utf8(line)
         .map_err(|e| format!("is not UTF-8 text (column {})", e.valid_up_to() + 1))?;
-    serde_json::from_str(text).map_err(|e| import::line_error(line, &e))
+    *fields = serde_json::from_str(text).map_err(|e| import::line_error(line, &e))?;
+    Ok(())
 }
 
 /// The ids of the JSON Lines records at `offsets`, read again.
@@ -231,8 +233,9 @@ fn ids_at(path: &Path, offsets: &[u64]) -> Result<Vec<String>, FileAuditError> {
     let mut ids = Vec::with_capacity(offsets.len());
     let mut changed = None;
     import::read_lines_at(path, offsets, |offset, line| {
-        let fields = line_fields(line).ok();
-        match fields.as_ref().and_then(|f| kloqo::appointment_id(f).ok()) {
+        let mut fields = SlotFields::default();
+        let read = line_fields(line, &mut fields).is_ok();
+        match read.then(|| kloqo::appointment_id(&fields).ok()).flatten() {
             Some(id) => ids.push(id.to_owned()),
             None => {
                 changed.get_or_insert(offset);
