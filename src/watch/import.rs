@@ -989,12 +989,18 @@ mod tests {
 
     #[test]
     fn lines_come_with_numbers_and_offsets_that_find_them_again_across_reads() {
-        // More than two buffers, so lines straddle reads; with a byte order mark, CRLF
-        // and blank lines, and no newline at the end.
+        // Lines straddle reads, one is longer than a whole read; with a byte order
+        // mark, CRLF and blank lines, and no newline at the end.
         let mut content = UTF8_BOM.to_vec();
-        let mut expected = Vec::new();
-        let mut number = 1u64;
-        while content.len() < 2 * BUFFER_BYTES + 1000 {
+        let long = format!(
+            r#"{{"id": "long", "pad": "{}"}}"#,
+            "y".repeat(BUFFER_BYTES * 3 / 2)
+        );
+        let mut expected = vec![(1, content.len() as u64, long.clone().into_bytes())];
+        content.extend_from_slice(long.as_bytes());
+        content.push(b'\n');
+        let mut number = 2u64;
+        while content.len() < 4 * BUFFER_BYTES + 1000 {
             if number.is_multiple_of(7) {
                 content.extend_from_slice(b"  \r\n");
             } else {
