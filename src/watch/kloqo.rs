@@ -181,7 +181,8 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
 /// The fields of an appointment document that say which slot and token it holds, by
 /// their names in Kloqo's documents and in the API. `null` counts as absent, as
 /// Firestore exports write deleted or unset fields as `null` (`bufferedAt: null` in
-/// the samples). Deserialized straight from a JSON Lines line, other fields skipped.
+/// the samples). Read straight from a JSON Lines line, other fields skipped, by
+/// `audit::skim` or, where it is unsure, by serde.
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotFields<'a> {
