@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Writes a JSON Lines export of appointments for bench/audit_file.sh, independent of
 slotguard: the API's fields (camelCase, RFC 3339 times) plus four of Kloqo's that
-the API does not have, as a real export carries them, Kloqo-style tokens, about 8 % cancelled or no-show, a few break
-placeholders, and exactly --duplicates double bookings (a second occupying
-appointment copied into a taken slot with its token). Lines are in random order, as a
-Firestore export ordered by document id is.
+the API does not have, as a real export carries them; Kloqo-style tokens, about 8 %
+cancelled or no-show, a few break placeholders, and exactly --duplicates double
+bookings (a second occupying appointment copied into a taken slot with its token).
+Lines are in random order, as a Firestore export ordered by document id is.
 
     gen_appointments.py OUT.jsonl [--records N] [--duplicates D] [--seed S]
 
