@@ -43,8 +43,9 @@ pub enum Command {
     Loadtest(Box<crate::loadtest::LoadtestArgs>),
     /// Check a load run's history against the database (exit 0 only when clean).
     Check(CheckArgs),
-    /// Audit days for double bookings now, as the nightly audit does (exit 0 clean,
-    /// 1 duplicates found, 2 bad input or no answer).
+    /// Audit appointments for duplicate slots and tokens, in the database (as the
+    /// nightly audit does) or in an export file: exit 0 clean, 1 duplicates found, 2
+    /// bad input or input that cannot be (wholly) read.
     Audit(AuditArgs),
     /// Reports: `report weekly` prints a week's report (stored weeks read the same).
     Report {
@@ -89,21 +90,28 @@ pub enum ReportCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// One local date to audit, YYYY-MM-DD. [default: each clinic's today]
+    /// Export file to audit, no database needed: Kloqo export JSON (an array of
+    /// documents), JSON Lines or CSV, with the API's camelCase field names.
+    #[arg(long, conflicts_with_all = ["date", "from", "to", "clinic"])]
+    pub file: Option<PathBuf>,
+    /// The file's format [default: by extension, else by its first bytes].
+    #[arg(long, value_enum, requires = "file")]
+    pub format: Option<crate::watch::import::Format>,
+    /// Database mode: one local date to audit, YYYY-MM-DD. [default: each clinic's today]
     #[arg(long, conflicts_with_all = ["from", "to"])]
     pub date: Option<String>,
-    /// First local date of a range (with --to; at most 366 days).
+    /// Database mode: first local date of a range (with --to; at most 366 days).
     #[arg(long, requires = "to")]
     pub from: Option<String>,
-    /// Last local date of the range.
+    /// Database mode: last local date of the range.
     #[arg(long, requires = "from")]
     pub to: Option<String>,
-    /// Only this clinic. [default: every clinic]
+    /// Database mode: only this clinic. [default: every clinic]
     #[arg(long)]
     pub clinic: Option<String>,
-    /// How to print what was found.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: crate::audit::command::Output,
+    /// How to print the report on stdout.
+    #[arg(long, value_enum, default_value_t = crate::audit::Output::Table)]
+    pub output: crate::audit::Output,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -347,6 +355,28 @@ async fn watch_import(
 }
 
 async fn audit(args: AuditArgs) -> Result<(), CliError> {
+    if let Some(file) = &args.file {
+        return audit_file(file, &args);
+    }
+    audit_database(args).await
+}
+
+fn audit_file(file: &std::path::Path, args: &AuditArgs) -> Result<(), CliError> {
+    use crate::audit::file::{run, Verdict};
+    match run(file, args.format, args.output).map_err(|e| CliError::Usage(e.to_string()))? {
+        Verdict::Clean => Ok(()),
+        Verdict::Duplicates { groups } => Err(CliError::Found(format!(
+            "{}: duplicate groups found: {groups}",
+            file.display()
+        ))),
+        Verdict::Incomplete { unreadable } => Err(CliError::Usage(format!(
+            "{}: records that could not be read: {unreadable}; the audit is incomplete",
+            file.display()
+        ))),
+    }
+}
+
+async fn audit_database(args: AuditArgs) -> Result<(), CliError> {
     use crate::audit::command::{self, AuditError, Selection};
     let usage = |e: crate::domain::FieldError| CliError::Usage(format!("--{e}"));
     let selection = Selection {

@@ -16,12 +16,15 @@ async fn main() {
             e.exit()
         }
         Err(e) => {
-            // One line: what was wrong. `--help` has the rest.
+            // One line: what was wrong (clap lists missing arguments on the lines
+            // after its first). `--help` has the rest.
             let rendered = e.render().to_string();
-            eprintln!(
-                "{} (see --help)",
-                rendered.lines().next().unwrap_or("invalid arguments")
-            );
+            let what: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+                .collect();
+            eprintln!("{} (see --help)", what.join(" "));
             std::process::exit(2);
         }
     };

@@ -7,20 +7,11 @@ use serde::Serialize;
 
 use super::counts::Counts;
 use super::runner::Auditor;
-use super::{findings, Finding};
+use super::{findings, Finding, Output};
 use crate::domain::{Clinic, ClinicId};
 use crate::metrics::stats::DateRange;
 use crate::store::audit::{AuditRun, Trigger};
 use crate::store::StoreError;
-
-/// How `slotguard audit` prints what it found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
-    Csv,
-}
 
 /// Every audited day and what it found.
 #[derive(Debug, Clone, Default, Serialize)]

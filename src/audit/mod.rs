@@ -4,9 +4,12 @@
 
 pub mod command;
 pub mod counts;
+pub mod file;
 pub mod report;
 pub mod runner;
+pub mod scan;
 pub mod schedule;
+pub mod skim;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,19 @@ use crate::detect::{Duplicate, DuplicateKind, Group, MemberRef};
 use crate::domain::schedule::parse_date;
 use crate::domain::FieldError;
 use crate::metrics::stats::DateRange;
+
+/// How `slotguard audit` prints its report on stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people: the counts, then one line per duplicate group.
+    #[default]
+    Table,
+    /// One JSON object: the counts and the groups with their member ids (and, for a
+    /// file, the records it could not read).
+    Json,
+    /// One row per duplicate group (per member and unreadable record for a file).
+    Csv,
+}
 
 /// One double booking as an audit lists it: a slot or token of a doctor-day and the
 /// appointments sharing it (ids only: the report may travel by email).

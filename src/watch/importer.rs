@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::import::{self, Format, Position};
 use super::kloqo::parse_document;
@@ -16,13 +16,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::detect::detector::{Detector, Settings};
 use crate::detect::FoundBy;
 use crate::store::{Store, StoreError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    Kloqo,
-    Jsonl,
-    Csv,
-}
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -33,7 +26,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
     /// The file's format [default: by extension, else by its first bytes].
     #[arg(long, value_enum)]
-    pub format: Option<FormatArg>,
+    pub format: Option<Format>,
     /// Import the good records and report the bad ones, instead of refusing the file.
     #[arg(long)]
     pub skip_bad: bool,
@@ -65,25 +58,6 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-fn format_of(args: &ImportArgs) -> Result<Format, ImportError> {
-    if let Some(f) = args.format {
-        return Ok(match f {
-            FormatArg::Kloqo => Format::Kloqo,
-            FormatArg::Jsonl => Format::Jsonl,
-            FormatArg::Csv => Format::Csv,
-        });
-    }
-    let head = std::fs::read(&args.file)
-        .map(|b| b.into_iter().take(4096).collect::<Vec<u8>>())
-        .map_err(|e| ImportError::Input(format!("cannot read {}: {e}", args.file.display())))?;
-    Format::detect(&args.file, &head).ok_or_else(|| {
-        ImportError::Input(format!(
-            "cannot tell the format of {}; pass --format",
-            args.file.display()
-        ))
-    })
-}
-
 fn position(p: &Position) -> String {
     p.to_string()
 }
@@ -98,12 +72,8 @@ fn pass(
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(0)
+        import::progress_bar()
     };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
     let mut bad = Vec::new();
     let mut records = 0;
     import::read_with_progress(&args.file, format, Some(&bar), |record| {
@@ -124,7 +94,10 @@ fn pass(
 pub async fn run(store: Arc<dyn Store>, args: &ImportArgs) -> Result<ImportReport, ImportError> {
     let source = crate::domain::ClinicId::parse("--source", &args.source)
         .map_err(|e| ImportError::Input(e.to_string()))?;
-    let format = format_of(args)?;
+    let format = match args.format {
+        Some(format) => format,
+        None => Format::of_file(&args.file).map_err(ImportError::Input)?,
+    };
     let (records, bad) = pass(args, format, true, |_| {})?;
     if !bad.is_empty() && !args.skip_bad {
         let listed: Vec<String> = bad

@@ -3,9 +3,13 @@
 //! spelling, two timestamp encodings), strict where detection depends on the value
 //! (ids, date, slot), and every error names the field as the document spells it.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Month, NaiveDate, Utc};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::WatchedAppointment;
@@ -26,8 +30,9 @@ const DATE_FORMS: &str = "must be a date written like \"18 January 2026\" or \"2
 /// Reads a document that carries its own `id` (an export file, a forwarded write).
 pub fn parse_document(doc: &Value) -> Result<WatchedAppointment, FieldError> {
     let fields = object(doc)?;
-    let id = document_id("id", required_str(fields, "id")?)?;
-    parse_fields(id, fields, doc)
+    let slot_fields = SlotFields::of(fields);
+    let id = appointment_id(&slot_fields)?.to_owned();
+    parse_fields(id, fields, &slot_fields, doc)
 }
 
 /// Reads a document whose id comes from elsewhere (the URL of `PUT …/{id}`). A body
@@ -35,59 +40,282 @@ pub fn parse_document(doc: &Value) -> Result<WatchedAppointment, FieldError> {
 /// document under one id while its body claims another.
 pub fn parse_document_with_id(id: &str, doc: &Value) -> Result<WatchedAppointment, FieldError> {
     let fields = object(doc)?;
+    let slot_fields = SlotFields::of(fields);
     let id = document_id("id", id)?;
-    if optional_str(fields, "id")?.is_some_and(|body_id| body_id != id) {
+    if optional_str(&slot_fields.id, "id")?.is_some_and(|body_id| body_id != id) {
         return Err(FieldError::new(
             "id",
             "must be the id in the URL, or be left out of the body",
         ));
     }
-    parse_fields(id, fields, doc)
+    parse_fields(id.to_owned(), fields, &slot_fields, doc)
 }
 
 fn parse_fields(
     id: String,
     fields: &Map<String, Value>,
+    slot_fields: &SlotFields<'_>,
     doc: &Value,
 ) -> Result<WatchedAppointment, FieldError> {
-    let clinic_id = ClinicId::parse("clinicId", required_str(fields, "clinicId")?)?;
-    let doctor_id = DoctorId::parse("doctorId", required_str(fields, "doctorId")?)?;
-    let date = kloqo_date("date", required_str(fields, "date")?)?;
+    let held = slot_holder(slot_fields)?;
+    let clinic_id = ClinicId::parse("clinicId", held.clinic_id)?;
+    let doctor_id = DoctorId::parse("doctorId", held.doctor_id)?;
     let session_index = get(fields, "sessionIndex")
-        .map(|v| index("sessionIndex", v))
+        .map(|v| index("sessionIndex", &Json::from(v)))
         .transpose()?;
-    let slot_index = index("slotIndex", required(fields, "slotIndex")?)?;
-    let status = label("status", required_str(fields, "status")?)?;
+    Ok(WatchedAppointment {
+        id,
+        clinic_id,
+        doctor_id,
+        date: held.date,
+        session_index,
+        slot_index: held.slot_index,
+        token_number: held.token_number.map(str::to_owned),
+        status: held.status.to_owned(),
+        occupying: held.occupying,
+        is_break: held.is_break,
+        booked_via: held.booked_via.map(str::to_owned),
+        created_at: timestamp(fields, "createdAt")?,
+        updated_at: timestamp(fields, "updatedAt")?,
+        document: doc.clone(),
+    })
+}
+
+/// A JSON value as the rules below read it: scalars as written, arrays and objects
+/// only by kind. Borrowed, so `audit --file` can read a line without building a tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// Any other number, including integers beyond `i64`.
+    Float(f64),
+    Str(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl Json<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "true or false",
+            Json::Int(_) | Json::Float(_) => "a number",
+            Json::Str(_) => "a string",
+            Json::Array => "an array",
+            Json::Object => "an object",
+        }
+    }
+}
+
+impl<'a> From<&'a Value> for Json<'a> {
+    fn from(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Number(n) => n
+                .as_i64()
+                .map_or_else(|| Json::Float(n.as_f64().unwrap_or(f64::NAN)), Json::Int),
+            Value::String(s) => Json::Str(Cow::Borrowed(s)),
+            Value::Array(_) => Json::Array,
+            Value::Object(_) => Json::Object,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor(std::marker::PhantomData))
+    }
+}
+
+struct JsonVisitor<'a>(std::marker::PhantomData<Json<'a>>);
+
+impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
+    type Value = Json<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Json<'a>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Json<'a>, E> {
+        Ok(Json::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Json<'a>, E> {
+        Ok(Json::Int(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Json<'a>, E> {
+        Ok(i64::try_from(n).map_or(Json::Float(n as f64), Json::Int))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Json<'a>, E> {
+        Ok(Json::Float(n))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'a>, E> {
+        Ok(Json::Str(Cow::Borrowed(s)))
+    }
+
+    /// A string with escapes cannot be borrowed from the input.
+    fn visit_str<E>(self, s: &str) -> Result<Json<'a>, E> {
+        Ok(Json::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Json<'a>, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Json::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Json<'a>, A::Error> {
+        while entries.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Json::Object)
+    }
+}
+
+/// The fields of an appointment document that say which slot and token it holds, by
+/// their names in Kloqo's documents and in the API. `null` counts as absent, as
+/// Firestore exports write deleted or unset fields as `null` (`bufferedAt: null` in
+/// the samples). Read straight from a JSON Lines line, other fields skipped, by
+/// `audit::skim` or, where it is unsure, by serde.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotFields<'a> {
+    #[serde(borrow)]
+    pub id: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub clinic_id: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub doctor_id: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub date: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub slot_index: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub status: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub token_number: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub booked_via: Option<Json<'a>>,
+    #[serde(borrow)]
+    pub cancelled_by_break: Option<Json<'a>>,
+}
+
+impl<'a> SlotFields<'a> {
+    /// The fields of a document already read into a tree.
+    pub fn from_document(doc: &'a Value) -> Result<Self, FieldError> {
+        object(doc).map(SlotFields::of)
+    }
+
+    fn of(fields: &'a Map<String, Value>) -> Self {
+        let mut slot_fields = SlotFields::default();
+        for (name, value) in fields {
+            if let Some(field) = slot_fields.field_mut(name) {
+                *field = Some(value).filter(|v| !v.is_null()).map(Json::from);
+            }
+        }
+        slot_fields
+    }
+
+    /// The names of these fields as documents spell them, in the order of
+    /// [`SlotFields::field_at`].
+    pub const NAMES: [&'static str; 9] = [
+        "id",
+        "clinicId",
+        "doctorId",
+        "date",
+        "slotIndex",
+        "status",
+        "tokenNumber",
+        "bookedVia",
+        "cancelledByBreak",
+    ];
+
+    /// Where the field named `name` goes, when it is one of these.
+    pub fn field_mut(&mut self, name: &str) -> Option<&mut Option<Json<'a>>> {
+        let index = Self::NAMES.iter().position(|n| *n == name)?;
+        self.field_at(index)
+    }
+
+    /// The field named `NAMES[index]`.
+    pub fn field_at(&mut self, index: usize) -> Option<&mut Option<Json<'a>>> {
+        Some(match index {
+            0 => &mut self.id,
+            1 => &mut self.clinic_id,
+            2 => &mut self.doctor_id,
+            3 => &mut self.date,
+            4 => &mut self.slot_index,
+            5 => &mut self.status,
+            6 => &mut self.token_number,
+            7 => &mut self.booked_via,
+            8 => &mut self.cancelled_by_break,
+            _ => return None,
+        })
+    }
+}
+
+/// What a document says about the slot and the token it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotHolder<'a> {
+    /// As written: [`ClinicId::parse`] and [`DoctorId::parse`] read them, so readers
+    /// that meet one id millions of times can parse it once.
+    pub clinic_id: &'a str,
+    pub doctor_id: &'a str,
+    pub date: NaiveDate,
+    pub slot_index: u32,
+    pub status: &'a str,
+    /// `None` for a break placeholder: it holds its slot but no patient's token.
+    pub token_number: Option<&'a str>,
+    pub booked_via: Option<&'a str>,
+    pub is_break: bool,
+    /// Per [`Status::occupies`], and not moved away by a break.
+    pub occupying: bool,
+}
+
+/// The one reading of which slot and token a Kloqo document holds, shared by the
+/// watch API, `watch import` and `audit --file`, so that they cannot disagree on
+/// what a duplicate is.
+pub fn slot_holder<'a>(fields: &'a SlotFields<'_>) -> Result<SlotHolder<'a>, FieldError> {
+    let clinic_id = required_str(&fields.clinic_id, "clinicId")?;
+    let doctor_id = required_str(&fields.doctor_id, "doctorId")?;
+    let date = kloqo_date("date", required_str(&fields.date, "date")?)?;
+    let slot_index = index("slotIndex", required(&fields.slot_index, "slotIndex")?)?;
+    let status = label("status", required_str(&fields.status, "status")?)?;
     if status.is_empty() {
         return Err(FieldError::new("status", "must not be empty"));
     }
-    let token_number = optional_str(fields, "tokenNumber")?
+    let token_number = optional_str(&fields.token_number, "tokenNumber")?
         .map(|t| label("tokenNumber", t))
         .transpose()?;
-    let booked_via = optional_str(fields, "bookedVia")?
+    let booked_via = optional_str(&fields.booked_via, "bookedVia")?
         .map(|b| label("bookedVia", b))
         .transpose()?;
     let is_break = token_number == Some(BREAK_TOKEN) || booked_via == Some(BREAK_BOOKED_VIA);
     // When Kloqo inserts a break it moves the patients behind it to later slots and
     // marks their old rows `cancelledByBreak: true`, often with status Completed:
     // such a row no longer holds its slot, whatever its status says.
-    let moved_by_break = !is_break && fields.get("cancelledByBreak") == Some(&Value::Bool(true));
-    Ok(WatchedAppointment {
-        id,
+    let moved_by_break = !is_break && fields.cancelled_by_break == Some(Json::Bool(true));
+    Ok(SlotHolder {
         clinic_id,
         doctor_id,
         date,
-        session_index,
         slot_index,
-        token_number: token_number.filter(|_| !is_break).map(str::to_owned),
-        occupying: Status::occupies(status) && !moved_by_break,
-        status: status.to_owned(),
+        status,
+        token_number: token_number.filter(|_| !is_break),
+        booked_via,
         is_break,
-        booked_via: booked_via.map(str::to_owned),
-        created_at: timestamp(fields, "createdAt")?,
-        updated_at: timestamp(fields, "updatedAt")?,
-        document: doc.clone(),
+        occupying: Status::occupies(status) && !moved_by_break,
     })
+}
+
+/// The document's own `id`, checked as [`parse_document`] checks it.
+pub fn appointment_id<'a>(fields: &'a SlotFields<'_>) -> Result<&'a str, FieldError> {
+    document_id("id", required_str(&fields.id, "id")?)
 }
 
 fn object(doc: &Value) -> Result<&Map<String, Value>, FieldError> {
@@ -96,65 +324,59 @@ fn object(doc: &Value) -> Result<&Map<String, Value>, FieldError> {
             "document",
             format!(
                 "must be a JSON object (one appointment document), not {}",
-                json_kind(doc)
+                Json::from(doc).kind()
             ),
         )
     })
 }
 
-/// A field's value; `null` counts as absent, as Firestore exports write deleted or
-/// unset fields as `null` (`bufferedAt: null` in the samples).
+/// A field's value; `null` counts as absent (see [`SlotFields`]).
 fn get<'a>(fields: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     fields.get(field).filter(|v| !v.is_null())
 }
 
-fn required<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'a Value, FieldError> {
-    get(fields, field).ok_or_else(|| FieldError::new(field, "is required"))
+fn required<'v, 'a>(value: &'v Option<Json<'a>>, field: &str) -> Result<&'v Json<'a>, FieldError> {
+    value
+        .as_ref()
+        .ok_or_else(|| FieldError::new(field, "is required"))
 }
 
-fn required_str<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
-    string(field, required(fields, field)?)
+fn required_str<'v>(value: &'v Option<Json<'_>>, field: &str) -> Result<&'v str, FieldError> {
+    string(field, required(value, field)?)
 }
 
-fn optional_str<'a>(
-    fields: &'a Map<String, Value>,
+fn optional_str<'v>(
+    value: &'v Option<Json<'_>>,
     field: &str,
-) -> Result<Option<&'a str>, FieldError> {
-    get(fields, field).map(|v| string(field, v)).transpose()
+) -> Result<Option<&'v str>, FieldError> {
+    value.as_ref().map(|v| string(field, v)).transpose()
 }
 
-fn string<'a>(field: &str, value: &'a Value) -> Result<&'a str, FieldError> {
-    value.as_str().ok_or_else(|| {
-        FieldError::new(field, format!("must be a string, not {}", json_kind(value)))
-    })
-}
-
-fn json_kind(value: &Value) -> &'static str {
+fn string<'v>(field: &str, value: &'v Json<'_>) -> Result<&'v str, FieldError> {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "true or false",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Str(s) => Ok(s),
+        other => Err(FieldError::new(
+            field,
+            format!("must be a string, not {}", other.kind()),
+        )),
     }
 }
 
-fn document_id(field: &str, raw: &str) -> Result<String, FieldError> {
-    let chars = raw.chars().count();
-    if chars == 0 || chars > MAX_DOCUMENT_ID_CHARS || raw.chars().any(char::is_control) {
+/// A document id: checked, not copied (most are never needed again).
+fn document_id<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
+    if raw.is_empty() || !short_plain_text(raw, MAX_DOCUMENT_ID_CHARS) {
         return Err(FieldError::new(
             field,
             format!("must be 1 to {MAX_DOCUMENT_ID_CHARS} characters with no control characters"),
         ));
     }
-    Ok(raw.to_owned())
+    Ok(raw)
 }
 
 /// A label kept as the app wrote it (not trimmed: the mirror is verbatim), but bounded
 /// and free of control characters since it ends up in alerts and logs.
 fn label<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
-    if raw.chars().count() > MAX_LABEL_CHARS || raw.chars().any(char::is_control) {
+    if !short_plain_text(raw, MAX_LABEL_CHARS) {
         return Err(FieldError::new(
             field,
             format!("must be at most {MAX_LABEL_CHARS} characters with no control characters"),
@@ -163,19 +385,27 @@ fn label<'a>(field: &str, raw: &'a str) -> Result<&'a str, FieldError> {
     Ok(raw)
 }
 
+/// At most `max` characters, none of them a control character.
+fn short_plain_text(raw: &str, max: usize) -> bool {
+    // Ids and labels are nearly always printable ASCII, where bytes are characters.
+    if raw.len() <= max && raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return true;
+    }
+    raw.chars().count() <= max && !raw.chars().any(char::is_control)
+}
+
 /// A whole number as JSON holds it. `5.0` is accepted: JavaScript and Python writers
 /// may spell an integer that way, and the value is unambiguous.
-fn integer(value: &Value) -> Option<i64> {
-    value.as_i64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 2f64.powi(53))
-            .map(|f| f as i64)
-    })
+fn integer(value: &Json<'_>) -> Option<i64> {
+    match value {
+        Json::Int(n) => Some(*n),
+        Json::Float(f) if f.fract() == 0.0 && f.abs() < 2f64.powi(53) => Some(*f as i64),
+        _ => None,
+    }
 }
 
 /// `slotIndex` / `sessionIndex`: a whole number, 0 or more.
-fn index(field: &str, value: &Value) -> Result<u32, FieldError> {
+fn index(field: &str, value: &Json<'_>) -> Result<u32, FieldError> {
     if let Some(n) = integer(value) {
         return u32::try_from(n).map_err(|_| {
             FieldError::new(
@@ -186,13 +416,13 @@ fn index(field: &str, value: &Value) -> Result<u32, FieldError> {
     }
     let message = match value {
         // A quoted number is the commonest mistake in hand-made files: say so.
-        Value::String(s) if s.trim().parse::<u64>().is_ok() => {
+        Json::Str(s) if s.trim().parse::<u64>().is_ok() => {
             format!(
                 "must be a number, not a string: write {}, not \"{s}\"",
                 s.trim()
             )
         }
-        _ => format!("must be a whole number 0 or more, not {}", json_kind(value)),
+        _ => format!("must be a whole number 0 or more, not {}", value.kind()),
     };
     Err(FieldError::new(field, message))
 }
@@ -255,7 +485,7 @@ fn timestamp(
                 field,
                 format!(
                     "must be a Firestore timestamp or an RFC 3339 string, not {}",
-                    json_kind(other)
+                    Json::from(other).kind()
                 ),
             ))
         }
@@ -282,7 +512,7 @@ fn firestore_timestamp(field: &str, ts: &Map<String, Value>) -> Result<DateTime<
         .get(seconds_key)
         .ok_or_else(|| FieldError::new(format!("{field}.{seconds_key}"), "is required"))
         .and_then(|v| {
-            integer(v).ok_or_else(|| {
+            integer(&Json::from(v)).ok_or_else(|| {
                 FieldError::new(
                     format!("{field}.{seconds_key}"),
                     "must be a whole number of seconds since 1970-01-01 UTC",
@@ -292,7 +522,7 @@ fn firestore_timestamp(field: &str, ts: &Map<String, Value>) -> Result<DateTime<
     // Firestore always writes both parts; a missing nanosecond part means a whole second.
     let nanos = match ts.get(nanos_key) {
         None => 0,
-        Some(v) => integer(v)
+        Some(v) => integer(&Json::from(v))
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n < 1_000_000_000)
             .ok_or_else(|| {
@@ -390,6 +620,42 @@ pub(super) mod tests {
             documents > 200 && breaks == 4,
             "{documents} documents, {breaks} breaks"
         );
+    }
+
+    #[test]
+    fn each_field_name_is_the_one_serde_reads_into_that_field() {
+        for (index, name) in SlotFields::NAMES.iter().enumerate() {
+            let line = format!("{{\"{name}\": 7}}");
+            let mut read: SlotFields<'_> = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                read.field_at(index),
+                Some(&mut Some(Json::Int(7))),
+                "{name}"
+            );
+            assert_eq!(read.field_mut(name), Some(&mut Some(Json::Int(7))));
+        }
+    }
+
+    #[test]
+    fn a_document_read_as_a_line_holds_the_same_slot_as_read_into_a_tree() {
+        // Escaped text cannot be borrowed from the line: it is copied, and reads the same.
+        let escaped = with(appointment(), "tokenNumber", json!("A1-\"011\""));
+        let mut documents = vec![escaped];
+        for path in sample_exports() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            documents.extend(serde_json::from_str::<Vec<Value>>(&text).unwrap());
+        }
+        for doc in &documents {
+            let line = doc.to_string();
+            let streamed: SlotFields<'_> = serde_json::from_str(&line).unwrap();
+            let tree = SlotFields::of(doc.as_object().unwrap());
+            assert_eq!(slot_holder(&streamed), slot_holder(&tree), "{}", doc["id"]);
+            assert_eq!(appointment_id(&streamed), appointment_id(&tree));
+        }
+        let quoted: SlotFields<'_> =
+            serde_json::from_str(r#"{"slotIndex": "5", "bufferedAt": null, "x": [{"y": 1}]}"#)
+                .unwrap();
+        assert_eq!(quoted.slot_index, Some(Json::Str("5".into())));
     }
 
     #[test]

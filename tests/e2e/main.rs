@@ -4,6 +4,7 @@
 mod support;
 
 mod audit;
+mod audit_file;
 mod booking;
 mod detection;
 mod inputs;

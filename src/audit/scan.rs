@@ -1,0 +1,401 @@
+//! Duplicate slots and tokens found in one pass over any number of appointments.
+//! Each appointment costs a few lookups under compact integer keys (clinic, doctor and
+//! token numbered on first sight, a doctor-day keyed by those numbers and its date),
+//! so millions of rows need no more than 16 bytes each (slot, token, and where to find
+//! them again); only the rare keys held twice become [`Duplicate`]s, whose members' ids
+//! are asked for at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use rustc_hash::FxHashMap;
+
+use super::counts::Counts;
+use crate::detect::{Duplicate, DuplicateKind, Group, MemberRef};
+use crate::domain::{ClinicId, DoctorId, FieldError};
+use crate::watch::kloqo::SlotHolder;
+
+/// The source of every member an audit of a file finds (`MemberRef::source`).
+pub const FILE_SOURCE: &str = "file";
+
+/// A break placeholder holds its slot but no token.
+const NO_TOKEN: u32 = u32::MAX;
+
+/// The appointments added so far, kept as what the duplicate rules compare.
+#[derive(Default)]
+pub struct Scan {
+    clinics: Numbered<ClinicId>,
+    doctors: Numbered<DoctorId>,
+    tokens: Numbered<String>,
+    /// The occupying appointments of each doctor-day (clinic, doctor, date). The list
+    /// sits beside its key, so finding where to add one costs one cache miss, not two.
+    days: FxHashMap<(u32, u32, NaiveDate), Vec<Occupant>>,
+    checked: u64,
+}
+
+/// An occupying appointment: its slot, its token's number (or [`NO_TOKEN`]), and the
+/// row its reader finds it again by.
+#[derive(Debug, Clone, Copy)]
+struct Occupant {
+    slot: u32,
+    token: u32,
+    row: u64,
+}
+
+/// Values numbered in the order first seen, found again by their text.
+struct Numbered<T> {
+    numbers: FxHashMap<Box<str>, u32>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Numbered<T> {
+    fn default() -> Self {
+        Numbered {
+            numbers: FxHashMap::default(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T> Numbered<T> {
+    /// The number of `raw`, parsing it only the first time it is seen. (Fewer than
+    /// 2³² distinct values: each costs far more than 4 bytes of memory.)
+    fn number(
+        &mut self,
+        raw: &str,
+        parse: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Result<u32, FieldError> {
+        if let Some(&number) = self.numbers.get(raw) {
+            return Ok(number);
+        }
+        let value = parse(raw)?;
+        let number = self.values.len() as u32;
+        self.values.push(value);
+        self.numbers.insert(raw.into(), number);
+        Ok(number)
+    }
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Findings {
+    pub counts: Counts,
+    /// The doctor-days with duplicates, in clinic, doctor, date order, each with its
+    /// duplicates by slot and by token.
+    pub days: Vec<(Group, Vec<Duplicate>)>,
+}
+
+impl Scan {
+    /// One appointment read; `row` is how its reader finds it again (a line's offset,
+    /// an index) should its id be needed. Fails, counting nothing, when its clinic or
+    /// doctor id breaks the rules for ids.
+    pub fn add(&mut self, held: &SlotHolder<'_>, row: u64) -> Result<(), FieldError> {
+        let clinic = self
+            .clinics
+            .number(held.clinic_id, |raw| ClinicId::parse("clinicId", raw))?;
+        let doctor = self
+            .doctors
+            .number(held.doctor_id, |raw| DoctorId::parse("doctorId", raw))?;
+        self.checked += 1;
+        if !held.occupying {
+            return Ok(());
+        }
+        let token = match held.token_number {
+            Some(token) => self.tokens.number(token, |raw| Ok(raw.to_owned()))?,
+            None => NO_TOKEN,
+        };
+        self.days
+            .entry((clinic, doctor, held.date))
+            .or_default()
+            .push(Occupant {
+                slot: held.slot_index,
+                token,
+                row,
+            });
+        Ok(())
+    }
+
+    /// The duplicates among everything added, and the three counts. `ids_of` is
+    /// given the rows of their members, ascending and each once, and answers their
+    /// ids in the same order.
+    pub fn finish<E>(
+        self,
+        ids_of: impl FnOnce(&[u64]) -> Result<Vec<String>, E>,
+    ) -> Result<Findings, E> {
+        let mut found = Vec::new();
+        for (day, mut occupants) in self.days {
+            occupants.sort_unstable_by_key(|o| o.slot);
+            for held_twice in occupants.chunk_by(|a, b| a.slot == b.slot) {
+                if held_twice.len() > 1 {
+                    let key = held_twice[0].slot.to_string();
+                    found.push((day, DuplicateKind::Slot, key, held_twice.to_vec()));
+                }
+            }
+            occupants.sort_unstable_by_key(|o| o.token);
+            for held_twice in occupants.chunk_by(|a, b| a.token == b.token) {
+                let token = held_twice[0].token;
+                if held_twice.len() > 1 && token != NO_TOKEN {
+                    let key = self.tokens.values[token as usize].clone();
+                    found.push((day, DuplicateKind::Token, key, held_twice.to_vec()));
+                }
+            }
+        }
+        let mut rows: Vec<u64> = found
+            .iter()
+            .flat_map(|(.., members)| members.iter().map(|o| o.row))
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let ids = ids_of(&rows)?;
+        let id_of = |row: u64| ids[rows.partition_point(|r| *r < row)].clone();
+
+        let mut days: BTreeMap<Group, Vec<Duplicate>> = BTreeMap::new();
+        for (day, kind, key, occupants) in found {
+            let members: BTreeSet<MemberRef> = occupants
+                .iter()
+                .map(|o| MemberRef {
+                    source: FILE_SOURCE.to_owned(),
+                    id: id_of(o.row),
+                })
+                .collect();
+            // One document listed twice (exported twice) is one appointment, as the
+            // mirror keeps one row per id: no duplicate unless two ids share the key.
+            if members.len() < 2 {
+                continue;
+            }
+            let (clinic, doctor, date) = day;
+            let group = Group {
+                clinic_id: self.clinics.values[clinic as usize].clone(),
+                doctor_id: self.doctors.values[doctor as usize].clone(),
+                date,
+            };
+            days.entry(group).or_default().push(Duplicate {
+                kind,
+                key,
+                members,
+                last_change: None,
+                last_commit: None,
+            });
+        }
+        let counts = Counts::tally(self.checked, days.values().map(Vec::as_slice));
+        Ok(Findings {
+            counts,
+            days: days.into_iter().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::watch::kloqo::{slot_holder, SlotFields};
+
+    /// An appointment of dr-asha at kochi on 1 December 2026, as a Kloqo document.
+    fn appointment(id: &str, slot: u32, token: &str, status: &str) -> Value {
+        json!({
+            "id": id, "clinicId": "kochi", "doctorId": "dr-asha", "date": "1 December 2026",
+            "slotIndex": slot, "tokenNumber": token, "status": status, "patientName": "Anu"
+        })
+    }
+
+    fn with(mut doc: Value, field: &str, value: Value) -> Value {
+        doc[field] = value;
+        doc
+    }
+
+    /// Scans the documents (row = index), answering ids from them.
+    fn scan(documents: &[Value]) -> (Findings, Vec<u64>) {
+        let mut scan = Scan::default();
+        for (row, doc) in documents.iter().enumerate() {
+            let fields = SlotFields::from_document(doc).unwrap();
+            scan.add(&slot_holder(&fields).unwrap(), row as u64)
+                .unwrap();
+        }
+        let mut asked = Vec::new();
+        let findings = scan
+            .finish(|rows| {
+                asked = rows.to_vec();
+                let ids = rows.iter().map(|r| documents[*r as usize]["id"].as_str());
+                Ok::<_, Infallible>(ids.map(|id| id.unwrap().to_owned()).collect())
+            })
+            .unwrap();
+        (findings, asked)
+    }
+
+    /// Each duplicate found as (kind, key, member ids).
+    fn found(findings: &Findings) -> Vec<(DuplicateKind, String, Vec<String>)> {
+        findings
+            .days
+            .iter()
+            .flat_map(|(_, duplicates)| duplicates)
+            .map(|d| {
+                let ids = d.members.iter().map(|m| m.id.clone()).collect();
+                (d.kind, d.key.clone(), ids)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_patients_in_slot_5_with_token_a1_006_are_one_double_booking() {
+        let documents = [
+            appointment("a", 5, "A1-006", "Pending"),
+            appointment("b", 5, "A1-006", "Confirmed"),
+            appointment("c", 6, "A1-007", "Pending"),
+        ];
+        let (findings, asked) = scan(&documents);
+        let pair = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            found(&findings),
+            [
+                (DuplicateKind::Slot, "5".to_owned(), pair.clone()),
+                (DuplicateKind::Token, "A1-006".to_owned(), pair)
+            ]
+        );
+        let (group, _) = &findings.days[0];
+        assert_eq!(
+            (group.clinic_id.as_str(), group.doctor_id.as_str()),
+            ("kochi", "dr-asha")
+        );
+        assert_eq!(group.date, NaiveDate::from_ymd_opt(2026, 12, 1).unwrap());
+        let counts = findings.counts;
+        assert_eq!(
+            (
+                counts.appointments_checked,
+                counts.duplicate_groups,
+                counts.extra_rows,
+                counts.affected_rows
+            ),
+            (3, 1, 1, 2)
+        );
+        assert_eq!(asked, [0, 1], "only the members' ids are asked for");
+    }
+
+    #[test]
+    fn freed_and_moved_appointments_hold_nothing_and_a_break_holds_its_slot_only() {
+        let documents = [
+            appointment("cancelled", 5, "A1-006", "Cancelled"),
+            appointment("no-show", 5, "A1-006", "No-show"),
+            with(
+                appointment("moved", 5, "A1-006", "Completed"),
+                "cancelledByBreak",
+                json!(true),
+            ),
+            appointment("holder", 5, "A1-006", "Pending"),
+            with(
+                appointment("break-1", 7, "Break", "Completed"),
+                "bookedVia",
+                json!("BreakBlock"),
+            ),
+            appointment("break-2", 8, "Break", "Completed"),
+        ];
+        let (findings, _) = scan(&documents);
+        assert_eq!(found(&findings), []);
+        assert_eq!(findings.counts.appointments_checked, 6);
+        assert!(findings.counts.is_clean());
+
+        let (findings, _) = scan(&[
+            documents[4].clone(),
+            appointment("patient", 7, "A1-008", "Pending"),
+        ]);
+        let both = vec!["break-1".to_owned(), "patient".to_owned()];
+        assert_eq!(
+            found(&findings),
+            [(DuplicateKind::Slot, "7".to_owned(), both)]
+        );
+    }
+
+    #[test]
+    fn the_same_slot_on_another_doctor_clinic_or_day_is_no_duplicate() {
+        let documents = [
+            appointment("a", 5, "A1-006", "Pending"),
+            with(
+                appointment("b", 5, "A1-006", "Pending"),
+                "doctorId",
+                json!("dr-ravi"),
+            ),
+            with(
+                appointment("c", 5, "A1-006", "Pending"),
+                "clinicId",
+                json!("calicut"),
+            ),
+            with(
+                appointment("d", 5, "A1-006", "Pending"),
+                "date",
+                json!("2026-12-02"),
+            ),
+        ];
+        let (findings, asked) = scan(&documents);
+        assert!(findings.days.is_empty() && asked.is_empty());
+        assert_eq!(findings.counts.appointments_checked, 4);
+    }
+
+    #[test]
+    fn one_day_written_in_long_form_and_in_iso_is_one_doctor_day() {
+        let documents = [
+            appointment("a", 5, "A1-006", "Pending"),
+            with(
+                appointment("b", 5, "A1-006", "Pending"),
+                "date",
+                json!("2026-12-01"),
+            ),
+        ];
+        let (findings, _) = scan(&documents);
+        assert_eq!(findings.counts.duplicate_groups, 1);
+    }
+
+    #[test]
+    fn a_document_listed_twice_is_one_appointment_not_a_duplicate() {
+        let twice = appointment("a", 5, "A1-006", "Pending");
+        let (findings, _) = scan(&[twice.clone(), twice]);
+        assert!(findings.days.is_empty());
+        assert_eq!(findings.counts.duplicate_groups, 0);
+    }
+
+    #[test]
+    fn a_shared_token_apart_from_any_shared_slot_is_its_own_group() {
+        let documents = [
+            appointment("a", 5, "A1-006", "Pending"),
+            appointment("b", 5, "A1-006", "Pending"),
+            appointment("c", 5, "W1-101", "Pending"),
+            appointment("d", 9, "W1-101", "Pending"),
+        ];
+        let (findings, _) = scan(&documents);
+        let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            found(&findings),
+            [
+                (DuplicateKind::Slot, "5".to_owned(), ids(&["a", "b", "c"])),
+                (DuplicateKind::Token, "A1-006".to_owned(), ids(&["a", "b"])),
+                (DuplicateKind::Token, "W1-101".to_owned(), ids(&["c", "d"])),
+            ]
+        );
+        let counts = findings.counts;
+        assert_eq!(
+            (
+                counts.duplicate_groups,
+                counts.extra_rows,
+                counts.affected_rows
+            ),
+            (3, 4, 4)
+        );
+    }
+
+    #[test]
+    fn a_malformed_clinic_id_is_refused_and_not_counted() {
+        let mut scan = Scan::default();
+        let doc = with(
+            appointment("a", 5, "A1-006", "Pending"),
+            "clinicId",
+            json!("../etc"),
+        );
+        let fields = SlotFields::from_document(&doc).unwrap();
+        let error = scan.add(&slot_holder(&fields).unwrap(), 0).unwrap_err();
+        assert_eq!(error.field, "clinicId");
+        let findings = scan.finish(|_| Ok::<_, Infallible>(Vec::new())).unwrap();
+        assert_eq!(findings.counts.appointments_checked, 0);
+    }
+}
