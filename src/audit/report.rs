@@ -190,13 +190,7 @@ pub async fn build(
             .or_default()
             .entry(g.date)
             .or_default()
-            .push(Duplicate {
-                kind: incident.kind,
-                key: incident.key.clone(),
-                members: incident.members.iter().cloned().collect(),
-                last_change: None,
-                last_commit: None,
-            });
+            .push(incident.duplicate());
     }
     Ok(WeeklyReport {
         week: schedule::iso_week(monday),

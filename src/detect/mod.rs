@@ -143,6 +143,19 @@ pub struct Incident {
     pub last_notified_at: Option<DateTime<Utc>>,
 }
 
+impl Incident {
+    /// The duplicate as this incident last recorded it, for counting after the fact.
+    pub fn duplicate(&self) -> Duplicate {
+        Duplicate {
+            kind: self.kind,
+            key: self.key.clone(),
+            members: self.members.iter().cloned().collect(),
+            last_change: None,
+            last_commit: None,
+        }
+    }
+}
+
 /// An alert to send about an incident, written with the incident change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {

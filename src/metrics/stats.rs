@@ -215,13 +215,7 @@ fn counts_by_clinic_day(
             .or_default()
             .entry(group.doctor_id.clone())
             .or_default()
-            .push(Duplicate {
-                kind: incident.kind,
-                key: incident.key.clone(),
-                members: incident.members.iter().cloned().collect(),
-                last_change: None,
-                last_commit: None,
-            });
+            .push(incident.duplicate());
     }
     let mut counts: BTreeMap<(ClinicId, NaiveDate), Counts> = duplicates
         .into_iter()

@@ -475,26 +475,7 @@ impl $crate::store::audit::AuditStore for $store {
 
     async fn queue_notices(&self, rows: &[$crate::store::detection::NotificationRow]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        for n in rows {
-            sqlx::query(&format!(
-                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (id, channel) DO NOTHING",
-                $crate::store::detection::NOTIFICATION_COLUMNS
-            ))
-            .bind(&n.id)
-            .bind(&n.channel)
-            .bind(&n.clinic_id)
-            .bind(&n.event)
-            .bind(&n.payload)
-            .bind(n.state.as_str())
-            .bind(i64::from(n.attempts))
-            .bind(n.next_attempt_at)
-            .bind(n.last_error.as_deref())
-            .bind(n.delivered_at)
-            .bind(n.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        $crate::store::detection::insert_notifications!(tx, rows);
         tx.commit().await?;
         Ok(())
     }

@@ -382,6 +382,34 @@ pub fn version_of(w: &WatchedAppointment) -> Option<i64> {
     w.updated_at.or(w.created_at).map(|t| t.timestamp_micros())
 }
 
+/// Queues notification rows in transaction `tx`. A row already there (same id and
+/// channel: a notice queued twice) is left as it is, so it is delivered once.
+macro_rules! insert_notifications {
+    ($tx:ident, $rows:expr) => {
+        for n in $rows {
+            sqlx::query(&format!(
+                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (id, channel) DO NOTHING",
+                $crate::store::detection::NOTIFICATION_COLUMNS
+            ))
+            .bind(&n.id)
+            .bind(&n.channel)
+            .bind(&n.clinic_id)
+            .bind(&n.event)
+            .bind(&n.payload)
+            .bind(n.state.as_str())
+            .bind(i64::from(n.attempts))
+            .bind(n.next_attempt_at)
+            .bind(n.last_error.as_deref())
+            .bind(n.delivered_at)
+            .bind(n.created_at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+pub(crate) use insert_notifications;
+
 /// `impl DetectionStore` for a backend with `self.reader`, `self.writer` and
 /// `self.begin_write()`; the SQL is the same on both.
 macro_rules! impl_detection {
@@ -643,25 +671,7 @@ impl $crate::store::detection::DetectionStore for $store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for n in rows {
-            sqlx::query(&format!(
-                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                $crate::store::detection::NOTIFICATION_COLUMNS
-            ))
-            .bind(&n.id)
-            .bind(&n.channel)
-            .bind(&n.clinic_id)
-            .bind(&n.event)
-            .bind(&n.payload)
-            .bind(n.state.as_str())
-            .bind(i64::from(n.attempts))
-            .bind(n.next_attempt_at)
-            .bind(n.last_error.as_deref())
-            .bind(n.delivered_at)
-            .bind(n.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        $crate::store::detection::insert_notifications!(tx, rows);
         if let Some(first) = rows.first() {
             for id in incident_ids {
                 sqlx::query("UPDATE incidents SET last_notified_at = $1 WHERE id = $2")
