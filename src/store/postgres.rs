@@ -26,6 +26,8 @@ pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
     announcements: tokio::sync::mpsc::UnboundedSender<crate::detect::Group>,
+    /// This instance's name in `leases` while it listens for changed days.
+    presence: String,
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
@@ -72,11 +74,13 @@ impl PostgresStore {
         // together apply each migration once.
         migrator().run(&pool).await?;
         let (announcements, changed) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(announce_in_batches(pool.clone(), changed));
+        let presence = format!("{PRESENCE}{}", uuid::Uuid::new_v4());
+        tokio::spawn(announce_in_batches(pool.clone(), presence.clone(), changed));
         Ok(Self {
             reader: pool.clone(),
             writer: pool,
             announcements,
+            presence,
         })
     }
 
@@ -88,8 +92,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Listens for other instances' announcements on a connection of its own; the
-    /// listener reconnects by itself after a database restart.
+    /// Listens for other instances' announcements on a connection of its own (the
+    /// listener reconnects by itself after a database restart), and shows that it
+    /// does, in `leases`, for as long as the receiver is held.
     async fn listen_groups(
         &self,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>> {
@@ -105,19 +110,29 @@ impl PostgresStore {
             return None;
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (pool, me) = (self.writer.clone(), self.presence.clone());
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(PRESENCE_EVERY);
             loop {
-                match listener.recv().await {
-                    Ok(n) => {
-                        if let Ok(group) = serde_json::from_str(n.payload()) {
-                            if tx.send(group).is_err() {
-                                return;
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(n) => {
+                            if let Ok(group) = serde_json::from_str(n.payload()) {
+                                if tx.send(group).is_err() {
+                                    return;
+                                }
                             }
                         }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Err(e) => {
+                            tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    },
+                    _ = every.tick() => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        say_listening(&pool, &me).await;
                     }
                 }
             }
@@ -160,18 +175,83 @@ impl PostgresStore {
     }
 }
 
+/// How a listening instance shows itself: a row in `leases` it renews every
+/// [`PRESENCE_EVERY`] until [`PRESENCE_FOR`], named `listener:<uuid>`.
+const PRESENCE: &str = "listener:";
+const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+const PRESENCE_FOR: &str = "6 seconds";
+
+/// Renews this instance's presence row, and clears rows of instances long gone.
+/// Database time throughout: servers' clocks may differ.
+async fn say_listening(pool: &PgPool, me: &str) {
+    let renewed = sqlx::query(&format!(
+        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $1, now() + INTERVAL '{PRESENCE_FOR}') \
+         ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at"
+    ))
+    .bind(me)
+    .execute(pool)
+    .await;
+    let cleared = sqlx::query(
+        "DELETE FROM leases WHERE name LIKE 'listener:%' AND expires_at < now() - INTERVAL '1 hour'",
+    )
+    .execute(pool)
+    .await;
+    if let Err(e) = renewed.and(cleared) {
+        tracing::debug!(error = %e, "could not renew this instance's presence");
+    }
+}
+
+/// Whether an instance other than `me` listens for changed days, asked of the
+/// database at most every [`PRESENCE_EVERY`]: with none, a NOTIFY is work for nobody.
+struct Listeners {
+    me: String,
+    asked_at: Option<tokio::time::Instant>,
+    others: bool,
+}
+
+impl Listeners {
+    async fn any(&mut self, pool: &PgPool) -> bool {
+        if self
+            .asked_at
+            .is_some_and(|at| at.elapsed() < PRESENCE_EVERY)
+        {
+            return self.others;
+        }
+        let others: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leases WHERE name LIKE 'listener:%' AND name <> $1 AND expires_at > now()",
+        )
+        .bind(&self.me)
+        .fetch_one(pool)
+        .await;
+        // Unsure (the database did not answer): announce, as before presence existed.
+        self.others = others.map_or(true, |n| n > 0);
+        self.asked_at = Some(tokio::time::Instant::now());
+        self.others
+    }
+}
+
 /// Sends the changed days announced since the last NOTIFY in one statement, until the
-/// store is dropped. A NOTIFY takes a database-wide lock until its transaction ends, so
-/// one per booking would make concurrent commits queue behind each other; batched,
-/// the days that changed while one statement ran go out together with the next.
+/// store is dropped, when another instance listens. A NOTIFY takes a database-wide
+/// lock until its transaction ends and makes that transaction flush the WAL, so one
+/// per booking would queue concurrent commits behind each other; batched, the days
+/// that changed while one statement ran go out together with the next.
 async fn announce_in_batches(
     pool: PgPool,
+    me: String,
     mut changed: tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>,
 ) {
+    let mut listeners = Listeners {
+        me,
+        asked_at: None,
+        others: false,
+    };
     while let Some(first) = changed.recv().await {
         let mut batch = std::collections::BTreeSet::from([first]);
         while let Ok(more) = changed.try_recv() {
             batch.insert(more);
+        }
+        if !listeners.any(&pool).await {
+            continue;
         }
         let payloads: Vec<String> = batch
             .iter()

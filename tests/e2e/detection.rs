@@ -443,3 +443,35 @@ pub async fn silences_hold_alerts_back_and_refused_deliveries_are_dead_letters(b
         "a permanent refusal is not retried"
     );
 }
+
+/// Two servers on one PostgreSQL database, no re-scan: the one holding the detector
+/// lease hears of a duplicate written through the other by its announcement alone.
+pub async fn a_duplicate_written_through_one_server_is_found_by_the_other(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let options = || {
+        let mut o = test_options(&[], Duration::ZERO, true);
+        o.detect.rescan_every = Duration::from_secs(3600);
+        o
+    };
+    let second_db = db.shared();
+    // The first to start takes the detector lease (its clock never moves on).
+    let detecting = start_app(db, options()).await;
+    detecting
+        .clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writing = start_app(second_db, options()).await;
+    for doc in [
+        document("doc-a", 5, "Pending", 0),
+        document("doc-b", 5, "Confirmed", 1),
+    ] {
+        assert_eq!(put(&writing, &doc).await.status, StatusCode::OK);
+    }
+    let found = eventually(10, "the incident, found by the other server", || async {
+        incidents(&detecting).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(found["key"], "5");
+}

@@ -84,6 +84,14 @@ async fn two_servers_in_utc_audit_each_india_night_once_on_postgresql() {
     audit::two_servers_in_utc_audit_each_india_night_once(support::Backend::Postgres).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_written_through_one_postgresql_server_is_found_by_the_other() {
+    detection::a_duplicate_written_through_one_server_is_found_by_the_other(
+        support::Backend::Postgres,
+    )
+    .await
+}
+
 #[test]
 fn keys_create_prints_only_the_key_and_bad_flags_exit_2() {
     processes::keys_create_prints_only_the_key_and_bad_flags_exit_2()
