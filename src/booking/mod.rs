@@ -21,8 +21,10 @@ use crate::store::{
     AppointmentFilter, Booking, BookingOutcome, IdempotencyRecord, Store, StoreError,
     StoredResponse,
 };
+use reference::Reference;
 
 pub mod idempotency;
+pub mod reference;
 pub mod rules;
 
 use idempotency::KeyLocks;
@@ -102,6 +104,7 @@ pub struct Bookings {
     key_locks: KeyLocks,
     wakeups: Option<Wakeups>,
     metrics: Arc<BookingMetrics>,
+    reference: Reference,
 }
 
 impl Bookings {
@@ -112,6 +115,7 @@ impl Bookings {
             key_locks: KeyLocks::default(),
             wakeups: None,
             metrics: Arc::default(),
+            reference: Reference::default(),
         }
     }
 
@@ -151,26 +155,51 @@ impl Bookings {
         self.clock.now()
     }
 
+    /// The clinic, read at most [`reference::KEEP_FOR`] ago.
     pub async fn clinic(&self, id: &ClinicId) -> Result<Clinic, BookingError> {
-        Ok(self
+        if let Some(clinic) = self.reference.clinic(id) {
+            return Ok(clinic);
+        }
+        let clinic = self
             .store
             .clinic(id)
             .await?
-            .ok_or(StoreError::NotFound("clinic"))?)
+            .ok_or(StoreError::NotFound("clinic"))?;
+        self.reference.keep_clinic(&clinic);
+        Ok(clinic)
     }
 
+    /// The clinic and its doctor, each read at most [`reference::KEEP_FOR`] ago.
     pub async fn clinic_and_doctor(
         &self,
         clinic: &ClinicId,
         doctor: &DoctorId,
     ) -> Result<(Clinic, Doctor), BookingError> {
         let clinic = self.clinic(clinic).await?;
+        if let Some(doctor) = self.reference.doctor(&clinic.id, doctor) {
+            return Ok((clinic, doctor));
+        }
         let doctor = self
             .store
             .doctor(&clinic.id, doctor)
             .await?
             .ok_or(StoreError::NotFound("doctor"))?;
+        self.reference.keep_doctor(&doctor);
         Ok((clinic, doctor))
+    }
+
+    /// Saves a clinic's new settings; this server uses them from the next request.
+    pub async fn update_clinic(&self, clinic: &Clinic) -> Result<(), BookingError> {
+        self.store.update_clinic(clinic, self.now()).await?;
+        self.reference.keep_clinic(clinic);
+        Ok(())
+    }
+
+    /// Saves a doctor's new schedule; this server uses it from the next request.
+    pub async fn update_doctor(&self, doctor: &Doctor) -> Result<(), BookingError> {
+        self.store.update_doctor(doctor, self.now()).await?;
+        self.reference.keep_doctor(doctor);
+        Ok(())
     }
 
     pub async fn appointment(&self, id: &AppointmentId) -> Result<Appointment, BookingError> {

@@ -554,3 +554,41 @@ pub async fn a_forced_walk_in_goes_after_the_last_slot(backend: Backend) {
     let next = app.post("/api/v1/appointments/walk-in", forced).await;
     assert_eq!(next.body["slotIndex"], 4);
 }
+
+/// Doctors are read once a second at most; an edit through this server applies to
+/// the very next booking.
+pub async fn a_day_off_set_through_this_server_refuses_the_next_booking_at_once(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let hours = json!([{"from": "09:00", "to": "13:00"}]);
+    app.clinic_with_doctor("kochi", 10, hours.clone()).await;
+    let book = |slot: u32| {
+        app.post(
+            "/api/v1/appointments",
+            json!({"clinicId": "kochi", "doctorId": "dr-asha", "date": "2026-12-02",
+                   "slotIndex": slot, "patientName": "Anu"}),
+        )
+    };
+    assert_eq!(book(1).await.status, StatusCode::CREATED);
+    let mut leave = doctor_body("dr-asha", 10, hours);
+    leave["dateOverrides"] = json!({"2026-12-02": {"off": true}});
+    let put = send(
+        &app.client,
+        reqwest::Method::PUT,
+        &app.url("/api/v1/clinics/kochi/doctors/dr-asha"),
+        Some(&app.admin_key),
+        Some(&leave),
+        &[],
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    let refused = book(2).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.code(), "doctor_unavailable");
+}

@@ -47,6 +47,7 @@ stories! {
     booking::availability_shows_taken_reserved_and_past_slots,
     booking::validate_answers_without_writing,
     booking::a_forced_walk_in_goes_after_the_last_slot,
+    booking::a_day_off_set_through_this_server_refuses_the_next_booking_at_once,
     detection::a_watched_duplicate_is_one_incident_alerted_on_every_channel_until_cancelled,
     detection::two_duplicates_inside_group_wait_are_one_message,
     detection::a_document_sent_twice_or_out_of_order_makes_no_phantom_incident,

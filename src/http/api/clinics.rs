@@ -118,11 +118,7 @@ pub async fn update_clinic(
     principal.may(Action::EditClinic, Some(&id))?;
     id_matches(body.value.id.as_deref(), &clinic_id)?;
     let clinic = body.value.parse(&clinic_id)?;
-    let bookings = &state.bookings;
-    bookings
-        .store()
-        .update_clinic(&clinic, bookings.now())
-        .await?;
+    state.bookings.update_clinic(&clinic).await?;
     Ok(Json(clinic_json(&clinic)))
 }
 
@@ -213,10 +209,6 @@ pub async fn update_doctor(
     principal.may(Action::EditDoctors, Some(&clinic_id))?;
     id_matches(body.value.id.as_deref(), &doctor_id)?;
     let doctor = body.value.parse(clinic_id, &doctor_id)?;
-    let bookings = &state.bookings;
-    bookings
-        .store()
-        .update_doctor(&doctor, bookings.now())
-        .await?;
+    state.bookings.update_doctor(&doctor).await?;
     Ok(Json(doctor_json(&doctor)))
 }
