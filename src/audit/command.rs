@@ -64,11 +64,7 @@ pub async fn audit(auditor: &Auditor, selection: &Selection) -> Result<Report, A
             let Some(outcome) = auditor.audit(clinic, date, Trigger::OnDemand).await? else {
                 continue;
             };
-            let c = outcome.run.counts;
-            report.total.appointments_checked += c.appointments_checked;
-            report.total.duplicate_groups += c.duplicate_groups;
-            report.total.extra_rows += c.extra_rows;
-            report.total.affected_rows += c.affected_rows;
+            report.total += outcome.run.counts;
             report.findings.extend(findings(&outcome.duplicates));
             report.runs.push(outcome.run);
         }

@@ -56,6 +56,16 @@ impl Counts {
     }
 }
 
+/// Counts of several days or clinics add up field by field.
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, more: Counts) {
+        self.appointments_checked += more.appointments_checked;
+        self.duplicate_groups += more.duplicate_groups;
+        self.extra_rows += more.extra_rows;
+        self.affected_rows += more.affected_rows;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

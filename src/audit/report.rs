@@ -704,13 +704,14 @@ fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {
 /// Monday at `weekly_report_at` local: last week's report of `clinic`, built, stored
 /// and sent once (the stored row is the claim: a second server finds it and sends
 /// nothing).
-pub async fn send_due(auditor: &Auditor, clinic: &Clinic) -> Result<(), StoreError> {
+pub async fn send_due(
+    auditor: &Auditor,
+    clinic: &Clinic,
+    created: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let store = auditor.store().as_ref();
     let now = auditor.clock().now();
     let monday = schedule::last_reported_week(clinic, auditor.settings().weekly_report_at, now);
-    let Some(created) = store.clinic_created_at(&clinic.id).await? else {
-        return Ok(());
-    };
     if monday + Duration::days(6) < clinic.today(created) {
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveTime};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -194,20 +194,21 @@ impl Auditor {
     /// want it.
     pub async fn run_once(&self) -> Result<(), StoreError> {
         for clinic in self.store.clinics().await? {
-            self.audit_due(&clinic).await?;
-            self.check_dead_man(&clinic).await?;
-            super::report::send_due(self, &clinic).await?;
+            // Nothing is due before the clinic existed: no audit, alarm or report.
+            let Some(created) = self.store.clinic_created_at(&clinic.id).await? else {
+                continue;
+            };
+            self.audit_due(&clinic, created).await?;
+            self.check_dead_man(&clinic, created).await?;
+            super::report::send_due(self, &clinic, created).await?;
         }
         Ok(())
     }
 
-    async fn audit_due(&self, clinic: &Clinic) -> Result<(), StoreError> {
+    async fn audit_due(&self, clinic: &Clinic, created: DateTime<Utc>) -> Result<(), StoreError> {
         let now = self.clock.now();
         let latest = schedule::latest_due(clinic, now);
-        let first_day = match self.store.clinic_created_at(&clinic.id).await? {
-            Some(created) => clinic.today(created),
-            None => return Ok(()),
-        };
+        let first_day = clinic.today(created);
         let window = latest - chrono::Duration::days(i64::from(self.settings.catch_up_days));
         let stale_before = now - chrono_of(self.settings.stale_after);
         let audited = self
@@ -231,15 +232,18 @@ impl Auditor {
 
     /// Alerts (once per clinic and date) when the newest due day has no successful
     /// audit by `auditAt` + grace: the runner failed, or no server was up to run it.
-    async fn check_dead_man(&self, clinic: &Clinic) -> Result<(), StoreError> {
+    async fn check_dead_man(
+        &self,
+        clinic: &Clinic,
+        created: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let date = schedule::latest_due(clinic, now);
         let due = schedule::due_at(clinic, date);
         if now < due + chrono_of(self.settings.grace) {
             return Ok(());
         }
-        let created = self.store.clinic_created_at(&clinic.id).await?;
-        if created.is_none_or(|c| c > due) {
+        if created > due {
             return Ok(());
         }
         let runs = self.store.audit_runs(Some(&clinic.id), date, date).await?;

@@ -189,13 +189,6 @@ fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
     (denominator > 0).then(|| numerator as f64 / denominator as f64)
 }
 
-fn add(sum: &mut Counts, more: &Counts) {
-    sum.appointments_checked += more.appointments_checked;
-    sum.duplicate_groups += more.duplicate_groups;
-    sum.extra_rows += more.extra_rows;
-    sum.affected_rows += more.affected_rows;
-}
-
 /// The audit's counts per clinic and date: duplicates from the incidents (tallied
 /// per doctor-day, as [`Counts::tally`] wants), appointments from the store.
 fn counts_by_clinic_day(
@@ -243,7 +236,7 @@ pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, rows: &StatsRows) ->
         .map(|date| {
             let mut day = Counts::default();
             for (_, c) in counts.iter().filter(|((_, d), _)| *d == date) {
-                add(&mut day, c);
+                day += *c;
             }
             DayDuplicates {
                 date,
@@ -254,7 +247,7 @@ pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, rows: &StatsRows) ->
         .collect();
     let mut over_range = Counts::default();
     for day in &days {
-        add(&mut over_range, &day.counts);
+        over_range += day.counts;
     }
 
     let attempts = outcomes.iter().map(|o| o.count).sum();
@@ -291,7 +284,7 @@ pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, rows: &StatsRows) ->
             };
             let mut duplicates = Counts::default();
             for (_, c) in counts.iter().filter(|((c, _), _)| c == id) {
-                add(&mut duplicates, c);
+                duplicates += *c;
             }
             let attempts = sum(|o| o.count, |_| true);
             let retries = sum(|o| o.retries, |_| true);
