@@ -54,10 +54,15 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<StoreError> {
     if db.kind() != sqlx::error::ErrorKind::UniqueViolation {
         return None;
     }
-    let what = db
-        .constraint()
-        .map_or_else(|| db.message().to_owned(), str::to_owned);
-    Some(if what.contains("slot") {
+    Some(unique_violation_named(
+        db.constraint().unwrap_or_else(|| db.message()),
+    ))
+}
+
+/// The refusal a unique index's name (or SQLite's message, which names its
+/// columns) stands for.
+pub fn unique_violation_named(what: &str) -> StoreError {
+    if what.contains("slot") {
         StoreError::Refused(crate::booking::rules::Refusal::SlotTaken)
     } else if what.contains("token") {
         StoreError::Refused(crate::booking::rules::Refusal::TokenTaken)
@@ -69,7 +74,7 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<StoreError> {
         StoreError::AlreadyExists("clinic")
     } else {
         StoreError::AlreadyExists("record")
-    })
+    }
 }
 
 pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
@@ -280,10 +285,21 @@ pub const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
     (clinic_id, key_hash, request_hash, response_status, response_body, created_at) \
     VALUES ($1, $2, $3, $4, $5, $6)";
 
-/// The steps of a booking inside an open transaction `$tx`, the same on both
-/// backends: cancel the appointment being replaced, read the day's occupied slots,
-/// let the planner choose, number the token, insert, record the idempotency key.
-/// The caller begins (and on PostgreSQL locks the doctor-day) and commits.
+/// A reschedule whose old appointment was cancelled or closed meanwhile.
+pub fn replaced_gone() -> StoreError {
+    StoreError::Changed("the appointment being rescheduled is no longer active")
+}
+
+/// The response body an idempotency key replays: the appointment booked.
+pub fn idempotent_body(appointment: &Appointment) -> Result<String, StoreError> {
+    serde_json::to_string(appointment).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The steps of a booking inside an open transaction `$tx` on PostgreSQL: cancel the
+/// appointment being replaced, read the day's occupied slots, let the planner choose,
+/// number the token, insert, record the idempotency key. The caller begins, locks the
+/// doctor-day and commits. SQLite's group committer (`store::group_commit`) runs the
+/// same steps with the same SQL through its own connection.
 macro_rules! book_in_transaction {
     ($tx:ident, $b:expr) => {{
         let b = $b;
@@ -295,9 +311,7 @@ macro_rules! book_in_transaction {
                 .execute(&mut *$tx)
                 .await?;
             if cancelled.rows_affected() == 0 {
-                return Err(StoreError::Changed(
-                    "the appointment being rescheduled is no longer active",
-                ));
+                return Err($crate::store::codec::replaced_gone());
             }
         }
         let taken: std::collections::BTreeSet<u32> =
@@ -337,8 +351,7 @@ macro_rules! book_in_transaction {
             $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e))
         })?;
         if let Some(key) = &b.idempotency {
-            let body = serde_json::to_string(&appointment)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let body = $crate::store::codec::idempotent_body(&appointment)?;
             sqlx::query($crate::store::codec::INSERT_IDEMPOTENCY_KEY)
                 .bind(b.clinic_id.as_str())
                 .bind(key.key_hash.as_str())

@@ -17,6 +17,7 @@ use crate::domain::{
 pub mod audit;
 mod codec;
 pub mod detection;
+mod group_commit;
 pub mod metrics;
 pub mod postgres;
 pub mod sqlite;
@@ -46,6 +47,9 @@ pub enum StoreError {
     IdempotencyKeyUsed,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From SQLite's group committer, which has its own connection.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is unreadable: {0}")]

@@ -1,8 +1,8 @@
 //! The embedded default store: one SQLite file in WAL mode, one writer connection
 //! (every write transaction `BEGIN IMMEDIATE`, so writes are serial and never fail
 //! to upgrade a lock), a few reader connections, `synchronous=FULL` unless traded.
-//! Bookings go through a group committer: all bookings waiting for the writer are
-//! committed in one transaction, one savepoint each.
+//! Bookings go through a group committer (`store::group_commit`): all bookings
+//! waiting for the writer are committed in one transaction, one savepoint each.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
 
-use super::codec::{book_in_transaction, impl_store, APPOINTMENT_COLUMNS};
+use super::codec::{impl_store, APPOINTMENT_COLUMNS};
+use super::group_commit::GroupCommitter;
 use super::{
     ApiKeyRecord, AppointmentFilter, Backend, Booking, BookingOutcome, StoreError, StoredResponse,
 };
@@ -33,7 +34,7 @@ pub enum SqliteSync {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    bookings: mpsc::Sender<Job>,
+    bookings: GroupCommitter,
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
@@ -85,8 +86,11 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // The only connection is never idle long enough to go stale, and testing it
+        // before each use would cost the group committer a round trip per group.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         migrator().run(&writer).await?;
@@ -94,8 +98,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let (bookings, jobs) = mpsc::channel(1024);
-        tokio::spawn(group_committer(writer.clone(), jobs));
+        let bookings = GroupCommitter::start(path, sync, writer.clone())?;
         Ok(Self {
             writer,
             reader,
@@ -118,77 +121,13 @@ impl SqliteStore {
         None
     }
 
-    /// Hands the booking to the group committer and waits for its commit. The single
-    /// writer never meets a serialization failure, so nothing is ever retried.
+    /// The single writer never meets a serialization failure, so nothing is retried.
     async fn book_committed(&self, booking: Booking) -> BookingOutcome {
-        let (reply, answer) = oneshot::channel();
-        let result = match self.bookings.send(Job { booking, reply }).await {
-            Ok(()) => answer.await.unwrap_or(Err(StoreError::GroupCommitFailed)),
-            Err(_) => Err(StoreError::GroupCommitFailed),
-        };
-        BookingOutcome { result, retries: 0 }
-    }
-}
-
-/// Bookings committed together at most: bounds how long the first one waits.
-const MAX_GROUP: usize = 64;
-
-struct Job {
-    booking: Booking,
-    reply: oneshot::Sender<Result<Appointment, StoreError>>,
-}
-
-/// The single writer of bookings. It takes every booking waiting when it is free and
-/// commits them in one transaction, each in its own savepoint, so one booking's
-/// conflict touches no other and one fsync covers the group. Each booking is
-/// answered only after the commit that holds it, so an acknowledged booking is as
-/// durable as with one transaction per booking.
-async fn group_committer(writer: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let outcomes = match commit_group(&writer, &group).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                tracing::error!(error = %e, bookings = group.len(), "group commit failed");
-                group
-                    .iter()
-                    .map(|_| Err(StoreError::GroupCommitFailed))
-                    .collect()
-            }
-        };
-        for (job, outcome) in group.into_iter().zip(outcomes) {
-            let _ = job.reply.send(outcome);
+        BookingOutcome {
+            result: self.bookings.book(booking).await,
+            retries: 0,
         }
     }
-}
-
-async fn commit_group(
-    writer: &SqlitePool,
-    group: &[Job],
-) -> Result<Vec<Result<Appointment, StoreError>>, StoreError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    for job in group {
-        let mut savepoint = tx.begin().await?;
-        let outcome = async {
-            let appointment = book_in_transaction!(savepoint, &job.booking);
-            Ok::<_, StoreError>(appointment)
-        }
-        .await;
-        match outcome {
-            Ok(_) => savepoint.commit().await?,
-            Err(_) => savepoint.rollback().await?,
-        }
-        outcomes.push(outcome);
-    }
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
 crate::store::detection::impl_detection!(SqliteStore);
