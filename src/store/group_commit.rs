@@ -4,20 +4,22 @@
 //! commit that holds it, so an acknowledged booking is as durable as with one
 //! transaction per booking.
 //!
-//! The group runs on its own connection, opened with rusqlite, on a blocking thread:
-//! the statements of a group go straight to SQLite instead of one hand-off each to
-//! sqlx's connection thread and back, which is what limited the writer before.
-//! While a group commits, the committer holds sqlx's only writer connection, so no
-//! other write of this process has to wait in SQLite's busy handler (which sleeps).
+//! The groups run on a thread of their own with its own connection, opened with
+//! rusqlite: the statements of a group go straight to SQLite instead of one hand-off
+//! each to sqlx's connection thread and back, which is what limited the writer before.
+//! While it commits, the committer holds sqlx's only writer connection, so no other
+//! write of this process has to wait in SQLite's busy handler (which sleeps).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::ToSql;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 use sqlx::SqlitePool;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
@@ -29,6 +31,10 @@ use crate::domain::{Appointment, Kind, Token};
 
 /// Bookings committed together at most: bounds how long the first one waits.
 const MAX_GROUP: usize = 64;
+
+/// How long the committer keeps sqlx's writer connection while bookings keep
+/// coming: the longest any other write of this process waits behind bookings.
+const BURST: Duration = Duration::from_millis(10);
 
 struct Job {
     booking: Booking,
@@ -42,24 +48,25 @@ pub struct GroupCommitter {
 
 impl GroupCommitter {
     /// Opens the committer's connection to the (already migrated) file at `path` and
-    /// starts committing. `gate` is sqlx's single-connection writer pool.
+    /// starts its thread. `gate` is sqlx's single-connection writer pool.
     pub fn start(path: &str, sync: SqliteSync, gate: SqlitePool) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match sync {
-                SqliteSync::Full => "FULL",
-                SqliteSync::Normal => "NORMAL",
-            },
-        )?;
+        let conn = connect(path, sync)?;
+        // Checkpoints run on a thread of their own (`checkpoint`), off the path of
+        // the booking whose commit would otherwise run one every 1000 pages.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = connect(path, sync)?;
+        let (running, stopped) = std::sync::mpsc::channel::<()>();
+        let wal_long = Arc::new(AtomicBool::new(false));
+        let flagged = Arc::clone(&wal_long);
         let (jobs, waiting) = mpsc::channel(1024);
-        tokio::spawn(commit_groups(Arc::new(Mutex::new(conn)), gate, waiting));
+        let runtime = Handle::current();
+        spawn_thread("sqlite-checkpoint", move || {
+            checkpoint(&checkpointer, &stopped, &flagged);
+        })?;
+        spawn_thread("sqlite-bookings", move || {
+            commit_groups(conn, &wal_long, gate, runtime, waiting);
+            drop(running);
+        })?;
         Ok(Self { jobs })
     }
 
@@ -73,53 +80,134 @@ impl GroupCommitter {
     }
 }
 
-async fn commit_groups(
-    conn: Arc<Mutex<Connection>>,
+fn connect(path: &str, sync: SqliteSync) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        },
+    )?;
+    Ok(conn)
+}
+
+fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(run)
+        .map(drop)
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
+}
+
+/// How often committed pages are copied from the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL pages past which the committer finishes a checkpoint itself: SQLite starts
+/// the WAL over only when a write begins with every page already copied, which under
+/// a steady stream of bookings happens only if the writer checkpoints between two
+/// of its own commits. 2000 pages (8 MB) is twice SQLite's own automatic threshold.
+const WAL_RESTART_PAGES: i64 = 2000;
+
+/// One `PASSIVE` checkpoint (it waits for no reader or writer): whether it copied
+/// every page the WAL holds, and how many that is.
+fn checkpoint_once(conn: &Connection) -> Option<(bool, i64)> {
+    let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    });
+    match outcome {
+        Ok((busy, pages, copied)) => Some((busy == 0 && pages == copied, pages)),
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+            None
+        }
+    }
+}
+
+/// Copies what the WAL holds into the database file every [`CHECKPOINT_EVERY`],
+/// off the bookings' path, until the committer stops; flags a WAL grown past
+/// [`WAL_RESTART_PAGES`] for the committer.
+fn checkpoint(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>, wal_long: &AtomicBool) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if let Some((_, pages)) = checkpoint_once(conn) {
+            wal_long.store(pages >= WAL_RESTART_PAGES, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The committer's thread: waits for a booking, takes sqlx's writer connection,
+/// and commits groups while bookings keep coming, for up to [`BURST`]; then it lets
+/// the connection go so the process's other writes get their turn.
+fn commit_groups(
+    mut conn: Connection,
+    wal_long: &AtomicBool,
     gate: SqlitePool,
+    runtime: Handle,
     mut waiting: mpsc::Receiver<Job>,
 ) {
-    while let Some(first) = waiting.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match waiting.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+    // Dropping the pool connection spawns a task that returns it to the pool.
+    let _runtime = runtime.enter();
+    while let Some(first) = waiting.blocking_recv() {
+        let held = match runtime.block_on(gate.acquire()) {
+            Ok(held) => held,
+            Err(e) => {
+                answer(gather(first, &mut waiting), Err(e.into()));
+                continue;
             }
-        }
-        let outcomes = match gate.acquire().await {
-            Ok(held) => {
-                let conn = Arc::clone(&conn);
-                let committed = tokio::task::spawn_blocking(move || {
-                    let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-                    let outcomes = commit_group(&mut conn, &group);
-                    (group, outcomes)
-                })
-                .await;
-                drop(held);
-                match committed {
-                    Ok((back, outcomes)) => {
-                        group = back;
-                        outcomes
-                    }
-                    Err(e) => {
-                        // The group went down with the thread; its senders with it.
-                        tracing::error!(error = %e, "group commit panicked");
-                        continue;
-                    }
-                }
-            }
-            Err(e) => Err(e.into()),
         };
-        let outcomes = outcomes.unwrap_or_else(|e| {
-            tracing::error!(error = %e, bookings = group.len(), "group commit failed");
-            group
-                .iter()
-                .map(|_| Err(StoreError::GroupCommitFailed))
-                .collect()
-        });
-        for (job, outcome) in group.into_iter().zip(outcomes) {
-            let _ = job.reply.send(outcome);
+        let until = Instant::now() + BURST;
+        let mut next = Some(first);
+        while let Some(first) = next.take() {
+            let group = gather(first, &mut waiting);
+            let outcomes = commit_group(&mut conn, &group);
+            answer(group, outcomes);
+            if wal_long.load(Ordering::Relaxed)
+                && checkpoint_once(&conn).is_some_and(|(all, _)| all)
+            {
+                wal_long.store(false, Ordering::Relaxed);
+            }
+            if Instant::now() < until {
+                next = waiting.try_recv().ok();
+            }
         }
+        drop(held);
+    }
+}
+
+/// The first booking and every other one already waiting, up to [`MAX_GROUP`].
+fn gather(first: Job, waiting: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match waiting.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+fn answer(group: Vec<Job>, outcomes: Result<Vec<Result<Appointment, StoreError>>, StoreError>) {
+    let outcomes = outcomes.unwrap_or_else(|e| {
+        tracing::error!(error = %e, bookings = group.len(), "group commit failed");
+        group
+            .iter()
+            .map(|_| Err(StoreError::GroupCommitFailed))
+            .collect()
+    });
+    for (job, outcome) in group.into_iter().zip(outcomes) {
+        let _ = job.reply.send(outcome);
     }
 }
 
@@ -129,7 +217,7 @@ fn commit_group(
     group: &[Job],
 ) -> Result<Vec<Result<Appointment, StoreError>>, StoreError> {
     if !conn.is_autocommit() {
-        // Left open by a group that failed half-way (or a thread that panicked).
+        // Left open by a group that failed half-way.
         conn.execute_batch("ROLLBACK")?;
     }
     let committed = (|| {
