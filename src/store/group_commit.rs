@@ -87,14 +87,7 @@ fn connect(path: &str, sync: SqliteSync) -> Result<Connection, StoreError> {
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match sync {
-            SqliteSync::Full => "FULL",
-            SqliteSync::Normal => "NORMAL",
-        },
-    )?;
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
     Ok(conn)
 }
 
@@ -289,8 +282,8 @@ fn book(conn: &Connection, b: &Booking) -> Result<Appointment, StoreError> {
         }
     };
     let a = codec::new_appointment(b, planned, token);
-    let created_at = instant(a.created_at);
-    let updated_at = instant(a.updated_at);
+    // A new appointment is created and last updated at the booking's `now`.
+    debug_assert!(a.created_at == b.now && a.updated_at == b.now);
     bound(
         conn,
         INSERT_APPOINTMENT,
@@ -309,8 +302,8 @@ fn book(conn: &Connection, b: &Booking) -> Result<Appointment, StoreError> {
             &a.patient_name,
             &a.patient_phone,
             &a.booked_via,
-            &created_at,
-            &updated_at,
+            &now,
+            &now,
             &a.previous_appointment_id.as_ref().map(|p| p.as_str()),
         ],
     )?

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
@@ -29,6 +29,17 @@ pub enum SqliteSync {
     Full,
     /// fsync at checkpoints only: survives a crash of slotguard, not of the machine.
     Normal,
+}
+
+impl SqliteSync {
+    /// The value of `PRAGMA synchronous`, for sqlx's connections and the group
+    /// committer's alike.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        }
+    }
 }
 
 pub struct SqliteStore {
@@ -80,10 +91,7 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match sync {
-                SqliteSync::Full => SqliteSynchronous::Full,
-                SqliteSync::Normal => SqliteSynchronous::Normal,
-            })
+            .pragma("synchronous", sync.pragma())
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // The only connection is never idle long enough to go stale, and testing it
