@@ -39,6 +39,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Staff accounts for the dashboard: create, list, disable, reset a password.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Drive a slotguard server with load, then verify nothing was double-booked or lost.
     Loadtest(Box<crate::loadtest::LoadtestArgs>),
     /// Check a load run's history against the database (exit 0 only when clean).
@@ -149,7 +154,8 @@ pub struct ServeArgs {
     /// Address to listen on. [default: 127.0.0.1:8080]
     #[arg(long, env = "SLOTGUARD_LISTEN")]
     pub listen: Option<String>,
-    /// Also create a demo clinic with two doctors and a few of today's bookings.
+    /// Also create a demo clinic with two doctors and a few of today's bookings, and a
+    /// demo admin for the dashboard whose one-time password is printed at start.
     #[arg(long)]
     pub demo: bool,
     /// Also serve `GET /metrics` on this address, without a key, for a Prometheus on
@@ -183,6 +189,48 @@ pub enum KeysCommand {
     /// Revoke a key by its id (the part after `sg_`, before the next `_`).
     Revoke {
         id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account and print its one-time password (only it) on stdout.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// admin: every clinic and the users and keys; clinic: acts in its clinics;
+        /// viewer: read-only.
+        #[arg(long, value_parser = ["admin", "clinic", "viewer"])]
+        role: String,
+        /// Clinic of a clinic user (required, repeat for several) or of a viewer
+        /// (optional: none means every clinic).
+        #[arg(long = "clinic")]
+        clinics: Vec<String>,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List accounts (never their passwords).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable an account and end its sessions.
+    Disable {
+        email: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give an account a new password (printed, or read with --password-stdin),
+    /// enable it again and end its sessions.
+    ResetPassword {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -316,6 +364,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Keys { command } => keys(command).await,
+        Command::Users { command } => users(command).await,
         Command::Loadtest(args) => crate::loadtest::run(*args).await,
         Command::Check(args) => check_history(args).await,
         Command::Audit(args) => audit(args).await,
@@ -569,6 +618,119 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The first line of stdin, for `--password-stdin`.
+fn password_from_stdin(wanted: bool) -> Result<Option<String>, CliError> {
+    if !wanted {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Usage(format!("cannot read the password from stdin: {e}")))?;
+    Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+fn account_error(e: crate::web::accounts::AccountError) -> CliError {
+    use crate::web::accounts::AccountError;
+    match e {
+        AccountError::Store(s) => CliError::from(s),
+        other => CliError::Usage(other.to_string()),
+    }
+}
+
+async fn users(command: UsersCommand) -> Result<(), CliError> {
+    use crate::domain::{Email, StaffRole};
+    use crate::web::accounts;
+    let usage = |e: crate::domain::FieldError| CliError::Usage(format!("--{e}"));
+    let now = SystemClock.now();
+    match command {
+        UsersCommand::Create {
+            email,
+            role,
+            clinics,
+            password_stdin,
+            store,
+        } => {
+            let email = Email::parse("email", &email).map_err(usage)?;
+            let role = StaffRole::parse("role", &role).map_err(usage)?;
+            let clinics = clinics
+                .iter()
+                .map(|c| ClinicId::parse("clinic", c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(usage)?;
+            crate::domain::StaffUser::check_scope(role, &clinics).map_err(usage)?;
+            let (password, generated) =
+                accounts::password_or_generated(password_from_stdin(password_stdin)?)
+                    .map_err(usage)?;
+            let store = open_store(&settings(&store, None)?).await?;
+            let user = accounts::create(store.as_ref(), email, role, clinics, &password, now)
+                .await
+                .map_err(account_error)?;
+            if generated {
+                println!("{password}");
+            }
+            eprintln!(
+                "created {} account {}{}",
+                role,
+                user.email,
+                if generated {
+                    " (its one-time password above is shown once; only its hash is stored)"
+                } else {
+                    ""
+                }
+            );
+        }
+        UsersCommand::List { store } => {
+            let store = open_store(&settings(&store, None)?).await?;
+            for user in store.staff_users().await? {
+                let clinics: Vec<_> = user.clinics.iter().map(ClinicId::as_str).collect();
+                let disabled = user
+                    .disabled_at
+                    .map(|t| format!(" disabled {}", t.to_rfc3339()))
+                    .unwrap_or_default();
+                println!(
+                    "{}\t{}\t{}\tcreated {}{disabled}",
+                    user.email,
+                    user.role,
+                    if clinics.is_empty() {
+                        "*".to_owned()
+                    } else {
+                        clinics.join(",")
+                    },
+                    user.created_at.to_rfc3339()
+                );
+            }
+        }
+        UsersCommand::Disable { email, store } => {
+            let email = Email::parse("email", &email).map_err(usage)?;
+            let store = open_store(&settings(&store, None)?).await?;
+            accounts::disable(store.as_ref(), &email, now)
+                .await
+                .map_err(account_error)?;
+            eprintln!("disabled {email}; its sessions have ended");
+        }
+        UsersCommand::ResetPassword {
+            email,
+            password_stdin,
+            store,
+        } => {
+            let email = Email::parse("email", &email).map_err(usage)?;
+            let (password, generated) =
+                accounts::password_or_generated(password_from_stdin(password_stdin)?)
+                    .map_err(usage)?;
+            let store = open_store(&settings(&store, None)?).await?;
+            accounts::reset_password(store.as_ref(), &email, &password, now)
+                .await
+                .map_err(account_error)?;
+            if generated {
+                println!("{password}");
+            }
+            eprintln!("new password set for {email}; its sessions have ended");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
     let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
@@ -586,11 +748,18 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         println!("admin key (shown once, store it now): {}", key.text);
     }
     let app = crate::app::App::start(store, clock, options);
-    if args.demo {
+    let demo_password = if args.demo {
         crate::demo::seed(&app.state.bookings)
             .await
             .map_err(|e| CliError::Failed(format!("demo seed failed: {e}")))?;
-    }
+        Some(
+            crate::web::accounts::demo_admin(app.state.bookings.store(), app.state.bookings.now())
+                .await
+                .map_err(|e| CliError::Failed(format!("demo admin: {e}")))?,
+        )
+    } else {
+        None
+    };
     let metrics_listener = match args.metrics_listen.or(s.metrics.listen) {
         Some(address) => Some(bind(&address).await?),
         None => None,
@@ -602,6 +771,13 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     tracing::info!(%address, database = %redact(&s.database), "slotguard listening");
     eprintln!("slotguard listening on http://{address}");
+    if let Some(password) = demo_password {
+        eprintln!(
+            "dashboard: http://{address}/  log in as {} with password {password} \
+             (a new one at every --demo start)",
+            crate::web::accounts::DEMO_ADMIN
+        );
+    }
     let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -13,6 +13,7 @@
 //! - [`metrics`]: booking outcomes as persisted rollups, `/api/v1/stats` and `/metrics`.
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
+//! - [`web`]: the monitoring dashboard at `/`: pages, staff sessions, live updates.
 //! - [`loadtest`]: `slotguard loadtest`, open and closed models, HDR statistics.
 //! - [`app`]: one running slotguard: bookings, detector, dispatcher, metrics flusher,
 //!   started and stopped together.
@@ -40,3 +41,4 @@ pub mod loadtest;
 pub mod metrics;
 pub mod store;
 pub mod watch;
+pub mod web;

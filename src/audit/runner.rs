@@ -232,27 +232,42 @@ impl Auditor {
 
     /// Alerts (once per clinic and date) when the newest due day has no successful
     /// audit by `auditAt` + grace: the runner failed, or no server was up to run it.
+    /// The dead-man's switch: the newest due date of a clinic that has no successful
+    /// audit although its `auditAt` + grace has passed (never a date before the clinic
+    /// existed), with the last error of its failed runs.
+    pub async fn missing_audit(
+        &self,
+        clinic: &Clinic,
+        created: DateTime<Utc>,
+    ) -> Result<Option<(NaiveDate, Option<String>)>, StoreError> {
+        let now = self.clock.now();
+        let date = schedule::latest_due(clinic, now);
+        let due = schedule::due_at(clinic, date);
+        if now < due + chrono_of(self.settings.grace) || created > due {
+            return Ok(None);
+        }
+        let runs = self.store.audit_runs(Some(&clinic.id), date, date).await?;
+        if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
+            return Ok(None);
+        }
+        Ok(Some((
+            date,
+            runs.iter().rev().find_map(|r| r.error.clone()),
+        )))
+    }
+
     async fn check_dead_man(
         &self,
         clinic: &Clinic,
         created: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let date = schedule::latest_due(clinic, now);
-        let due = schedule::due_at(clinic, date);
-        if now < due + chrono_of(self.settings.grace) {
-            return Ok(());
+        match self.missing_audit(clinic, created).await? {
+            Some((date, last_error)) => {
+                self.notify(audit_missing(clinic, date, last_error.as_deref()))
+                    .await
+            }
+            None => Ok(()),
         }
-        if created > due {
-            return Ok(());
-        }
-        let runs = self.store.audit_runs(Some(&clinic.id), date, date).await?;
-        if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
-            return Ok(());
-        }
-        let last_error = runs.iter().rev().find_map(|r| r.error.clone());
-        self.notify(audit_missing(clinic, date, last_error.as_deref()))
-            .await
     }
 
     async fn lead(&self) -> bool {

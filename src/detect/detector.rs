@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::reconcile::{reconcile, Changes};
-use super::{FoundBy, Group};
+use super::{FoundBy, Group, Incident, IncidentState, OutboxEntry};
+use crate::alert::Event;
 use crate::clock::Clock;
+use crate::domain::ClinicId;
 use crate::store::{Store, StoreError};
 
 /// How the detector runs; `[detect]` in slotguard.toml.
@@ -76,12 +78,24 @@ pub struct Latency {
     pub sum_ms: f64,
 }
 
+/// An incident saved by this process (opened, changed, acknowledged, resolved): what
+/// live dashboards hear. Only the clinic travels, so a listener can keep to its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentChanged {
+    pub incident_id: String,
+    pub clinic_id: ClinicId,
+}
+
+/// Listeners that fall this far behind miss changes and reload instead.
+const FEED_CAPACITY: usize = 1024;
+
 pub struct Detector {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     holder: String,
     settings: Settings,
     latency_ms: Mutex<Histogram<u64>>,
+    changed: broadcast::Sender<IncidentChanged>,
 }
 
 impl Detector {
@@ -94,7 +108,70 @@ impl Detector {
             latency_ms: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds"),
             ),
+            changed: broadcast::channel(FEED_CAPACITY).0,
         }
+    }
+
+    /// Incidents this process saves from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<IncidentChanged> {
+        self.changed.subscribe()
+    }
+
+    async fn save(&self, changes: &Changes) -> Result<(), StoreError> {
+        self.store.save_incidents(changes).await?;
+        for incident in &changes.incidents {
+            let _ = self.changed.send(IncidentChanged {
+                incident_id: incident.id.clone(),
+                clinic_id: incident.group.clinic_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A person acknowledges (`to` = acknowledged: reminders stop) or resolves an
+    /// incident (with a note; notifies). A resolved incident stays resolved until a
+    /// member changes; resolving it again changes nothing. `by` names who did it.
+    pub async fn move_incident(
+        &self,
+        mut incident: Incident,
+        to: IncidentState,
+        by: &str,
+        note: Option<String>,
+    ) -> Result<Incident, StoreError> {
+        let now = self.clock.now();
+        let mut changes = Changes::default();
+        match (incident.state, to) {
+            (IncidentState::Resolved, IncidentState::Resolved) => return Ok(incident),
+            (IncidentState::Resolved, _) | (_, IncidentState::Open) => {
+                return Err(StoreError::InvalidIncidentMove {
+                    from: incident.state.as_str(),
+                    to: to.as_str(),
+                });
+            }
+            (_, IncidentState::Acknowledged) => {
+                incident.acknowledged_at = Some(now);
+                incident.acknowledged_by = Some(by.to_owned());
+            }
+            (_, IncidentState::Resolved) => {
+                incident.resolved_at = Some(now);
+                incident.resolved_by = Some(by.to_owned());
+                incident.changed_at = now;
+                changes.outbox.push(OutboxEntry {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    clinic_id: incident.group.clinic_id.clone(),
+                    incident_id: incident.id.clone(),
+                    event: Event::Resolved,
+                    created_at: now,
+                });
+            }
+        }
+        incident.state = to;
+        if note.is_some() {
+            incident.note = note;
+        }
+        changes.incidents.push(incident.clone());
+        self.save(&changes).await?;
+        Ok(incident)
     }
 
     /// Checks one doctor-day now and saves what changed.
@@ -103,7 +180,7 @@ impl Detector {
         let existing = self.store.group_incidents(group).await?;
         let changes = reconcile(group, &found, &existing, self.clock.now(), found_by);
         if !changes.is_empty() {
-            self.store.save_incidents(&changes).await?;
+            self.save(&changes).await?;
             let mut latency = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
             for ms in changes.incidents.iter().filter_map(|i| i.detection_ms) {
                 latency.saturating_record(ms.max(1) as u64);

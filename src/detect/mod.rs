@@ -13,7 +13,7 @@ use crate::domain::{ClinicId, DoctorId};
 pub mod detector;
 pub mod reconcile;
 
-pub use detector::{Detector, Wakeups};
+pub use detector::{Detector, IncidentChanged, Wakeups};
 
 /// Source name of slotguard's own appointments among the members of an incident.
 pub const NATIVE: &str = "native";

@@ -6,6 +6,7 @@ pub mod appointment;
 pub mod clinic;
 pub mod ids;
 pub mod schedule;
+pub mod staff;
 pub mod status;
 pub mod text;
 pub mod token;
@@ -14,6 +15,7 @@ pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
 pub use ids::{AppointmentId, ClinicId, DoctorId};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
+pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};
 pub use status::Status;
 pub use token::Token;
 

@@ -36,12 +36,14 @@ pub struct AppState {
     pub bookings: Arc<Bookings>,
     pub detector: Arc<Detector>,
     pub auditor: Arc<Auditor>,
+    pub web: crate::web::WebState,
     in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
     pub fn new(bookings: Arc<Bookings>, detector: Arc<Detector>, auditor: Arc<Auditor>) -> Self {
         Self {
+            web: crate::web::WebState::new(bookings.clone(), detector.clone(), auditor.clone()),
             bookings,
             detector,
             auditor,
@@ -106,7 +108,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/book-appointment", post(appointments::book))
         .nest("/api/v1", v1)
-        .fallback(|| async { ApiError::not_found_route() })
+        .with_state(state.clone())
+        .merge(crate::web::router(state.web.clone()))
+        .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -115,7 +119,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn_with_state(state, shed_load))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             ApiError::new(
@@ -125,7 +129,15 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         }))
-        .with_state(state)
+}
+
+/// An unknown path: the API's JSON 404 under `/api`, the dashboard's page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::not_found_route().into_response()
+    } else {
+        crate::web::PageError::not_found("page").into_response()
+    }
 }
 
 /// `/metrics` and nothing else, without keys: what `--metrics-listen` serves, for a
@@ -174,9 +186,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Live dashboard streams never end by themselves: they are told to at shutdown.
+    let closing = state.web.closing.clone();
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closing.send_replace(true);
+    })
+    .await
 }
 
 /// Serves [`metrics_router`] on `listener` until `shutdown` completes.

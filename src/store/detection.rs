@@ -34,6 +34,32 @@ pub struct MemberRow {
     pub token_number: Option<String>,
     pub status: String,
     pub created_at: Option<DateTime<Utc>>,
+    /// Local `HH:MM` of the slot (a watched document's own `time` as it wrote it).
+    pub time: Option<String>,
+    pub booked_via: Option<String>,
+    /// Personal data: shown on the dashboard to the clinic's staff and admins only,
+    /// never sent by the API or in alerts.
+    #[serde(skip)]
+    pub patient_name: Option<String>,
+    #[serde(skip)]
+    pub patient_phone: Option<String>,
+}
+
+impl MemberRow {
+    /// The patient fields of a watched document (Kloqo: `patientName`,
+    /// `communicationPhone` or `patientPhone`, `time`).
+    pub fn with_document(mut self, document: &serde_json::Value) -> Self {
+        let text = |key: &str| {
+            document
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        self.patient_name = text("patientName");
+        self.patient_phone = text("patientPhone").or_else(|| text("communicationPhone"));
+        self.time = text("time");
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -601,27 +627,46 @@ impl $crate::store::detection::DetectionStore for $store {
         use $crate::store::codec::DecodeRow;
         let mut rows = Vec::with_capacity(members.len());
         for m in members {
-            let row = if m.source == $crate::detect::NATIVE {
-                sqlx::query("SELECT slot_index, token_number, status, created_at FROM appointments WHERE id = $1 AND clinic_id = $2")
+            let native = m.source == $crate::detect::NATIVE;
+            let row = if native {
+                sqlx::query("SELECT slot_index, token_number, status, created_at, time, booked_via, patient_name, patient_phone \
+                             FROM appointments WHERE id = $1 AND clinic_id = $2")
                     .bind(&m.id)
                     .bind(group.clinic_id.as_str())
                     .fetch_optional(&self.reader)
                     .await?
             } else {
-                sqlx::query("SELECT slot_index, token_number, status, created_at FROM watched_appointments WHERE source = $1 AND id = $2")
+                sqlx::query("SELECT slot_index, token_number, status, created_at, booked_via, document \
+                             FROM watched_appointments WHERE source = $1 AND id = $2")
                     .bind(&m.source)
                     .bind(&m.id)
                     .fetch_optional(&self.reader)
                     .await?
             };
             if let Some(row) = row {
-                rows.push($crate::store::detection::MemberRow {
+                let member = $crate::store::detection::MemberRow {
                     source: m.source.clone(),
                     id: m.id.clone(),
                     slot_index: $crate::store::codec::u32_of("slot_index", row.int("slot_index")?)?,
                     token_number: row.opt_text("token_number")?,
                     status: row.text("status")?,
                     created_at: row.opt_instant("created_at")?,
+                    time: None,
+                    booked_via: row.opt_text("booked_via")?,
+                    patient_name: None,
+                    patient_phone: None,
+                };
+                rows.push(if native {
+                    $crate::store::detection::MemberRow {
+                        time: row.opt_text("time")?,
+                        patient_name: row.opt_text("patient_name")?,
+                        patient_phone: row.opt_text("patient_phone")?,
+                        ..member
+                    }
+                } else {
+                    let document: serde_json::Value = serde_json::from_str(&row.text("document")?)
+                        .map_err(|e| $crate::store::codec::corrupt("document", e))?;
+                    member.with_document(&document)
                 });
             }
         }

@@ -16,6 +16,7 @@ use crate::domain::{
 
 pub mod audit;
 mod codec;
+pub mod dashboard;
 pub mod detection;
 mod group_commit;
 pub mod metrics;
@@ -164,7 +165,12 @@ pub struct ApiKeyRecord {
 
 #[async_trait]
 pub trait Store:
-    detection::DetectionStore + audit::AuditStore + metrics::MetricsStore + Send + Sync
+    detection::DetectionStore
+    + audit::AuditStore
+    + metrics::MetricsStore
+    + dashboard::DashboardStore
+    + Send
+    + Sync
 {
     fn backend(&self) -> Backend;
     async fn ping(&self) -> Result<(), StoreError>;

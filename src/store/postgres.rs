@@ -52,6 +52,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "rollups",
             include_str!("../../migrations/postgres/0004_rollups.sql"),
         ),
+        (
+            5,
+            "dashboard",
+            include_str!("../../migrations/postgres/0005_dashboard.sql"),
+        ),
     ])
 }
 
@@ -282,4 +287,5 @@ fn is_retryable(err: &StoreError) -> bool {
 crate::store::detection::impl_detection!(PostgresStore);
 crate::store::audit::impl_audit!(PostgresStore);
 crate::store::metrics::impl_metrics!(PostgresStore);
+crate::store::dashboard::impl_dashboard!(PostgresStore);
 impl_store!(PostgresStore, Backend::Postgres);

@@ -70,6 +70,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "rollups",
             include_str!("../../migrations/sqlite/0004_rollups.sql"),
         ),
+        (
+            5,
+            "dashboard",
+            include_str!("../../migrations/sqlite/0005_dashboard.sql"),
+        ),
     ])
 }
 
@@ -141,4 +146,5 @@ impl SqliteStore {
 crate::store::detection::impl_detection!(SqliteStore);
 crate::store::audit::impl_audit!(SqliteStore);
 crate::store::metrics::impl_metrics!(SqliteStore);
+crate::store::dashboard::impl_dashboard!(SqliteStore);
 impl_store!(SqliteStore, Backend::Sqlite);

@@ -10,10 +10,8 @@ use serde_json::{json, Value};
 use super::super::error::ApiError;
 use super::super::extract::{required, JsonBody, JsonDocument, QueryParams};
 use super::super::AppState;
-use crate::alert::Event;
 use crate::auth::{Action, Principal};
-use crate::detect::reconcile::Changes;
-use crate::detect::{Group, Incident, IncidentState, OutboxEntry};
+use crate::detect::{Group, Incident, IncidentState};
 use crate::domain::text::parse_line;
 use crate::domain::{ClinicId, FieldError};
 use crate::store::detection::{DeliveryState, IncidentFilter, Silence};
@@ -206,8 +204,7 @@ pub struct NoteBody {
     note: Option<String>,
 }
 
-/// Acknowledging silences the reminders; resolving closes the incident (and
-/// notifies). A duplicate that is still there stays resolved until a member changes.
+/// The rules of the move are the detector's (`Detector::move_incident`).
 async fn move_incident(
     state: &AppState,
     principal: &Principal,
@@ -215,43 +212,13 @@ async fn move_incident(
     to: IncidentState,
     note: Option<String>,
 ) -> Result<Json<Incident>, ApiError> {
-    let mut incident = load(state, principal, id).await?;
+    let incident = load(state, principal, id).await?;
     let note = note.map(|n| parse_line("note", &n, 2000)).transpose()?;
-    let now = state.bookings.now();
-    let mut changes = Changes::default();
-    match (incident.state, to) {
-        (IncidentState::Resolved, IncidentState::Resolved) => return Ok(Json(incident)),
-        (IncidentState::Resolved, _) => {
-            return Err(StoreError::InvalidIncidentMove {
-                from: "resolved",
-                to: to.as_str(),
-            }
-            .into());
-        }
-        (_, IncidentState::Acknowledged) => {
-            incident.acknowledged_at = Some(now);
-            incident.acknowledged_by = Some(principal.key_id.clone());
-        }
-        (_, _) => {
-            incident.resolved_at = Some(now);
-            incident.resolved_by = Some(principal.key_id.clone());
-            incident.changed_at = now;
-            changes.outbox.push(OutboxEntry {
-                id: uuid::Uuid::new_v4().to_string(),
-                clinic_id: incident.group.clinic_id.clone(),
-                incident_id: incident.id.clone(),
-                event: Event::Resolved,
-                created_at: now,
-            });
-        }
-    }
-    incident.state = to;
-    if note.is_some() {
-        incident.note = note;
-    }
-    changes.incidents.push(incident.clone());
-    state.bookings.store().save_incidents(&changes).await?;
-    Ok(Json(incident))
+    let moved = state
+        .detector
+        .move_incident(incident, to, &principal.key_id, note)
+        .await?;
+    Ok(Json(moved))
 }
 
 pub async fn acknowledge(

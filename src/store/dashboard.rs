@@ -1,0 +1,580 @@
+//! What the dashboard keeps and reads: staff accounts and their sessions, and the
+//! views its pages need (a page of incidents, counts, a doctor-day's watched rows,
+//! stored weekly reports). One trait, one SQL text for both backends
+//! (`impl_dashboard!`), like `detection.rs`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::ColumnIndex;
+
+use super::codec::{corrupt, u32_of, DecodeRow};
+use super::StoreError;
+use crate::detect::{DuplicateKind, FoundBy, Group, Incident, IncidentState};
+use crate::domain::{ClinicId, Doctor, DoctorId, Email, StaffRole, StaffUser};
+
+/// A logged-in browser, as stored: the hash of its cookie's secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffSession {
+    pub id_hash: String,
+    pub user_id: String,
+    /// Sent back with every form; a request without it changes nothing.
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// The absolute end, whatever the activity.
+    pub expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// Which incidents a list shows: filters from the page's query string, the clinics
+/// the person may see, and the cursor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentQuery {
+    /// The clinics the person sees; `None` for every clinic.
+    pub scope: Option<Vec<ClinicId>>,
+    pub clinic: Option<ClinicId>,
+    pub doctor: Option<DoctorId>,
+    pub state: Option<IncidentState>,
+    pub kind: Option<DuplicateKind>,
+    pub found_by: Option<FoundBy>,
+    /// The appointments' local dates, both ends included.
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    /// Newest first: only incidents first seen before this one (first seen, id).
+    pub before: Option<(DateTime<Utc>, String)>,
+    pub limit: u32,
+}
+
+/// Incidents of one clinic in one state, however old.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentTally {
+    pub clinic_id: ClinicId,
+    pub state: IncidentState,
+    pub count: u64,
+}
+
+/// What happened to an incident that the alert outbox recorded: opened, grew,
+/// regressed, resolved, reminded; with when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub event: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A watched document of a doctor-day, for the day board.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedRow {
+    pub source: String,
+    pub id: String,
+    pub slot_index: u32,
+    pub token_number: Option<String>,
+    pub status: String,
+    pub is_break: bool,
+    pub booked_via: Option<String>,
+    pub document: serde_json::Value,
+}
+
+/// A stored weekly report, without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReport {
+    /// `*` for the all-clinics report.
+    pub clinic_id: String,
+    pub week: String,
+    pub generated_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait DashboardStore: Send + Sync {
+    /// `AlreadyExists("user")` when the email is taken.
+    async fn insert_staff_user(&self, user: &StaffUser) -> Result<(), StoreError>;
+    async fn staff_user(&self, id: &str) -> Result<Option<StaffUser>, StoreError>;
+    async fn staff_user_by_email(&self, email: &Email) -> Result<Option<StaffUser>, StoreError>;
+    async fn staff_users(&self) -> Result<Vec<StaffUser>, StoreError>;
+    /// Saves role, clinics, password hash and disabled time; when the password changed
+    /// or the account was disabled, every session of the user ends in the same
+    /// transaction. `NotFound("user")` for an unknown id.
+    async fn update_staff_user(
+        &self,
+        user: &StaffUser,
+        end_sessions_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+
+    async fn insert_session(&self, session: &StaffSession) -> Result<(), StoreError>;
+    /// A session that has not ended, with its user.
+    async fn session(&self, id_hash: &str)
+        -> Result<Option<(StaffSession, StaffUser)>, StoreError>;
+    async fn touch_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn end_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// One page of incidents, newest first seen first.
+    async fn incident_page(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// How many incidents the query's filters match, every page together.
+    async fn incident_count(&self, query: &IncidentQuery) -> Result<u64, StoreError>;
+    async fn incident_tallies(
+        &self,
+        scope: Option<&[ClinicId]>,
+    ) -> Result<Vec<IncidentTally>, StoreError>;
+    async fn outbox_events(&self, incident_id: &str) -> Result<Vec<OutboxEvent>, StoreError>;
+    async fn doctors_of(&self, clinic: &ClinicId) -> Result<Vec<Doctor>, StoreError>;
+    /// Clinics that appear in incidents or watched documents, registered or not.
+    async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError>;
+    /// Doctors of a clinic that appear in incidents or watched documents.
+    async fn seen_doctors(&self, clinic: &ClinicId) -> Result<Vec<DoctorId>, StoreError>;
+    /// Occupying watched documents of a doctor-day, by slot.
+    async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError>;
+    async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError>;
+    async fn stored_report(
+        &self,
+        clinic_id: &str,
+        week: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// When the detector lease was last renewed (its expiry minus its length): the
+    /// last moment some server was checking.
+    async fn detector_lease_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+// ---- decoding and SQL ---------------------------------------------------------
+
+pub fn staff_user<R: DecodeRow>(row: &R) -> Result<StaffUser, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let role = row.text("role")?;
+    let email = row.text("email")?;
+    let clinics: Vec<String> =
+        serde_json::from_str(&row.text("clinics")?).map_err(|e| corrupt("clinics", e))?;
+    Ok(StaffUser {
+        id: row.text("id")?,
+        email: Email::parse("email", &email).map_err(|e| corrupt("email", e))?,
+        role: StaffRole::parse("role", &role).map_err(|e| corrupt("role", e))?,
+        clinics: clinics
+            .iter()
+            .map(|c| ClinicId::parse("clinics", c).map_err(|e| corrupt("clinic id", e)))
+            .collect::<Result<_, _>>()?,
+        password_hash: row.text("password_hash")?,
+        created_at: row.instant("created_at")?,
+        disabled_at: row.opt_instant("disabled_at")?,
+    })
+}
+
+pub fn staff_session<R: DecodeRow>(row: &R) -> Result<StaffSession, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(StaffSession {
+        id_hash: row.text("id_hash")?,
+        user_id: row.text("user_id")?,
+        csrf_token: row.text("csrf_token")?,
+        created_at: row.instant("created_at")?,
+        last_seen_at: row.instant("last_seen_at")?,
+        expires_at: row.instant("expires_at")?,
+        ended_at: row.opt_instant("ended_at")?,
+    })
+}
+
+pub fn watched_row<R: DecodeRow>(row: &R) -> Result<WatchedRow, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(WatchedRow {
+        source: row.text("source")?,
+        id: row.text("id")?,
+        slot_index: u32_of("slot_index", row.int("slot_index")?)?,
+        token_number: row.opt_text("token_number")?,
+        status: row.text("status")?,
+        is_break: row.int("is_break")? != 0,
+        booked_via: row.opt_text("booked_via")?,
+        document: serde_json::from_str(&row.text("document")?)
+            .map_err(|e| corrupt("document", e))?,
+    })
+}
+
+pub const STAFF_USER_COLUMNS: &str =
+    "id, email, role, clinics, password_hash, created_at, disabled_at";
+
+/// A value bound to a placeholder of a query built from filters.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    Text(String),
+    Date(NaiveDate),
+    Instant(DateTime<Utc>),
+    Int(i64),
+}
+
+/// `clinic_id IN ($n, …)` for a scope (nothing for every clinic; a clause that
+/// matches nothing for an empty list).
+fn scope_clause(scope: Option<&[ClinicId]>, binds: &mut Vec<Bound>) -> Option<String> {
+    let clinics = scope?;
+    if clinics.is_empty() {
+        return Some("1 = 0".into());
+    }
+    let placeholders: Vec<String> = clinics
+        .iter()
+        .map(|c| {
+            binds.push(Bound::Text(c.as_str().to_owned()));
+            format!("${}", binds.len())
+        })
+        .collect();
+    Some(format!("clinic_id IN ({})", placeholders.join(", ")))
+}
+
+/// The WHERE clause of an incident query (without the cursor) and its values.
+pub fn incident_where(q: &IncidentQuery, with_cursor: bool) -> (String, Vec<Bound>) {
+    let mut binds = Vec::new();
+    let mut clauses: Vec<String> = scope_clause(q.scope.as_deref(), &mut binds)
+        .into_iter()
+        .collect();
+    let mut add = |column: &str, op: &str, value: Bound, binds: &mut Vec<Bound>| {
+        binds.push(value);
+        clauses.push(format!("{column} {op} ${}", binds.len()));
+    };
+    if let Some(c) = &q.clinic {
+        add("clinic_id", "=", Bound::Text(c.as_str().into()), &mut binds);
+    }
+    if let Some(d) = &q.doctor {
+        add("doctor_id", "=", Bound::Text(d.as_str().into()), &mut binds);
+    }
+    if let Some(s) = q.state {
+        add("state", "=", Bound::Text(s.as_str().into()), &mut binds);
+    }
+    if let Some(k) = q.kind {
+        add("kind", "=", Bound::Text(k.as_str().into()), &mut binds);
+    }
+    if let Some(f) = q.found_by {
+        add("found_by", "=", Bound::Text(f.as_str().into()), &mut binds);
+    }
+    if let Some(from) = q.from {
+        add("date", ">=", Bound::Date(from), &mut binds);
+    }
+    if let Some(to) = q.to {
+        add("date", "<=", Bound::Date(to), &mut binds);
+    }
+    if let (true, Some((seen, id))) = (with_cursor, &q.before) {
+        binds.push(Bound::Instant(*seen));
+        binds.push(Bound::Text(id.clone()));
+        let (a, b) = (binds.len() - 1, binds.len());
+        clauses.push(format!(
+            "(first_seen < ${a} OR (first_seen = ${a} AND id < ${b}))"
+        ));
+    }
+    let clause = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    (clause, binds)
+}
+
+pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Bound>) {
+    let mut binds = Vec::new();
+    let clause = scope_clause(scope, &mut binds)
+        .map(|c| format!(" WHERE {c}"))
+        .unwrap_or_default();
+    (
+        format!(
+            "SELECT clinic_id, state, COUNT(*) AS n FROM incidents{clause} GROUP BY clinic_id, state"
+        ),
+        binds,
+    )
+}
+
+pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let state = row.text("state")?;
+    Ok(IncidentTally {
+        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
+            .map_err(|e| corrupt("clinic id", e))?,
+        state: IncidentState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        count: u64::try_from(row.int("n")?).unwrap_or(0),
+    })
+}
+
+/// Binds filter values in order.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for b in $binds {
+            query = match b {
+                $crate::store::dashboard::Bound::Text(t) => query.bind(t.clone()),
+                $crate::store::dashboard::Bound::Date(d) => query.bind(*d),
+                $crate::store::dashboard::Bound::Instant(t) => query.bind(*t),
+                $crate::store::dashboard::Bound::Int(n) => query.bind(*n),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_all;
+
+/// `impl DashboardStore` for a backend with `self.reader`, `self.writer` and
+/// `self.begin_write()`; the SQL is the same on both.
+macro_rules! impl_dashboard {
+    ($store:ty) => {
+#[async_trait::async_trait]
+impl $crate::store::dashboard::DashboardStore for $store {
+    async fn insert_staff_user(&self, u: &$crate::domain::StaffUser) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO staff_users ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            $crate::store::dashboard::STAFF_USER_COLUMNS
+        ))
+        .bind(&u.id)
+        .bind(u.email.as_str())
+        .bind(u.role.as_str())
+        .bind($crate::store::codec::clinics_json(&u.clinics))
+        .bind(&u.password_hash)
+        .bind(u.created_at)
+        .bind(u.disabled_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+            Some(sqlx::error::ErrorKind::UniqueViolation) => StoreError::AlreadyExists("user"),
+            _ => StoreError::Database(e),
+        })?;
+        Ok(())
+    }
+
+    async fn staff_user(&self, id: &str) -> Result<Option<$crate::domain::StaffUser>, StoreError> {
+        sqlx::query(&format!("SELECT {} FROM staff_users WHERE id = $1", $crate::store::dashboard::STAFF_USER_COLUMNS))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| $crate::store::dashboard::staff_user(&r))
+            .transpose()
+    }
+
+    async fn staff_user_by_email(&self, email: &$crate::domain::Email) -> Result<Option<$crate::domain::StaffUser>, StoreError> {
+        sqlx::query(&format!("SELECT {} FROM staff_users WHERE email = $1", $crate::store::dashboard::STAFF_USER_COLUMNS))
+            .bind(email.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| $crate::store::dashboard::staff_user(&r))
+            .transpose()
+    }
+
+    async fn staff_users(&self) -> Result<Vec<$crate::domain::StaffUser>, StoreError> {
+        sqlx::query(&format!("SELECT {} FROM staff_users ORDER BY email", $crate::store::dashboard::STAFF_USER_COLUMNS))
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::dashboard::staff_user)
+            .collect()
+    }
+
+    async fn update_staff_user(&self, u: &$crate::domain::StaffUser, end_sessions_at: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE staff_users SET role = $2, clinics = $3, password_hash = $4, disabled_at = $5 WHERE id = $1",
+        )
+        .bind(&u.id)
+        .bind(u.role.as_str())
+        .bind($crate::store::codec::clinics_json(&u.clinics))
+        .bind(&u.password_hash)
+        .bind(u.disabled_at)
+        .execute(&mut *tx)
+        .await?;
+        $crate::store::codec::found(done.rows_affected(), "user")?;
+        if let Some(at) = end_sessions_at {
+            sqlx::query("UPDATE staff_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL")
+                .bind(&u.id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &$crate::store::dashboard::StaffSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO staff_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, ended_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.user_id)
+        .bind(&s.csrf_token)
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(s.expires_at)
+        .bind(s.ended_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str) -> Result<Option<($crate::store::dashboard::StaffSession, $crate::domain::StaffUser)>, StoreError> {
+        use $crate::store::dashboard as d;
+        let Some(row) = sqlx::query("SELECT * FROM staff_sessions WHERE id_hash = $1 AND ended_at IS NULL")
+            .bind(id_hash)
+            .fetch_optional(&self.reader)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let session = d::staff_session(&row)?;
+        let user = sqlx::query(&format!("SELECT {} FROM staff_users WHERE id = $1", d::STAFF_USER_COLUMNS))
+            .bind(&session.user_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| d::staff_user(&r))
+            .transpose()?;
+        Ok(user.map(|u| (session, u)))
+    }
+
+    async fn touch_session(&self, id_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE staff_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND ended_at IS NULL")
+            .bind(id_hash)
+            .bind(at)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn end_session(&self, id_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE staff_sessions SET ended_at = $2 WHERE id_hash = $1 AND ended_at IS NULL")
+            .bind(id_hash)
+            .bind(at)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn incident_page(&self, q: &$crate::store::dashboard::IncidentQuery) -> Result<Vec<$crate::detect::Incident>, StoreError> {
+        use $crate::store::dashboard as d;
+        let (clause, mut binds) = d::incident_where(q, true);
+        binds.push(d::Bound::Int(i64::from(q.limit)));
+        let sql = format!(
+            "SELECT {} FROM incidents{clause} ORDER BY first_seen DESC, id DESC LIMIT ${}",
+            $crate::store::detection::INCIDENT_COLUMNS,
+            binds.len()
+        );
+        d::bind_all!(sqlx::query(&sql), &binds)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::detection::incident)
+            .collect()
+    }
+
+    async fn incident_count(&self, q: &$crate::store::dashboard::IncidentQuery) -> Result<u64, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        use $crate::store::dashboard as d;
+        let (clause, binds) = d::incident_where(q, false);
+        let sql = format!("SELECT COUNT(*) AS n FROM incidents{clause}");
+        let row = d::bind_all!(sqlx::query(&sql), &binds)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(row.int("n")?).unwrap_or(0))
+    }
+
+    async fn incident_tallies(&self, scope: Option<&[ClinicId]>) -> Result<Vec<$crate::store::dashboard::IncidentTally>, StoreError> {
+        use $crate::store::dashboard as d;
+        let (sql, binds) = d::tallies_sql(scope);
+        d::bind_all!(sqlx::query(&sql), &binds)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(d::incident_tally)
+            .collect()
+    }
+
+    async fn outbox_events(&self, incident_id: &str) -> Result<Vec<$crate::store::dashboard::OutboxEvent>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT event, created_at FROM alert_outbox WHERE incident_id = $1 ORDER BY created_at, id")
+            .bind(incident_id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| Ok($crate::store::dashboard::OutboxEvent { event: r.text("event")?, at: r.instant("created_at")? }))
+            .collect()
+    }
+
+    async fn doctors_of(&self, clinic: &ClinicId) -> Result<Vec<$crate::domain::Doctor>, StoreError> {
+        sqlx::query("SELECT * FROM doctors WHERE clinic_id = $1 ORDER BY name, id")
+            .bind(clinic.as_str())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::codec::doctor)
+            .collect()
+    }
+
+    async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT clinic_id FROM incidents UNION SELECT clinic_id FROM watched_appointments ORDER BY clinic_id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| ClinicId::parse("clinic_id", &r.text("clinic_id")?).map_err(|e| $crate::store::codec::corrupt("clinic id", e)))
+            .collect()
+    }
+
+    async fn seen_doctors(&self, clinic: &ClinicId) -> Result<Vec<$crate::domain::DoctorId>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query(
+            "SELECT doctor_id FROM incidents WHERE clinic_id = $1 \
+             UNION SELECT doctor_id FROM watched_appointments WHERE clinic_id = $1 ORDER BY doctor_id",
+        )
+        .bind(clinic.as_str())
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|r| $crate::domain::DoctorId::parse("doctor_id", &r.text("doctor_id")?).map_err(|e| $crate::store::codec::corrupt("doctor id", e)))
+        .collect()
+    }
+
+    async fn watched_occupying(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::store::dashboard::WatchedRow>, StoreError> {
+        sqlx::query(
+            "SELECT source, id, slot_index, token_number, status, is_break, booked_via, document \
+             FROM watched_appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
+             AND occupying = 1 AND deleted = 0 ORDER BY slot_index, source, id",
+        )
+        .bind(group.clinic_id.as_str())
+        .bind(group.doctor_id.as_str())
+        .bind(group.date)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map($crate::store::dashboard::watched_row)
+        .collect()
+    }
+
+    async fn stored_reports(&self, limit: u32) -> Result<Vec<$crate::store::dashboard::StoredReport>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT clinic_id, week, generated_at FROM weekly_reports ORDER BY week DESC, clinic_id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| Ok($crate::store::dashboard::StoredReport {
+                clinic_id: r.text("clinic_id")?,
+                week: r.text("week")?,
+                generated_at: r.instant("generated_at")?,
+            }))
+            .collect()
+    }
+
+    async fn stored_report(&self, clinic_id: &str, week: &str) -> Result<Option<String>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT body FROM weekly_reports WHERE clinic_id = $1 AND week = $2")
+            .bind(clinic_id)
+            .bind(week)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| r.text("body"))
+            .transpose()
+    }
+
+    async fn detector_lease_expiry(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT expires_at FROM leases WHERE name = 'detector'")
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| r.instant("expires_at"))
+            .transpose()
+    }
+}
+    };
+}
+pub(crate) use impl_dashboard;

@@ -1,0 +1,12 @@
+//! WIP
+use crate::web::page::PageError;
+use axum::response::Response;
+pub async fn page() -> Result<Response, PageError> {
+    Err(PageError::not_found("page"))
+}
+pub async fn create() -> Result<Response, PageError> {
+    Err(PageError::not_found("page"))
+}
+pub async fn end() -> Result<Response, PageError> {
+    Err(PageError::not_found("page"))
+}
