@@ -123,11 +123,6 @@ pub trait DashboardStore: Send + Sync {
     /// Occupying watched documents of a doctor-day, by slot.
     async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError>;
     async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError>;
-    async fn stored_report(
-        &self,
-        clinic_id: &str,
-        week: &str,
-    ) -> Result<Option<String>, StoreError>;
     /// When the detector lease was last renewed (its expiry minus its length): the
     /// last moment some server was checking.
     async fn detector_lease_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
@@ -553,17 +548,6 @@ impl $crate::store::dashboard::DashboardStore for $store {
                 generated_at: r.instant("generated_at")?,
             }))
             .collect()
-    }
-
-    async fn stored_report(&self, clinic_id: &str, week: &str) -> Result<Option<String>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT body FROM weekly_reports WHERE clinic_id = $1 AND week = $2")
-            .bind(clinic_id)
-            .bind(week)
-            .fetch_optional(&self.reader)
-            .await?
-            .map(|r| r.text("body"))
-            .transpose()
     }
 
     async fn detector_lease_expiry(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
