@@ -111,13 +111,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(crate::web::router(state.web.clone()))
         .fallback(not_found)
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "This endpoint does not take that method.",
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(state, shed_load))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -132,11 +126,33 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// An unknown path: the API's JSON 404 under `/api`, the dashboard's page elsewhere.
+/// Paths answered in the API's JSON; every other path belongs to the dashboard.
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/healthz" || path == "/metrics"
+}
+
 async fn not_found(uri: axum::http::Uri) -> Response {
-    if uri.path().starts_with("/api/") {
+    if is_api(uri.path()) {
         ApiError::not_found_route().into_response()
     } else {
         crate::web::PageError::not_found("page").into_response()
+    }
+}
+
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if is_api(uri.path()) {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "This endpoint does not take that method.",
+        )
+        .into_response()
+    } else {
+        crate::web::PageError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This page does not take that method; use the links and buttons on the page.",
+        )
+        .into_response()
     }
 }
 

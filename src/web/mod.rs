@@ -147,7 +147,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+async fn asset(page::PathId(name): page::PathId) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, bytes)) => (
             [

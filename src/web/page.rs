@@ -304,3 +304,22 @@ impl Clinics {
         self.registered.values()
     }
 }
+
+/// The id in a page's path (`/incidents/{id}`): bounded, printable text, or a 404
+/// page; never axum's plain-text rejection.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| PageError::not_found("page"))?;
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(PageError::not_found("page"));
+        }
+        Ok(PathId(id))
+    }
+}

@@ -4,7 +4,7 @@
 //! `slotguard keys` (`web::accounts`, `auth::new_key`).
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -13,7 +13,7 @@ use crate::auth::new_key;
 use crate::domain::{ClinicId, Email, StaffAction, StaffRole};
 use crate::store::Role;
 use crate::web::accounts::{self, AccountError};
-use crate::web::page::{render, Chrome, Clinics, Form, PageError, When};
+use crate::web::page::{render, Chrome, Clinics, Form, PageError, PathId, When};
 use crate::web::session::{StaffForm, Visitor};
 use crate::web::WebState;
 
@@ -197,7 +197,7 @@ async fn user_email(state: &WebState, id: &str) -> Result<Email, PageError> {
 
 pub async fn disable_user(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     admin_only(&form.visitor)?;
@@ -218,7 +218,7 @@ pub async fn disable_user(
 
 pub async fn reset_password(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     admin_only(&form.visitor)?;
@@ -285,7 +285,7 @@ pub async fn create_key(
 
 pub async fn revoke_key(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     admin_only(&form.visitor)?;

@@ -4,7 +4,7 @@
 //! (POST, then a redirect back here), so it works without JavaScript.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, Utc};
 
@@ -13,7 +13,7 @@ use crate::detect::{FoundBy, Incident, IncidentState};
 use crate::domain::text::parse_line;
 use crate::domain::{FieldError, Staff, StaffAction};
 use crate::store::detection::{MemberRow, Silence};
-use crate::web::page::{render, Chrome, Clinics, PageError, Query, When};
+use crate::web::page::{render, Chrome, Clinics, PageError, PathId, Query, When};
 use crate::web::session::{StaffForm, Visitor};
 use crate::web::WebState;
 
@@ -144,7 +144,7 @@ async fn visible(state: &WebState, staff: &Staff, id: &str) -> Result<Incident, 
 pub async fn page(
     State(state): State<WebState>,
     visitor: Visitor,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Query,
 ) -> Result<Response, PageError> {
     let staff = &visitor.staff;
@@ -282,7 +282,7 @@ fn back(id: &str) -> Response {
 
 pub async fn acknowledge(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     let incident = actionable(&state, &form, &id).await?;
@@ -303,7 +303,7 @@ pub async fn acknowledge(
 
 pub async fn resolve(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     let incident = actionable(&state, &form, &id).await?;
@@ -331,7 +331,7 @@ pub async fn resolve(
 /// Runs the detector on the incident's doctor-day now and shows what it found.
 pub async fn recheck(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     let incident = actionable(&state, &form, &id).await?;
@@ -361,7 +361,7 @@ pub async fn recheck(
 /// Silences alerts of the incident's clinic and kind for a while.
 pub async fn silence(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     let incident = actionable(&state, &form, &id).await?;

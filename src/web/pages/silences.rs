@@ -3,7 +3,7 @@
 //! A silence holds back alerts only: incidents are still opened and shown.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Duration;
 
@@ -12,7 +12,7 @@ use super::{clinic_options, ClinicOption};
 use crate::domain::text::parse_line;
 use crate::domain::{ClinicId, FieldError, StaffAction};
 use crate::store::detection::Silence;
-use crate::web::page::{render, Chrome, Clinics, PageError, When};
+use crate::web::page::{render, Chrome, Clinics, PageError, PathId, When};
 use crate::web::session::{StaffForm, Visitor};
 use crate::web::WebState;
 
@@ -127,7 +127,7 @@ pub async fn create(State(state): State<WebState>, form: StaffForm) -> Result<Re
 
 pub async fn end(
     State(state): State<WebState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     form: StaffForm,
 ) -> Result<Response, PageError> {
     let staff = &form.visitor.staff;
