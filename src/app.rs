@@ -223,7 +223,7 @@ impl App {
             options.audit,
         ));
         let (stop, stopped) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(detector.clone().run(woken, stopped.clone())),
             tokio::spawn(dispatcher.clone().run(stopped.clone())),
             tokio::spawn(auditor.clone().run(stopped.clone())),
@@ -232,9 +232,13 @@ impl App {
                 options.metrics_flush,
                 stopped.clone(),
             )),
-            tokio::spawn(forget_old_keys(bookings.clone(), stopped)),
+            tokio::spawn(forget_old_keys(bookings.clone(), stopped.clone())),
         ];
         let state = AppState::new(bookings, detector.clone(), auditor.clone());
+        tasks.push(tokio::spawn(crate::web::live::follow_other_processes(
+            state.web.clone(),
+            stopped,
+        )));
         Self {
             state,
             detector,

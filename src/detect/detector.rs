@@ -117,6 +117,11 @@ impl Detector {
         self.changed.subscribe()
     }
 
+    /// Tells this process's listeners of a change another process saved.
+    pub fn announce(&self, change: IncidentChanged) {
+        let _ = self.changed.send(change);
+    }
+
     async fn save(&self, changes: &Changes) -> Result<(), StoreError> {
         self.store.save_incidents(changes).await?;
         for incident in &changes.incidents {

@@ -123,6 +123,12 @@ pub trait DashboardStore: Send + Sync {
     /// Occupying watched documents of a doctor-day, by slot.
     async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError>;
     async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError>;
+    /// Incidents opened, changed, acknowledged or resolved at or after `since`, by any
+    /// process: (id, clinic, the newest of those instants).
+    async fn incidents_touched_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, ClinicId, DateTime<Utc>)>, StoreError>;
     /// When the detector lease was last renewed (its expiry minus its length): the
     /// last moment some server was checking.
     async fn detector_lease_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
@@ -548,6 +554,28 @@ impl $crate::store::dashboard::DashboardStore for $store {
                 generated_at: r.instant("generated_at")?,
             }))
             .collect()
+    }
+
+    async fn incidents_touched_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<(String, ClinicId, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query(
+            "SELECT id, clinic_id, changed_at, acknowledged_at, resolved_at FROM incidents \
+             WHERE changed_at >= $1 OR acknowledged_at >= $1 OR resolved_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|r| {
+            let stamp = [r.opt_instant("acknowledged_at")?, r.opt_instant("resolved_at")?]
+                .into_iter()
+                .flatten()
+                .fold(r.instant("changed_at")?, std::cmp::max);
+            let clinic = ClinicId::parse("clinic_id", &r.text("clinic_id")?)
+                .map_err(|e| $crate::store::codec::corrupt("clinic id", e))?;
+            Ok((r.text("id")?, clinic, stamp))
+        })
+        .collect()
     }
 
     async fn detector_lease_expiry(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {

@@ -3,6 +3,7 @@
 //! its live regions through htmx, rendered for that person: a stream never carries
 //! another clinic's data, only the ids of changes the person may see.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -10,9 +11,62 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+use crate::detect::IncidentChanged;
 
 use super::session::Visitor;
 use super::WebState;
+
+/// How often [`follow_other_processes`] looks for incidents saved elsewhere.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How far back each look reaches, so a change committed late (or by a server whose
+/// clock is a little behind) is still seen.
+const FOLLOW_OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
+
+/// Incidents saved by another process (a second `serve` on the same PostgreSQL, a
+/// `slotguard audit` or `watch import`) reach this process's live pages too: once a
+/// second, the incidents touched lately are compared with what was last seen of each,
+/// and what changed is announced as if the detector here had saved it.
+pub async fn follow_other_processes(state: super::WebState, mut stopped: watch::Receiver<bool>) {
+    let mut seen: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let mut every = tokio::time::interval(FOLLOW_EVERY);
+    let mut local = state.detector.subscribe();
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let now = state.bookings.now();
+        // Saved here (or announced already): pages have heard of it.
+        while let Ok(change) = local.try_recv() {
+            seen.insert(change.incident_id, now);
+        }
+        let since = now - FOLLOW_OVERLAP;
+        let touched = match state.store().incidents_touched_since(since).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look for incidents saved elsewhere");
+                continue;
+            }
+        };
+        for (id, clinic_id, stamp) in touched {
+            if seen.get(&id).is_some_and(|s| *s >= stamp) {
+                continue;
+            }
+            seen.insert(id.clone(), stamp);
+            if !first {
+                state.detector.announce(IncidentChanged {
+                    incident_id: id,
+                    clinic_id,
+                });
+            }
+        }
+        seen.retain(|_, stamp| *stamp >= since - FOLLOW_OVERLAP);
+        first = false;
+    }
+}
 
 /// How often a stream checks that its session is still alive (logout, expiry).
 const SESSION_CHECK: Duration = Duration::from_secs(30);
