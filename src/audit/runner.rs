@@ -240,20 +240,33 @@ impl Auditor {
         clinic: &Clinic,
         created: DateTime<Utc>,
     ) -> Result<Option<(NaiveDate, Option<String>)>, StoreError> {
+        let date = schedule::latest_due(clinic, self.clock.now());
+        let runs = self.store.audit_runs(Some(&clinic.id), date, date).await?;
+        Ok(self.missing_audit_among(clinic, created, &runs))
+    }
+
+    /// [`Self::missing_audit`] over runs already read (of any clinics and dates; they
+    /// must include the clinic's latest due date): for a page showing many clinics.
+    pub fn missing_audit_among(
+        &self,
+        clinic: &Clinic,
+        created: DateTime<Utc>,
+        runs: &[AuditRun],
+    ) -> Option<(NaiveDate, Option<String>)> {
         let now = self.clock.now();
         let date = schedule::latest_due(clinic, now);
         let due = schedule::due_at(clinic, date);
         if now < due + chrono_of(self.settings.grace) || created > due {
-            return Ok(None);
+            return None;
         }
-        let runs = self.store.audit_runs(Some(&clinic.id), date, date).await?;
+        let runs: Vec<&AuditRun> = runs
+            .iter()
+            .filter(|r| r.clinic_id == clinic.id && r.local_date == date)
+            .collect();
         if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
-            return Ok(None);
+            return None;
         }
-        Ok(Some((
-            date,
-            runs.iter().rev().find_map(|r| r.error.clone()),
-        )))
+        Some((date, runs.iter().rev().find_map(|r| r.error.clone())))
     }
 
     async fn check_dead_man(

@@ -123,6 +123,8 @@ pub trait DashboardStore: Send + Sync {
     /// Occupying watched documents of a doctor-day, by slot.
     async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError>;
     async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError>;
+    /// When each registered clinic was created (the audit never looks before it).
+    async fn clinics_created(&self) -> Result<Vec<(ClinicId, DateTime<Utc>)>, StoreError>;
     /// Incidents opened, changed, acknowledged or resolved at or after `since`, by any
     /// process: (id, clinic, the newest of those instants).
     async fn incidents_touched_since(
@@ -553,6 +555,20 @@ impl $crate::store::dashboard::DashboardStore for $store {
                 week: r.text("week")?,
                 generated_at: r.instant("generated_at")?,
             }))
+            .collect()
+    }
+
+    async fn clinics_created(&self) -> Result<Vec<(ClinicId, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT id, created_at FROM clinics")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                let id = ClinicId::parse("id", &r.text("id")?)
+                    .map_err(|e| $crate::store::codec::corrupt("clinic id", e))?;
+                Ok((id, r.instant("created_at")?))
+            })
             .collect()
     }
 

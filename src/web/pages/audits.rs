@@ -110,22 +110,20 @@ pub async fn page(
         });
     }
     runs.reverse();
-    let mut missing = Vec::new();
-    for c in clinics
+    let shown: Vec<&crate::domain::Clinic> = clinics
         .registered()
         .filter(|c| staff.sees(&c.id) && clinic.as_ref().is_none_or(|x| *x == c.id))
-    {
-        let created = store.clinic_created_at(&c.id).await?.unwrap_or(now);
-        if let Some((date, error)) = state.auditor.missing_audit(c, created).await? {
-            missing.push(match error {
-                Some(e) => format!(
-                    "{}: no successful audit of {date} (last error: {e})",
-                    c.name
-                ),
-                None => format!("{}: no successful audit of {date}", c.name),
-            });
-        }
-    }
+        .collect();
+    let missing = super::overview::audit_state(&state, &shown)
+        .await?
+        .into_iter()
+        .filter_map(|(name, a)| {
+            a.missing.map(|(date, error)| match error {
+                Some(e) => format!("{name}: no successful audit of {date} (last error: {e})"),
+                None => format!("{name}: no successful audit of {date}"),
+            })
+        })
+        .collect();
     let options = clinic_options(store, &clinics, staff, clinic.as_ref()).await?;
     let actionable = options
         .iter()

@@ -251,11 +251,11 @@ fn align_days(
 async fn body(
     state: &WebState,
     visitor: &Visitor,
+    clinics: &Clinics,
     clinic: Option<&ClinicId>,
 ) -> Result<OverviewBody, PageError> {
     let store = state.store();
     let staff = &visitor.staff;
-    let clinics = Clinics::load(store).await?;
     let now = state.bookings.now();
     let scope: Option<Vec<ClinicId>> = match clinic {
         Some(c) => Some(vec![c.clone()]),
@@ -287,7 +287,7 @@ async fn body(
             }
         }
     }
-    let rows = align_days(rows, &clinics, now, display_today);
+    let rows = align_days(rows, clinics, now, display_today);
     let last30 = DateRange::new(display_today - Duration::days(DAYS - 1), display_today)?;
     let today = DateRange::new(display_today, display_today)?;
     let month = stats::stats(None, last30, &rows);
@@ -358,7 +358,7 @@ async fn body(
         chart: RateChart::of(&month),
         heatmap: Heatmap::of(&month),
         ranking,
-        recent: IncidentRow::many(store, &recent, &clinics).await?,
+        recent: IncidentRow::many(store, &recent, clinics).await?,
     })
 }
 
@@ -378,29 +378,19 @@ async fn freshness(
         .and_then(|s| s.first())
         .map(|c| clinics.tz(c))
         .unwrap_or(crate::domain::Clinic::DEFAULT_TIMEZONE);
-    let mut late = Vec::new();
-    let mut newest_clean: Option<bool> = None;
-    for clinic in clinics
+    let visible: Vec<&crate::domain::Clinic> = clinics
         .registered()
         .filter(|c| scope.is_none_or(|s| s.contains(&c.id)))
-    {
-        let created = store.clinic_created_at(&clinic.id).await?.unwrap_or(now);
-        if let Some((date, _)) = state.auditor.missing_audit(clinic, created).await? {
-            late.push(format!("{} ({date})", clinic.name));
-        }
-        let yesterday = clinic.today(now) - Duration::days(1);
-        let runs = store
-            .audit_runs(Some(&clinic.id), yesterday, clinic.today(now))
-            .await?;
-        if let Some(run) = runs
-            .iter()
-            .rev()
-            .find(|r| r.status == crate::store::audit::RunStatus::Succeeded)
-        {
-            let clean = run.counts.duplicate_groups == 0;
-            newest_clean = Some(newest_clean.unwrap_or(true) && clean);
-        }
-    }
+        .collect();
+    let late_or_clean = audit_state(state, &visible).await?;
+    let late: Vec<String> = late_or_clean
+        .iter()
+        .filter_map(|(name, a)| a.missing.as_ref().map(|(d, _)| format!("{name} ({d})")))
+        .collect();
+    let newest_clean = late_or_clean
+        .iter()
+        .filter_map(|(_, a)| a.last_clean)
+        .reduce(|a, b| a && b);
     let audit = if !late.is_empty() {
         format!("nightly audit missing for {}", late.join(", "))
     } else {
@@ -419,23 +409,73 @@ async fn freshness(
     })
 }
 
+/// A clinic's nightly audit as the freshness line tells it.
+pub struct AuditState {
+    /// The due date with no successful audit past `auditAt` + grace, and the last
+    /// error of its failed runs.
+    pub missing: Option<(NaiveDate, Option<String>)>,
+    /// Whether the newest successful audit (today's or yesterday's) was clean.
+    pub last_clean: Option<bool>,
+}
+
+/// The audit state of each clinic, from two queries whatever the number of clinics.
+pub async fn audit_state<'a>(
+    state: &WebState,
+    clinics: &[&'a crate::domain::Clinic],
+) -> Result<Vec<(&'a str, AuditState)>, PageError> {
+    let store = state.store();
+    let now = state.bookings.now();
+    let Some(from) = clinics
+        .iter()
+        .map(|c| c.today(now) - Duration::days(2))
+        .min()
+    else {
+        return Ok(Vec::new());
+    };
+    let to = clinics.iter().map(|c| c.today(now)).max().unwrap_or(from);
+    let one = match clinics {
+        [only] => Some(&only.id),
+        _ => None,
+    };
+    let runs = store.audit_runs(one, from, to).await?;
+    let created: std::collections::HashMap<ClinicId, DateTime<Utc>> =
+        store.clinics_created().await?.into_iter().collect();
+    Ok(clinics
+        .iter()
+        .map(|c| {
+            let created = created.get(&c.id).copied().unwrap_or(now);
+            let last_clean = runs
+                .iter()
+                .filter(|r| {
+                    r.clinic_id == c.id
+                        && r.status == crate::store::audit::RunStatus::Succeeded
+                        && r.local_date >= c.today(now) - Duration::days(1)
+                })
+                .max_by_key(|r| (r.local_date, r.started_at))
+                .map(|r| r.counts.duplicate_groups == 0);
+            let missing = state.auditor.missing_audit_among(c, created, &runs);
+            (
+                c.name.as_str(),
+                AuditState {
+                    missing,
+                    last_clean,
+                },
+            )
+        })
+        .collect())
+}
+
 pub async fn page(
     State(state): State<WebState>,
     visitor: Visitor,
     query: Query,
 ) -> Result<Response, PageError> {
     let clinic = visible_clinic(&visitor.staff, query.get("clinic"), "clinic")?;
-    let body = body(&state, &visitor, clinic.as_ref()).await?;
+    let clinics = Clinics::load(state.store()).await?;
     let page = OverviewPage {
         chrome: Chrome::new(&visitor, "overview", "Overview"),
-        clinics: clinic_options(
-            state.store(),
-            &Clinics::load(state.store()).await?,
-            &visitor.staff,
-            clinic.as_ref(),
-        )
-        .await?,
-        body,
+        clinics: clinic_options(state.store(), &clinics, &visitor.staff, clinic.as_ref()).await?,
+        body: body(&state, &visitor, &clinics, clinic.as_ref()).await?,
     };
     Ok(render(&page)?.into_response())
 }
@@ -447,5 +487,6 @@ pub async fn fragment(
     query: Query,
 ) -> Result<Html<String>, PageError> {
     let clinic = visible_clinic(&visitor.staff, query.get("clinic"), "clinic")?;
-    render(&body(&state, &visitor, clinic.as_ref()).await?)
+    let clinics = Clinics::load(state.store()).await?;
+    render(&body(&state, &visitor, &clinics, clinic.as_ref()).await?)
 }
