@@ -116,6 +116,11 @@ pub trait DashboardStore: Send + Sync {
     ) -> Result<Vec<IncidentTally>, StoreError>;
     async fn outbox_events(&self, incident_id: &str) -> Result<Vec<OutboxEvent>, StoreError>;
     async fn doctors_of(&self, clinic: &ClinicId) -> Result<Vec<Doctor>, StoreError>;
+    /// The names of the registered doctors of these clinics.
+    async fn doctor_names(
+        &self,
+        clinics: &[ClinicId],
+    ) -> Result<Vec<(ClinicId, DoctorId, String)>, StoreError>;
     /// Clinics that appear in incidents or watched documents, registered or not.
     async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError>;
     /// Doctors of a clinic that appear in incidents or watched documents.
@@ -192,6 +197,27 @@ where
     })
 }
 
+/// Distinct clinics of the incidents and the watched mirror, read as a skip scan
+/// (one index probe per clinic, not one row per document: the mirror may hold
+/// millions), on both backends.
+pub const SEEN_CLINICS: &str = "WITH RECURSIVE \
+    w(id) AS (SELECT MIN(clinic_id) FROM watched_appointments \
+      UNION ALL SELECT (SELECT MIN(clinic_id) FROM watched_appointments WHERE clinic_id > w.id) \
+      FROM w WHERE w.id IS NOT NULL), \
+    i(id) AS (SELECT MIN(clinic_id) FROM incidents \
+      UNION ALL SELECT (SELECT MIN(clinic_id) FROM incidents WHERE clinic_id > i.id) \
+      FROM i WHERE i.id IS NOT NULL) \
+    SELECT id AS clinic_id FROM w WHERE id IS NOT NULL \
+    UNION SELECT id AS clinic_id FROM i WHERE id IS NOT NULL ORDER BY clinic_id";
+
+/// Distinct doctors of one clinic in the watched mirror and the incidents, the same way.
+pub const SEEN_DOCTORS: &str = "WITH RECURSIVE \
+    w(id) AS (SELECT MIN(doctor_id) FROM watched_appointments WHERE clinic_id = $1 \
+      UNION ALL SELECT (SELECT MIN(doctor_id) FROM watched_appointments \
+        WHERE clinic_id = $1 AND doctor_id > w.id) FROM w WHERE w.id IS NOT NULL) \
+    SELECT id AS doctor_id FROM w WHERE id IS NOT NULL \
+    UNION SELECT doctor_id FROM incidents WHERE clinic_id = $1 ORDER BY doctor_id";
+
 pub const STAFF_USER_COLUMNS: &str =
     "id, email, role, clinics, password_hash, created_at, disabled_at";
 
@@ -266,6 +292,15 @@ pub fn incident_where(q: &IncidentQuery, with_cursor: bool) -> (String, Vec<Boun
         format!(" WHERE {}", clauses.join(" AND "))
     };
     (clause, binds)
+}
+
+pub fn doctor_names_sql(clinics: &[ClinicId]) -> (String, Vec<Bound>) {
+    let mut binds = Vec::new();
+    let clause = scope_clause(Some(clinics), &mut binds).unwrap_or_default();
+    (
+        format!("SELECT clinic_id, id, name FROM doctors WHERE {clause}"),
+        binds,
+    )
 }
 
 pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Bound>) {
@@ -503,9 +538,27 @@ impl $crate::store::dashboard::DashboardStore for $store {
             .collect()
     }
 
+    async fn doctor_names(&self, clinics: &[ClinicId]) -> Result<Vec<(ClinicId, $crate::domain::DoctorId, String)>, StoreError> {
+        use $crate::store::codec::{corrupt, DecodeRow};
+        use $crate::store::dashboard as d;
+        let (clause, binds) = d::doctor_names_sql(clinics);
+        d::bind_all!(sqlx::query(&clause), &binds)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    ClinicId::parse("clinic_id", &r.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))?,
+                    $crate::domain::DoctorId::parse("id", &r.text("id")?).map_err(|e| corrupt("doctor id", e))?,
+                    r.text("name")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError> {
         use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT clinic_id FROM incidents UNION SELECT clinic_id FROM watched_appointments ORDER BY clinic_id")
+        sqlx::query($crate::store::dashboard::SEEN_CLINICS)
             .fetch_all(&self.reader)
             .await?
             .iter()
@@ -515,10 +568,7 @@ impl $crate::store::dashboard::DashboardStore for $store {
 
     async fn seen_doctors(&self, clinic: &ClinicId) -> Result<Vec<$crate::domain::DoctorId>, StoreError> {
         use $crate::store::codec::DecodeRow;
-        sqlx::query(
-            "SELECT doctor_id FROM incidents WHERE clinic_id = $1 \
-             UNION SELECT doctor_id FROM watched_appointments WHERE clinic_id = $1 ORDER BY doctor_id",
-        )
+        sqlx::query($crate::store::dashboard::SEEN_DOCTORS)
         .bind(clinic.as_str())
         .fetch_all(&self.reader)
         .await?

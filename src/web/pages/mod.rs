@@ -61,22 +61,25 @@ pub fn found_by_label(found_by: FoundBy) -> &'static str {
 pub struct DoctorNames(HashMap<(ClinicId, DoctorId), String>);
 
 impl DoctorNames {
+    /// The names of these doctors, from one query over their clinics.
     pub async fn load(
         store: &dyn Store,
-        mut pairs: Vec<(ClinicId, DoctorId)>,
+        pairs: Vec<(ClinicId, DoctorId)>,
     ) -> Result<Self, PageError> {
-        pairs.sort();
-        pairs.dedup();
-        let mut names = HashMap::new();
-        for (clinic, doctor) in pairs {
-            let name = store
-                .doctor(&clinic, &doctor)
-                .await?
-                .map(|d| d.name)
-                .unwrap_or_else(|| doctor.to_string());
-            names.insert((clinic, doctor), name);
+        let mut clinics: Vec<ClinicId> = pairs.into_iter().map(|(c, _)| c).collect();
+        clinics.sort();
+        clinics.dedup();
+        if clinics.is_empty() {
+            return Ok(Self::default());
         }
-        Ok(Self(names))
+        Ok(Self(
+            store
+                .doctor_names(&clinics)
+                .await?
+                .into_iter()
+                .map(|(c, d, name)| ((c, d), name))
+                .collect(),
+        ))
     }
 
     pub fn name(&self, clinic: &ClinicId, doctor: &DoctorId) -> String {
