@@ -548,10 +548,10 @@ pub(super) mod tests {
 
     use super::*;
 
-    const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/kloqo");
+    const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kloqo");
 
     /// The sample exports: `appointments.json` and every file of `history/`. A missing
-    /// directory fails the test: CI has `shared/` beside the repository.
+    /// directory fails the test (they are part of the repository, in `tests/data/`).
     pub(crate) fn sample_exports() -> Vec<std::path::PathBuf> {
         let history = Path::new(SAMPLES).join("history");
         let mut files: Vec<_> = std::fs::read_dir(&history)

@@ -8,7 +8,7 @@ use slotguard::watch::kloqo::parse_document;
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/kloqo/appointments.json"
+    "/tests/data/kloqo/appointments.json"
 );
 
 fn audit(args: &[&str]) -> Output {

@@ -303,10 +303,10 @@ pub async fn the_sample_export_imports_clean_and_one_altered_document_is_one_inc
 ) {
     let sample = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/data/kloqo/appointments.json"
+        "/tests/data/kloqo/appointments.json"
     );
     let documents: Vec<Value> = serde_json::from_str(
-        &std::fs::read_to_string(sample).expect("the clinic's sample export beside the repo"),
+        &std::fs::read_to_string(sample).expect("the clinic's sample export in tests/data"),
     )
     .unwrap();
     let import = |db: &str, file: &str| {
