@@ -26,6 +26,16 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text or as JSON objects (one per line), on stderr. The level is
+    /// `SLOTGUARD_LOG` (default: info for serve, warn for the other commands).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

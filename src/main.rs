@@ -1,5 +1,7 @@
 //! `slotguard`: parse the command line, start logging, dispatch.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -28,12 +30,22 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SLOTGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+    // A server says what it does (info: a line per request, incident change, audit
+    // run, alert delivery); the other commands print their own results and only warn.
+    let default_level = match cli.command {
+        slotguard::cli::Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    let filter =
+        EnvFilter::try_from_env("SLOTGUARD_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match cli.log_format {
+        slotguard::cli::LogFormat::Text => logs.init(),
+        slotguard::cli::LogFormat::Json => logs.json().init(),
+    }
     if let Err(e) = slotguard::cli::run(cli).await {
         match e {
             slotguard::cli::CliError::Found(_) => eprintln!("{e}"),

@@ -357,8 +357,16 @@ impl Dispatcher {
                     ("permanent", Some(e))
                 }
             };
-            if row.state == DeliveryState::Dead {
-                tracing::warn!(notification = %row.id, channel = %row.channel, error = ?row.last_error, "notification dead-lettered");
+            match row.state {
+                DeliveryState::Dead => {
+                    tracing::warn!(notification = %row.id, channel = %row.channel, clinic = %row.clinic_id, event = %row.event, attempt = attempt_no, error = ?row.last_error, "notification dead-lettered");
+                }
+                DeliveryState::Delivered => {
+                    tracing::info!(notification = %row.id, channel = %row.channel, clinic = %row.clinic_id, event = %row.event, attempt = attempt_no, "notification delivered");
+                }
+                DeliveryState::Pending => {
+                    tracing::info!(notification = %row.id, channel = %row.channel, clinic = %row.clinic_id, attempt = attempt_no, error = ?row.last_error, "notification delivery failed; will retry");
+                }
             }
             let attempt = Attempt {
                 notification_id: row.id.clone(),

@@ -148,6 +148,18 @@ impl Auditor {
         };
         run.finished_at = Some(self.clock.now());
         self.store.finish_audit_run(&run).await?;
+        tracing::info!(
+            clinic = %clinic.id,
+            %date,
+            trigger = trigger.as_str(),
+            status = run.status.as_str(),
+            appointments_checked = run.counts.appointments_checked,
+            duplicate_groups = run.counts.duplicate_groups,
+            extra_rows = run.counts.extra_rows,
+            incidents_opened = run.incidents_opened,
+            incidents_resolved = run.incidents_resolved,
+            "audit run finished"
+        );
         if run.status == RunStatus::Succeeded && trigger.is_scheduled() {
             self.notify(daily_summary(clinic, &run)).await?;
         }

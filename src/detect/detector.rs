@@ -125,6 +125,19 @@ impl Detector {
     async fn save(&self, changes: &Changes) -> Result<(), StoreError> {
         self.store.save_incidents(changes).await?;
         for incident in &changes.incidents {
+            // Ids, slot and token only: never a patient's name.
+            tracing::info!(
+                incident = %incident.id,
+                clinic = %incident.group.clinic_id,
+                doctor = %incident.group.doctor_id,
+                date = %incident.group.date,
+                kind = incident.kind.as_str(),
+                key = %incident.key,
+                state = incident.state.as_str(),
+                members = incident.members.len(),
+                found_by = incident.found_by.as_str(),
+                "incident saved"
+            );
             let _ = self.changed.send(IncidentChanged {
                 incident_id: incident.id.clone(),
                 clinic_id: incident.group.clinic_id.clone(),

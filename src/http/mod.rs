@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(state, shed_load))
+        .layer(middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             ApiError::new(
@@ -163,6 +164,40 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics::metrics_unkeyed))
         .fallback(|| async { ApiError::not_found_route() })
         .with_state(state)
+}
+
+/// One log line per request: method, route (the pattern, never the ids or query in
+/// it), status, milliseconds and a request id, which the answer carries as
+/// `X-Request-Id` (a caller's own is kept when it is a plain token of at most 64
+/// characters). Nothing of a body is logged, so no patient data.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "(no route)".to_owned());
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_owned());
+    let mut response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(target: "slotguard::request", %method, %route, status, ms = format_args!("{ms:.1}"), request_id = %id, "request");
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 /// Past `MAX_IN_FLIGHT` concurrent requests, answer 503 at once rather than queue
