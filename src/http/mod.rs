@@ -55,12 +55,18 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use api::{appointments, audit, clinics, detection, metrics, reports};
     let v1 = Router::new()
-        .route("/clinics", post(clinics::create_clinic))
+        .route(
+            "/clinics",
+            post(clinics::create_clinic).get(clinics::list_clinics),
+        )
         .route(
             "/clinics/{clinic_id}",
             get(clinics::get_clinic).put(clinics::update_clinic),
         )
-        .route("/clinics/{clinic_id}/doctors", post(clinics::create_doctor))
+        .route(
+            "/clinics/{clinic_id}/doctors",
+            post(clinics::create_doctor).get(clinics::list_doctors),
+        )
         .route(
             "/clinics/{clinic_id}/doctors/{doctor_id}",
             get(clinics::get_doctor).put(clinics::update_doctor),

@@ -108,6 +108,45 @@ pub async fn get_clinic(
     Ok(Json(clinic_json(&state.bookings.clinic(&id).await?)))
 }
 
+/// `GET /clinics`: the clinics this key may read (an admin's or an unscoped booking
+/// key's: every clinic), by id.
+pub async fn list_clinics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let mut clinics: Vec<Clinic> = state
+        .bookings
+        .store()
+        .clinics()
+        .await?
+        .into_iter()
+        .filter(|c| principal.may(Action::ReadClinic, Some(&c.id)).is_ok())
+        .collect();
+    if principal.role == crate::store::Role::Watch {
+        // A forwarder's key reads no clinic; it is told so rather than shown none.
+        principal.may(Action::ReadClinic, None)?;
+    }
+    clinics.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(
+        json!({"clinics": clinics.iter().map(clinic_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `GET /clinics/{clinicId}/doctors`: the clinic's doctors, by name.
+pub async fn list_doctors(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(clinic_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ClinicId::parse("clinicId", &clinic_id)?;
+    principal.may(Action::ReadClinic, Some(&id))?;
+    state.bookings.clinic(&id).await?;
+    let doctors = state.bookings.store().doctors_of(&id).await?;
+    Ok(Json(
+        json!({"doctors": doctors.iter().map(doctor_json).collect::<Vec<_>>()}),
+    ))
+}
+
 pub async fn update_clinic(
     State(state): State<AppState>,
     principal: Principal,
