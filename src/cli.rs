@@ -759,9 +759,10 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     let app = crate::app::App::start(store, clock, options);
     let demo_password = if args.demo {
-        crate::demo::seed(&app.state.bookings)
+        let seeded = crate::demo::seed(&app.state.bookings)
             .await
             .map_err(|e| CliError::Failed(format!("demo seed failed: {e}")))?;
+        eprintln!("{}", seeded.describe());
         Some(
             crate::web::accounts::demo_admin(app.state.bookings.store(), app.state.bookings.now())
                 .await
