@@ -16,7 +16,7 @@ use crate::store::IdempotencyRecord;
 /// 409 `idempotency_in_flight`.
 pub const WAIT_FOR_EARLIER: Duration = Duration::from_secs(10);
 
-/// How long keys are kept; SPEC promises at least 24 hours.
+/// How long keys are kept; docs/PRODUCT.md promises at least 24 hours.
 pub const KEEP_KEYS: chrono::Duration = chrono::Duration::hours(48);
 
 /// Parses the `Idempotency-Key` header and fingerprints the request: the key is

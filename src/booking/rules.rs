@@ -1,5 +1,5 @@
 //! Who may take which slot: the walk-in reserve, lead time, started slots and days
-//! off (invariant 6 of SPEC.md). Pure: the caller passes the day's schedule, the slots
+//! off (invariant 6 of docs/PRODUCT.md). Pure: the caller passes the day's schedule, the slots
 //! already occupied and the time.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! Doctors' weekly sessions, days off and the slot arithmetic of SPEC.md:
+//! Doctors' weekly sessions, days off and the slot arithmetic of docs/PRODUCT.md:
 //! `slotIndex = sessionIndex * 1000 + k`, slot start = session start + k × slotMinutes,
 //! all in the clinic's local time.
 

@@ -1,5 +1,5 @@
 //! The one place failures become HTTP answers: every error is
-//! `{"error": {"code", "message", "details"}}` with the status SPEC.md gives it.
+//! `{"error": {"code", "message", "details"}}` with the status docs/PRODUCT.md gives it.
 //! Internal causes are logged here once and shown to nobody.
 
 use axum::http::{header, HeaderValue, StatusCode};

@@ -1,5 +1,5 @@
 //! Persistence: one `Store` trait with one method per use case, implemented for the
-//! embedded SQLite default and for PostgreSQL. The invariants of SPEC.md live in the
+//! embedded SQLite default and for PostgreSQL. The invariants of docs/PRODUCT.md live in the
 //! migrations (`migrations/{sqlite,postgres}`), not here: code picks a slot, the
 //! partial unique indexes make sure no second occupant can ever commit.
 
