@@ -96,6 +96,7 @@ pub enum ReportCommand {
         /// Only this clinic. [default: every clinic]
         #[arg(long)]
         clinic: Option<String>,
+        /// html (the email's page), json, or csv (one value per line).
         #[arg(long, value_enum, default_value = "html")]
         format: crate::audit::report::Format,
         #[command(flatten)]
@@ -149,7 +150,8 @@ pub struct StoreArgs {
     /// [default: ./slotguard-data/slotguard.db]
     #[arg(long, env = "SLOTGUARD_DATABASE_URL")]
     pub database: Option<String>,
-    /// SQLite durability per commit (`full` fsyncs every booking).
+    /// SQLite durability per commit (`full` fsyncs every booking). [default: full, or
+    /// `sqlite_sync` in the config]
     #[arg(long, value_enum)]
     pub sqlite_sync: Option<SqliteSync>,
     /// Configuration file. [default: ./slotguard.toml when it exists]
@@ -179,6 +181,8 @@ pub struct ServeArgs {
 pub enum KeysCommand {
     /// Create a key and print it (only it) on stdout; it is shown this once.
     Create {
+        /// admin: everything; clinic: one clinic's day; booking: a patient-facing app
+        /// (availability, book, cancel); watch: an app's forwarder (the watch API).
         #[arg(long, value_parser = ["admin", "clinic", "booking", "watch"])]
         role: String,
         /// Clinic the key is for (required for `clinic`; repeat to scope `booking`).
@@ -198,6 +202,7 @@ pub enum KeysCommand {
     },
     /// Revoke a key by its id (the part after `sg_`, before the next `_`).
     Revoke {
+        /// The key's id, as `keys list` shows it.
         id: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -208,6 +213,7 @@ pub enum KeysCommand {
 pub enum UsersCommand {
     /// Create an account and print its one-time password (only it) on stdout.
     Create {
+        /// The login: an email address (stored lower-cased).
         #[arg(long)]
         email: String,
         /// admin: every clinic and the users and keys; clinic: acts in its clinics;
@@ -231,6 +237,7 @@ pub enum UsersCommand {
     },
     /// Disable an account and end its sessions.
     Disable {
+        /// The account's email.
         email: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -238,7 +245,9 @@ pub enum UsersCommand {
     /// Give an account a new password (printed, or read with --password-stdin),
     /// enable it again and end its sessions.
     ResetPassword {
+        /// The account's email.
         email: String,
+        /// Read the new password from the first line of stdin instead of generating one.
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
