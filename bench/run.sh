@@ -83,6 +83,7 @@ say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 # start_server DB LOG: a slotguard server on a free port; sets server_pid, url, key.
 start_server() {
   local db=$1 log=$2 port
+  "$bin" migrate --database "$db" 2>>"$log"
   key=$("$bin" keys create --role admin --database "$db" 2>>"$log")
   port=$(free_port)
   "$bin" serve --database "$db" --listen "127.0.0.1:$port" >>"$log" 2>&1 &

@@ -63,6 +63,7 @@ chaos_run() {
       db=postgres://postgres@127.0.0.1:$pg_port/postgres ;;
   esac
   port=$(free_port)
+  "$bin" migrate --database "$db" 2>/dev/null
   key=$("$bin" keys create --role admin --database "$db" 2>/dev/null)
   start_server
   echo "chaos[$store]: ${seconds}s of the rush scenario at ${rate}/s, $kills SIGKILLs of slotguard$([[ $store == postgres ]] && echo ", every other one with a PostgreSQL crash")" >&2

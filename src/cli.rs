@@ -354,23 +354,94 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
     })
 }
 
+/// Opens the database a command reads or adds to. It must exist already: only `serve`
+/// and `migrate` create one, so a command pointed at a mistyped path says so instead
+/// of auditing an empty new database and calling it clean.
 async fn open_store(s: &Settings) -> Result<Arc<dyn Store>, CliError> {
+    if let Some(path) = store::sqlite_path(&s.database) {
+        if !std::path::Path::new(path).exists() {
+            return Err(CliError::Usage(format!(
+                "no database at {path}: check --database (or SLOTGUARD_DATABASE_URL); \
+                 `slotguard migrate --database {path}` creates one"
+            )));
+        }
+    }
+    create_store(s).await
+}
+
+/// Opens the database, creating and migrating it when it does not exist yet.
+async fn create_store(s: &Settings) -> Result<Arc<dyn Store>, CliError> {
     let store = store::open(&s.database, s.sqlite_sync).await.map_err(|e| {
-        CliError::Failed(format!("cannot open database {}: {e}", redact(&s.database)))
+        CliError::Failed(format!(
+            "cannot open database {}: {}",
+            redact(&s.database),
+            redact_in(&e.to_string(), &s.database)
+        ))
     })?;
     Ok(Arc::from(store))
 }
 
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
+/// A database URL without its secrets, for messages and logs: the password of its
+/// user and the value of any query parameter that carries one (`password`,
+/// `sslpassword`, `sslkey`…). A file path has none.
+pub fn redact(url: &str) -> String {
+    if store::sqlite_path(url).is_some() {
+        return url.to_owned();
     }
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Unparseable: hide everything between the scheme and the last '@'.
+        return match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        };
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        ["password", "secret", "token", "key"]
+            .iter()
+            .any(|s| k.contains(s))
+    };
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string().replace("%2A%2A%2A", "***")
+}
+
+/// `message` with the raw URL (and its password) replaced by the redacted URL.
+fn redact_in(message: &str, url: &str) -> String {
+    let mut out = message.replace(url, &redact(url));
+    if let Ok(parsed) = url::Url::parse(url) {
+        if let Some(password) = parsed.password().filter(|p| p.len() >= 3) {
+            out = out.replace(password, "***");
+            if let Ok(decoded) = urlencoding_decode(password) {
+                out = out.replace(&decoded, "***");
+            }
+        }
+    }
+    out
+}
+
+fn urlencoding_decode(raw: &str) -> Result<String, ()> {
+    url::form_urlencoded::parse(format!("x={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .ok_or(())
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -378,7 +449,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => {
             let s = settings(&args, None)?;
-            open_store(&s).await?;
+            create_store(&s).await?;
             eprintln!("database {} is up to date", redact(&s.database));
             Ok(())
         }
@@ -754,7 +825,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
     let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
         .map_err(CliError::Usage)?;
-    let store = open_store(&s).await?;
+    let store = create_store(&s).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let has_admin = store
         .api_keys()
@@ -854,4 +925,30 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     eprintln!("shutting down: finishing requests under way");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_printed_without_any_secret() {
+        assert_eq!(
+            redact("postgres://app:s3cr%40t@db.example:5432/slotguard"),
+            "postgres://app:***@db.example:5432/slotguard"
+        );
+        let with_query = redact("postgres://app@db/sg?password=hunter2&sslmode=require");
+        assert!(!with_query.contains("hunter2"), "{with_query}");
+        assert!(with_query.contains("sslmode=require"), "{with_query}");
+        assert_eq!(
+            redact("./slotguard-data/slotguard.db"),
+            "./slotguard-data/slotguard.db"
+        );
+        let message = "could not connect to postgres://app:p%40ss@db/sg as app:p@ss";
+        let cleaned = redact_in(message, "postgres://app:p%40ss@db/sg");
+        assert!(
+            !cleaned.contains("p%40ss") && !cleaned.contains("p@ss"),
+            "{cleaned}"
+        );
+    }
 }

@@ -672,9 +672,9 @@ pub fn week_asked(
     }
 }
 
-/// The stored report of a week, or a fresh one. A week that is over (in the clinic's
-/// time, or UTC for every clinic) is stored the first time it is built, so it reads
-/// the same later; the week under way is built afresh each time.
+/// The report of a week as it was sent (stored on Monday by [`send_due`], so it reads
+/// the same later), or, for a week not sent, built afresh. Reading never stores a
+/// report: storing is the Monday send's claim, and a read must not take it.
 pub async fn weekly(
     store: &dyn Store,
     clinic: Option<&Clinic>,
@@ -682,19 +682,48 @@ pub async fn weekly(
     now: DateTime<Utc>,
 ) -> Result<WeeklyReport, StoreError> {
     let id = clinic.map(|c| &c.id);
-    let scope = scope_name(id);
     let week = schedule::iso_week(monday);
-    if let Some(body) = store.weekly_report(scope, &week).await? {
+    if let Some(body) = store.weekly_report(scope_name(id), &week).await? {
         return serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()));
     }
-    let report = build(store, id, monday, now).await?;
+    build(store, id, monday, now).await
+}
+
+/// Whether a week may be asked for: from the week the clinic was created (for every
+/// clinic, the first one's) to the week under way. `Ok(None)` when it may; else the
+/// refusal, naming the weeks that may be asked for.
+pub async fn week_in_range(
+    store: &dyn Store,
+    clinic: Option<&Clinic>,
+    monday: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Option<crate::domain::FieldError>, StoreError> {
+    let created = match clinic {
+        Some(c) => store.clinic_created_at(&c.id).await?,
+        None => store
+            .clinics_created()
+            .await?
+            .into_iter()
+            .map(|(_, at)| at)
+            .min(),
+    };
     let today = clinic.map_or_else(|| now.date_naive(), |c| c.today(now));
-    if monday + Duration::days(6) < today {
-        store
-            .keep_weekly_report(scope, &week, now, &report_json(&report)?)
-            .await?;
-    }
-    Ok(report)
+    let first = created
+        .map(|at| clinic.map_or_else(|| at.date_naive(), |c| c.today(at)))
+        .unwrap_or(today);
+    let monday_of =
+        |d: NaiveDate| d - Duration::days(i64::from(d.weekday().num_days_from_monday()));
+    let (from, to) = (monday_of(first), monday_of(today));
+    Ok((monday < from || monday > to).then(|| {
+        crate::domain::FieldError::new(
+            "week",
+            format!(
+                "must be a week from {} (when the clinic was created) to {} (this week)",
+                schedule::iso_week(from),
+                schedule::iso_week(to)
+            ),
+        )
+    }))
 }
 
 fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {

@@ -61,6 +61,9 @@ pub enum StoreError {
     GroupCommitFailed,
     #[error("unsupported database URL: {0}")]
     BadUrl(String),
+    /// The database server could not be reached or refused the connection.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// Which engine is behind a store.
@@ -225,13 +228,25 @@ pub trait Store:
     async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>>;
 }
 
+/// The SQLite file a database URL names (`sqlite://…`, `sqlite:…` or a plain path), or
+/// `None` for PostgreSQL.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return None;
+    }
+    Some(
+        url.strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url),
+    )
+}
+
 /// Opens (creating and migrating) the store a URL names: `postgres://…` or
 /// `postgresql://…` for PostgreSQL, `sqlite:…` or a plain file path for SQLite.
 pub async fn open(url: &str, sync: SqliteSync) -> Result<Box<dyn Store>, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PostgresStore::open(url).await?))
-    } else {
-        Ok(Box::new(sqlite::SqliteStore::open(url, sync).await?))
+    match sqlite_path(url) {
+        None => Ok(Box::new(postgres::PostgresStore::open(url).await?)),
+        Some(path) => Ok(Box::new(sqlite::SqliteStore::open(path, sync).await?)),
     }
 }
 

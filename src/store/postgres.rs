@@ -67,6 +67,24 @@ const LOCK_DOCTOR_DAY: &str = "INSERT INTO booking_days (clinic_id, doctor_id, d
 impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
+        // One connection first, so a refused connection or a failed login is reported
+        // as what it is, not as the pool's "timed out".
+        sqlx::Connection::close(
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+                .await
+                .map_err(|e| {
+                    StoreError::Unreachable(format!(
+                        "{} at {}:{}",
+                        match &e {
+                            sqlx::Error::Io(io) => io.to_string(),
+                            other => other.to_string(),
+                        },
+                        options.get_host(),
+                        options.get_port()
+                    ))
+                })?,
+        )
+        .await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             // A broken connection fails its statement and is dropped; pinging every

@@ -79,11 +79,8 @@ fn migrator() -> sqlx::migrate::Migrator {
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str, sync: SqliteSync) -> Result<Self, StoreError> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
+    /// Opens (creating and migrating) the database file at `path`.
+    pub async fn open(path: &str, sync: SqliteSync) -> Result<Self, StoreError> {
         if let Some(parent) = Path::new(path)
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -190,6 +190,30 @@ pub fn keys_create_prints_only_the_key_and_bad_flags_exit_2() {
             .unwrap()
     };
 
+    // Only serve and migrate create a database: a mistyped path is named, not created.
+    let mistyped = dir.path().join("kyes.db").display().to_string();
+    for reads in [
+        &["keys", "list", "--database", &mistyped][..],
+        &["keys", "create", "--role", "admin", "--database", &mistyped][..],
+        &["audit", "--date", "2026-12-01", "--database", &mistyped][..],
+        &["report", "weekly", "--database", &mistyped][..],
+    ] {
+        let out = slotguard(reads);
+        assert_eq!(out.status.code(), Some(2), "{reads:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("no database at {mistyped}")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(&mistyped).exists(),
+        "nothing was created"
+    );
+    assert!(slotguard(&["migrate", "--database", &database])
+        .status
+        .success());
+
     let created = slotguard(&[
         "keys",
         "create",

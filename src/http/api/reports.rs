@@ -1,5 +1,5 @@
-//! `GET /reports/weekly`: a week's report as HTML, JSON or CSV; stored weeks read
-//! the same every time.
+//! `GET /reports/weekly`: a week's report as HTML, JSON or CSV; weeks already sent
+//! read the same every time, and reading never stores a report nor claims its send.
 
 use axum::extract::State;
 use axum::http::header;
@@ -33,6 +33,11 @@ pub async fn weekly(
     };
     let now = bookings.now();
     let monday = report::week_asked(query.get("week"), clinic.as_ref(), now)?;
+    if let Some(refusal) =
+        report::week_in_range(bookings.store(), clinic.as_ref(), monday, now).await?
+    {
+        return Err(refusal.into());
+    }
     let report = report::weekly(bookings.store(), clinic.as_ref(), monday, now).await?;
     Ok((
         [(header::CONTENT_TYPE, format.content_type())],

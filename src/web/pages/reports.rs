@@ -114,15 +114,16 @@ pub async fn view(
         Some(body) => serde_json::from_str(&body)
             .map_err(|e| PageError::from(crate::store::StoreError::Corrupt(e.to_string())))?,
         None => {
-            if let Some(c) = &clinic {
-                store.clinic(c).await?.ok_or_else(|| {
+            let registered = match &clinic {
+                Some(c) => Some(store.clinic(c).await?.ok_or_else(|| {
                     PageError::not_found("clinic (reports are made for registered clinics)")
-                })?;
-            }
-            if monday > now.date_naive() || monday.year() < 2000 {
-                return Err(
-                    FieldError::new("week", "must not be in the future or before 2000").into(),
-                );
+                })?),
+                None => None,
+            };
+            if let Some(refusal) =
+                report::week_in_range(store, registered.as_ref(), monday, now).await?
+            {
+                return Err(refusal.into());
             }
             report::build(store, clinic.as_ref(), monday, now).await?
         }
