@@ -33,6 +33,10 @@ macro_rules! stories {
     };
 }
 
+// Declared after `stories!` so that it lists its own stories, named
+// `dashboard::sqlite::…`: `scripts/test.sh dashboard` runs them alone.
+mod dashboard;
+
 stories! {
     booking::two_patients_racing_for_slot_5_get_one_booking,
     booking::two_hundred_concurrent_bookings_of_one_slot_have_one_winner,

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use slotguard::alert::dispatch::Timing;
 use slotguard::app::{App, Options};
 use slotguard::audit::runner::Settings as AuditSettings;
-use slotguard::clock::FixedClock;
+use slotguard::clock::{Clock, FixedClock};
 use slotguard::detect::detector::Settings;
 use slotguard::domain::Clinic;
 use slotguard::http;
@@ -107,6 +107,8 @@ pub struct TestApp {
     pub clock: Arc<FixedClock>,
     pub db: TestDb,
     pub client: reqwest::Client,
+    /// For the dashboard: keeps redirects (303s) to be seen, not followed.
+    pub web: reqwest::Client,
     /// The running services; held so they run as long as the test.
     pub app: App,
     server: Server,
@@ -216,6 +218,7 @@ pub async fn start_app(db: TestDb, options: Options) -> TestApp {
         clock,
         db,
         client: client(),
+        web: web_client(),
         app,
         server: Server {
             shutdown: Some(stop),
@@ -699,5 +702,163 @@ impl SmtpSink {
             .iter()
             .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
             .collect()
+    }
+}
+
+// ---- the dashboard, as a browser without JavaScript uses it ----------------------
+
+/// The password of every staff account the tests make.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A client for the dashboard: redirects are answers to look at, not to follow, and
+/// cookies are sent by hand (a session is a header the test holds).
+pub fn web_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A logged-in browser: the `Cookie` header it sends and the CSRF token its pages
+/// carry.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// A dashboard answer: status, headers and body text (HTML, CSV or an event stream).
+#[derive(Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Where a redirect points.
+    pub fn location(&self) -> &str {
+        self.header("location").unwrap_or("")
+    }
+
+    pub fn is_html(&self) -> bool {
+        self.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    }
+}
+
+/// The CSRF token of a page: `<meta name="csrf-token" content="…">`.
+pub fn csrf_token(html: &str) -> Option<String> {
+    let after = html.split_once("<meta name=\"csrf-token\" content=\"")?.1;
+    Some(after.split_once('"')?.0.to_owned()).filter(|t| !t.is_empty())
+}
+
+async fn page_of(response: reqwest::Response) -> Page {
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap_or_default(),
+    }
+}
+
+impl TestApp {
+    /// A staff account with [`PASSWORD`], made through the same code as `slotguard
+    /// users create`.
+    pub async fn staff_user(
+        &self,
+        email: &str,
+        role: slotguard::domain::StaffRole,
+        clinics: &[&str],
+    ) -> slotguard::domain::StaffUser {
+        let clinics = clinics
+            .iter()
+            .map(|c| slotguard::domain::ClinicId::parse("clinic", c).unwrap())
+            .collect();
+        slotguard::web::accounts::create(
+            self.app.state.bookings.store(),
+            slotguard::domain::Email::parse("email", email).unwrap(),
+            role,
+            clinics,
+            PASSWORD,
+            self.clock.now(),
+        )
+        .await
+        .expect("create a staff account")
+    }
+
+    /// Sends the login form as a browser does (no `Origin` from a program).
+    pub async fn submit_login(&self, email: &str, password: &str) -> Page {
+        let response = self
+            .web
+            .post(self.url("/login"))
+            .form(&[("email", email), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .expect("login reached the server");
+        page_of(response).await
+    }
+
+    /// Logs in with [`PASSWORD`]: the session cookie, and the CSRF token of the
+    /// overview page it lands on.
+    pub async fn log_in(&self, email: &str) -> Session {
+        let answer = self.submit_login(email, PASSWORD).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+        let set_cookie = answer.header("set-cookie").expect("a session cookie");
+        let cookie = set_cookie.split(';').next().unwrap().trim().to_owned();
+        assert!(cookie.starts_with("sg_session="), "{set_cookie}");
+        let mut session = Session {
+            cookie,
+            csrf: String::new(),
+        };
+        let overview = self.page(Some(&session), "/").await;
+        assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
+        session.csrf = csrf_token(&overview.text).expect("the overview carries a CSRF token");
+        session
+    }
+
+    /// `GET path` as the browser of `session` (or a stranger's, with `None`).
+    pub async fn page(&self, session: Option<&Session>, path: &str) -> Page {
+        self.page_with(session, path, &[]).await
+    }
+
+    pub async fn page_with(
+        &self,
+        session: Option<&Session>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut request = self.web.get(self.url(path));
+        if let Some(s) = session {
+            request = request.header("cookie", &s.cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        page_of(request.send().await.expect("page reached the server")).await
+    }
+
+    /// `POST path` with a urlencoded form as the browser of `session`, with extra
+    /// headers (`Origin`, `Sec-Fetch-Site`); the CSRF token only if `fields` has it.
+    pub async fn submit(
+        &self,
+        session: &Session,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut request = self
+            .web
+            .post(self.url(path))
+            .header("cookie", &session.cookie)
+            .form(fields);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        page_of(request.send().await.expect("form reached the server")).await
     }
 }
