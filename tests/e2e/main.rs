@@ -33,8 +33,9 @@ macro_rules! stories {
     };
 }
 
-// Declared after `stories!` so that it lists its own stories, named
-// `dashboard::sqlite::…`: `scripts/test.sh dashboard` runs them alone.
+// Declared after `stories!` so that each lists its own stories, named
+// `dashboard::sqlite::…` and `browser::…`: `scripts/test.sh dashboard` runs them alone.
+mod browser;
 mod dashboard;
 
 stories! {
