@@ -11,7 +11,15 @@
 # "SKIPPED: PostgreSQL tests" goes to stderr and SLOTGUARD_TEST_POSTGRES=skip is
 # exported so the Rust tests know; with CI=true that is an error (exit 1).
 #
+# First it installs what the tests need and a fresh Debian machine lacks (quick when
+# all is there): Debian's chromium and chromium-driver for the browser stories
+# (tests/e2e/browser.rs), with apt-get (sudo unless root), and the Python package
+# aiosmtpd for the SMTP server of the email stories (tests/smtp_sink.py), with pip or
+# else Debian's python3-aiosmtpd. With CI=true a failed install is an error.
+#
 # Environment:
+#   SLOTGUARD_TEST_INSTALL=0     install nothing (stories that need what is missing
+#                                then skip, or fail with CI=true)
 #   SLOTGUARD_TEST_DATABASE_URL  use this database instead of starting a server
 #   SLOTGUARD_PG_BINDIR          directory with initdb/pg_ctl/postgres (default:
 #                                `pg_config --bindir`, else the newest
@@ -23,6 +31,57 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/lib/pg.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
+
+as_root() {
+  if [[ "$(id -u)" -eq 0 ]]; then
+    "$@"
+  else
+    sudo "$@"
+  fi
+}
+
+apt_updated=""
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  if [[ -z "$apt_updated" ]]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2 || return 1
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    </dev/null >&2
+}
+
+# A tool the tests need could not be installed: an error in CI, else a warning (the
+# stories that need it skip or fail, naming it).
+install_failed() {
+  if is_ci; then
+    printf 'error: could not install %s; CI=true needs it.\n' "$1" >&2
+    exit 1
+  fi
+  printf 'warning: could not install %s; the tests that need it will say so.\n' "$1" >&2
+}
+
+have_chromium() { [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; }
+have_aiosmtpd() { python3 -c 'import aiosmtpd' >/dev/null 2>&1; }
+
+install_test_tools() {
+  if ! have_chromium; then
+    echo "Installing chromium and chromium-driver (apt-get) for the browser tests" >&2
+    apt_install chromium chromium-driver && have_chromium ||
+      install_failed "chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)"
+  fi
+  if ! have_aiosmtpd; then
+    echo "Installing aiosmtpd (pip, else apt-get python3-aiosmtpd) for the email tests" >&2
+    PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      python3 -m pip install --quiet aiosmtpd </dev/null >&2 || true
+    have_aiosmtpd || { apt_install python3-aiosmtpd && have_aiosmtpd; } ||
+      install_failed "the Python package aiosmtpd"
+  fi
+}
+
+if [[ "${SLOTGUARD_TEST_INSTALL:-1}" != 0 ]]; then
+  install_test_tools
+fi
 
 trap stop_pg EXIT
 trap 'exit 129' HUP
