@@ -261,7 +261,7 @@ impl Driver {
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1280,1800", "--disable-background-networking",
-                    "--no-first-run", "--disable-sync", "--disable-component-update",
+                    "--no-first-run", "--disable-sync", "--disable-component-update", "--disable-quic",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             }),
