@@ -650,7 +650,19 @@ pub async fn forms_need_the_pages_csrf_token_and_a_same_site_origin(backend: Bac
     assert!(page.contains("Resolved"), "{page}");
     assert!(page.contains(note), "{page}");
 
-    // Logging out is a form too.
+    // Logging in is a form too: another site cannot log a browser in.
+    let login = app
+        .web
+        .post(app.url("/login"))
+        .header("origin", "https://evil.example")
+        .form(&[("email", "kochi@clinic.example"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::FORBIDDEN);
+    assert!(login.headers().get("set-cookie").is_none());
+
+    // And logging out.
     let logout = app.submit(&kochi, "/logout", &[], &[]).await;
     assert_eq!(logout.status, StatusCode::FORBIDDEN);
     assert_eq!(app.page(Some(&kochi), "/").await.status, StatusCode::OK);
@@ -814,23 +826,67 @@ pub async fn the_overview_counts_todays_duplicates_in_the_clinics_own_day(backen
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    // 02:00 on 1 December in Kolkata is still 30 November in UTC.
+    // 02:00 on 1 December in Kolkata is 20:30 on 30 November in UTC, and 15:30 on
+    // 30 November in Boston.
     app.clock.set(kolkata(DAY, 2, 0));
+    let created = app
+        .post(
+            "/api/v1/clinics",
+            json!({"id": "boston", "name": "Boston Clinic", "timezone": "America/New_York"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let admin = staff(&app, "admin@clinic.example", StaffRole::Admin, &[]).await;
+    let kochi = staff(&app, "kochi@clinic.example", StaffRole::Clinic, &[KOCHI]).await;
+    let boston = staff(
+        &app,
+        "boston@clinic.example",
+        StaffRole::Clinic,
+        &["boston"],
+    )
+    .await;
     let empty = app.page(Some(&admin), "/").await.text;
     assert!(empty.contains("No duplicates detected"), "{empty}");
     assert_eq!(card(&empty, "today"), "0");
     assert_eq!(card(&empty, "total"), "0");
 
-    duplicate(&app, KOCHI, december(1), 5, ["Anu", "Biju"]).await;
-    let utc_today = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
-    duplicate(&app, KOCHI, utc_today, 6, ["Chitra", "Deepa"]).await;
-    for path in ["/", "/fragments/overview"] {
-        let page = app.page(Some(&admin), path).await.text;
+    let november_30 = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+    duplicate(&app, KOCHI, december(1), 5, ["Anu", "Biju"]).await; // Kochi's today
+    duplicate(&app, KOCHI, november_30, 6, ["Chitra", "Deepa"]).await; // its yesterday
+    duplicate(&app, "boston", november_30, 5, ["Ed", "Flo"]).await; // Boston's today
+    duplicate(&app, "boston", december(1), 6, ["Gus", "Hal"]).await; // its tomorrow
+
+    // The cards today, week, total and open, and the date each view calls today:
+    // each clinic counts its own today; the week runs from Monday 30 November.
+    let views = [
+        ("admin", &admin, "/", "2 4 4 4", "2026-12-01"),
+        (
+            "admin",
+            &admin,
+            "/fragments/overview",
+            "2 4 4 4",
+            "2026-12-01",
+        ),
+        ("admin", &admin, "/?clinic=boston", "1 2 2 2", "2026-11-30"),
+        ("kochi", &kochi, "/", "1 2 2 2", "2026-12-01"),
+        ("boston", &boston, "/", "1 2 2 2", "2026-11-30"),
+        (
+            "boston",
+            &boston,
+            "/fragments/overview",
+            "1 2 2 2",
+            "2026-11-30",
+        ),
+    ];
+    for (who, session, path, expected, today) in views {
+        let page = app.page(Some(session), path).await.text;
         assert!(!page.contains("No duplicates detected"), "{path}");
         let cards = ["today", "week", "total", "open"].map(|c| card(&page, c));
-        assert_eq!(cards, ["1", "2", "2", "2"].map(String::from), "{path}");
-        assert!(page.contains("<p class=\"sub\">2026-12-01</p>"), "{path}");
+        assert_eq!(cards.join(" "), expected, "{path} as {who}");
+        assert!(
+            page.contains(&format!("<p class=\"sub\">{today}</p>")),
+            "{path} as {who}: today is {today}"
+        );
     }
 }
 
@@ -840,34 +896,43 @@ pub async fn incidents_are_listed_fifty_a_page_with_every_one_on_exactly_one_pag
     let Some(app) = spawn_app(backend).await else {
         return;
     };
+    // Eight detector passes of seven duplicates each, on a clock with nanoseconds as
+    // a real one has: the incidents of one pass share their first-seen instant, and
+    // the page boundary (the 50th row) falls among the oldest pass's seven.
     const PAIRS: u32 = 56;
-    let documents: Vec<Value> = (0..PAIRS)
-        .flat_map(|slot| {
-            ["a", "b"].map(|who| {
-                let id = format!("doc-{slot}-{who}");
-                kloqo(KOCHI, &id, december(1), slot, &format!("Patient {id}"))
+    const PER_PASS: u32 = 7;
+    app.clock
+        .set(kolkata(DAY, 6, 0) + Span::nanoseconds(123_456_789));
+    let mut all = HashSet::new();
+    for pass in 0..PAIRS / PER_PASS {
+        let documents: Vec<Value> = (pass * PER_PASS..(pass + 1) * PER_PASS)
+            .flat_map(|slot| {
+                ["a", "b"].map(|who| {
+                    let id = format!("doc-{slot}-{who}");
+                    kloqo(KOCHI, &id, december(1), slot, &format!("Patient {id}"))
+                })
             })
-        })
-        .collect();
-    for batch in documents.chunks(28) {
+            .collect();
         let sent = app
             .post(
                 "/api/v1/watch/kloqo/appointments:batch",
-                json!({ "documents": batch }),
+                json!({ "documents": documents }),
             )
             .await;
         assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
-    }
-    let all: HashSet<String> = eventually(20, "56 incidents", || async {
-        let listed = incidents_of(&app, KOCHI).await;
-        (listed.len() == PAIRS as usize).then(|| {
-            listed
-                .iter()
-                .map(|i| i["id"].as_str().unwrap().to_owned())
-                .collect()
+        let expected = ((pass + 1) * PER_PASS) as usize;
+        all = eventually(10, "the pass's incidents", || async {
+            let listed = incidents_of(&app, KOCHI).await;
+            (listed.len() == expected).then(|| {
+                listed
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap().to_owned())
+                    .collect::<HashSet<String>>()
+            })
         })
-    })
-    .await;
+        .await;
+        app.clock.advance(Span::nanoseconds(1_234_567));
+    }
     let admin = staff(&app, "admin@clinic.example", StaffRole::Admin, &[]).await;
 
     let first = app.page(Some(&admin), "/incidents").await;
