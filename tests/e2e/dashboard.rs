@@ -22,6 +22,7 @@ stories! {
     dashboard::a_wrong_password_and_an_unknown_email_look_alike_and_five_failures_lock_the_account,
     dashboard::after_logout_expiry_or_disabling_an_old_cookie_opens_nothing,
     dashboard::bad_addresses_and_query_strings_get_a_page_naming_the_problem_never_a_500,
+    dashboard::an_empty_dashboard_says_no_duplicates_and_when_detection_last_checked,
     dashboard::the_overview_counts_todays_duplicates_in_the_clinics_own_day,
     dashboard::incidents_are_listed_fifty_a_page_with_every_one_on_exactly_one_page,
 }
@@ -820,6 +821,38 @@ pub async fn bad_addresses_and_query_strings_get_a_page_naming_the_problem_never
         );
         assert!(!page.text.contains("<script>"), "{path} echoes markup");
     }
+}
+
+pub async fn an_empty_dashboard_says_no_duplicates_and_when_detection_last_checked(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // Three seconds before the minute turns: a time shown late by the detector's
+    // 5-second lease would read 02:01.
+    app.clock.set(kolkata(DAY, 2, 0) + Span::seconds(57));
+    let admin = staff(&app, "admin@clinic.example", StaffRole::Admin, &[]).await;
+    let incidents = eventually(10, "a detector pass at 02:00:57", || async {
+        let page = app.page(Some(&admin), "/incidents").await.text;
+        page.contains("Detection last ran 02:").then_some(page)
+    })
+    .await;
+    assert_eq!(count_line(&incidents), "0 incidents");
+    assert!(incidents.contains("No duplicates detected."), "{incidents}");
+    assert!(
+        incidents.contains("Detection last ran 02:00 IST."),
+        "{incidents}"
+    );
+
+    let overview = app.page(Some(&admin), "/").await.text;
+    assert!(overview.contains("No duplicates detected"), "{overview}");
+    assert_eq!(card(&overview, "today"), "0");
+    assert!(
+        overview.contains("✓</span> last check <time"),
+        "detection is running: {overview}"
+    );
+    assert!(overview.contains(">02:00 IST</time>"), "{overview}");
 }
 
 pub async fn the_overview_counts_todays_duplicates_in_the_clinics_own_day(backend: Backend) {
