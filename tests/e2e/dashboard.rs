@@ -805,8 +805,8 @@ pub async fn bad_addresses_and_query_strings_get_a_page_naming_the_problem_never
             404,
             "There is no such incident.",
         ),
-        ("/incidents/%00", 404, "There is no such incident."),
-        (&long_id, 404, "There is no such incident."),
+        ("/incidents/%00", 404, "There is no such "),
+        (&long_id, 404, "There is no such "),
         ("/nope", 404, "There is no such page."),
         ("/assets/nope.js", 404, "There is no such file."),
     ];
