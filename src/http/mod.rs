@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(state, shed_load))
+        .layer(middleware::from_fn(printable_paths))
         .layer(middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -170,6 +171,61 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics::metrics_unkeyed))
         .fallback(|| async { ApiError::not_found_route() })
         .with_state(state)
+}
+
+/// A path whose decoded text is not UTF-8 (400) or holds a control character such as
+/// NUL (404: no id can hold one) is answered here, before any route parses it, the
+/// same way on both stores and in the error envelope (the dashboard's: its page).
+async fn printable_paths(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let decoded: Vec<u8> = percent_decode(path.as_bytes());
+    let refusal = match std::str::from_utf8(&decoded) {
+        Err(_) => Some((
+            StatusCode::BAD_REQUEST,
+            "malformed_path",
+            "The path is not valid UTF-8 text once percent-decoded.",
+        )),
+        Ok(text) if text.chars().any(char::is_control) => Some((
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Nothing here: the path holds a control character, which no id can.",
+        )),
+        Ok(_) => None,
+    };
+    match refusal {
+        None => next.run(request).await,
+        Some((status, code, message)) if is_api(path) => {
+            ApiError::new(status, code, message).into_response()
+        }
+        Some((StatusCode::NOT_FOUND, _, _)) => {
+            crate::web::PageError::not_found("page").into_response()
+        }
+        Some((status, _, message)) => crate::web::PageError::new(status, message).into_response(),
+    }
+}
+
+/// `%XX` sequences decoded to their bytes; anything else as it is.
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match (
+            raw[i],
+            raw.get(i + 1).and_then(|b| hex(*b)),
+            raw.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(high * 16 + low);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// One log line per request: method, route (the pattern, never the ids or query in

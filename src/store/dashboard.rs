@@ -136,8 +136,8 @@ pub trait DashboardStore: Send + Sync {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<(String, ClinicId, DateTime<Utc>)>, StoreError>;
-    /// When the detector lease was last renewed (its expiry minus its length): the
-    /// last moment some server was checking.
+    /// When the detector lease expires (`web::live::last_detector_pass` turns it into
+    /// the time of the last detector pass).
     async fn detector_lease_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 

@@ -490,8 +490,20 @@ fn timestamp(
             ))
         }
     };
+    if !(EARLIEST_YEAR..=LATEST_YEAR).contains(&chrono::Datelike::year(&instant)) {
+        return Err(FieldError::new(
+            field,
+            format!("must be a time between the years {EARLIEST_YEAR} and {LATEST_YEAR}"),
+        ));
+    }
     Ok(Some(instant))
 }
+
+/// The years a document's own timestamps may fall in: a booking app's data, not a
+/// calendar's; outside them a value is a mistake, and one far in the future would
+/// outrank every later real update.
+pub const EARLIEST_YEAR: i32 = 1900;
+pub const LATEST_YEAR: i32 = 2200;
 
 fn firestore_timestamp(field: &str, ts: &Map<String, Value>) -> Result<DateTime<Utc>, FieldError> {
     let (seconds_key, nanos_key) = if ts.contains_key("_seconds") {

@@ -36,3 +36,26 @@ pub struct WatchedAppointment {
     pub updated_at: Option<DateTime<Utc>>,
     pub document: serde_json::Value,
 }
+
+/// How far ahead of the server's clock a document's own timestamps may be (clocks
+/// drift; a document dated next year would outrank every later real update of it).
+pub const MAX_FUTURE: chrono::Duration = chrono::Duration::days(1);
+
+impl WatchedAppointment {
+    /// Refuses a document whose `createdAt` or `updatedAt` is more than [`MAX_FUTURE`]
+    /// after `now`.
+    pub fn check_not_future(&self, now: DateTime<Utc>) -> Result<(), crate::domain::FieldError> {
+        for (field, at) in [
+            ("createdAt", self.created_at),
+            ("updatedAt", self.updated_at),
+        ] {
+            if at.is_some_and(|t| t > now + MAX_FUTURE) {
+                return Err(crate::domain::FieldError::new(
+                    field,
+                    "is more than a day after the server's clock; check the sending app's clock",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -18,6 +18,21 @@ use crate::detect::IncidentChanged;
 use super::session::Visitor;
 use super::WebState;
 
+/// How long the detector lease runs past its last renewal (`detect::detector`).
+const DETECTOR_LEASE: chrono::Duration = chrono::Duration::seconds(5);
+
+/// When some server's detector last made a pass: the detector lease is renewed at
+/// every pass, so its expiry minus its length.
+pub async fn last_detector_pass(
+    store: &dyn crate::store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, crate::store::StoreError> {
+    Ok(store
+        .detector_lease_expiry()
+        .await?
+        .map(|expiry| (expiry - DETECTOR_LEASE).min(now)))
+}
+
 /// How often [`follow_other_processes`] looks for incidents saved elsewhere.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// How far back each look reaches, so a change committed late (or by a server whose

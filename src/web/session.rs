@@ -142,7 +142,10 @@ fn login_required(parts: &Parts) -> Response {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if parts.headers.contains_key("hx-request") || path.starts_with("/events") {
+    if parts.headers.contains_key("hx-request")
+        || path.starts_with("/events")
+        || path.starts_with("/fragments/")
+    {
         let mut response = PageError::new(
             StatusCode::UNAUTHORIZED,
             "Your session has ended. Log in again.",
@@ -265,7 +268,15 @@ struct LoginPage {
 /// Where to go after logging in: a path on this site, never another site.
 fn safe_next(raw: Option<&str>) -> String {
     match raw {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.len() <= 2048
+                && p.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -451,7 +462,13 @@ mod tests {
             safe_next(Some("/incidents?state=open")),
             "/incidents?state=open"
         );
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "",
+            "/incidents\r\nSet-Cookie: x=1",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
     }

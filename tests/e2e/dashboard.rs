@@ -32,10 +32,6 @@ const THRISSUR: &str = "thrissur";
 
 /// Every page a logged-in person opens, and what it must show once one duplicate
 /// (slot 5 at Kochi) exists; `{incident}` stands for that incident's id.
-///
-/// PAGES STILL BEING WRITTEN: add one line each here when they land, e.g.
-///   `Screen { path: "/board?clinic=kochi&doctor=dr-asha&date=2026-12-01", shows: &["…"], who: Who::Everyone },`
-///   and the same for `/audits`, `/reports`, `/silences`, and `/admin` with `Who::Admins`.
 const PAGES: &[Screen] = &[
     Screen {
         path: "/",
@@ -70,6 +66,31 @@ const PAGES: &[Screen] = &[
         path: "/incidents.csv",
         shows: &["id,clinic_id,clinic,", "{incident},kochi,"],
         who: Who::Everyone,
+    },
+    Screen {
+        path: "/board?clinic=kochi&doctor=dr-asha&date=2026-12-01",
+        shows: &["Double-booked", "href=\"/incidents/{incident}\""],
+        who: Who::Everyone,
+    },
+    Screen {
+        path: "/audits",
+        shows: &["<h1>Audits</h1>"],
+        who: Who::Everyone,
+    },
+    Screen {
+        path: "/reports",
+        shows: &["<h1>Weekly reports</h1>"],
+        who: Who::Everyone,
+    },
+    Screen {
+        path: "/silences",
+        shows: &["<h1>Silences</h1>"],
+        who: Who::Everyone,
+    },
+    Screen {
+        path: "/admin",
+        shows: &["<h1>Users and API keys</h1>"],
+        who: Who::Admins,
     },
 ];
 

@@ -486,6 +486,87 @@ pub async fn bad_inputs_get_the_documented_4xx_and_change_nothing(backend: Backe
             )
         },
         Case {
+            method: Method::GET,
+            body: None,
+            ..case(
+                "a NUL byte in an id",
+                "/api/v1/incidents/%00",
+                json!({}),
+                404,
+                "not_found",
+                None,
+            )
+        },
+        Case {
+            method: Method::DELETE,
+            body: None,
+            ..case(
+                "a NUL byte inside a watched document's id",
+                "/api/v1/watch/kloqo/appointments/a%00b",
+                json!({}),
+                404,
+                "not_found",
+                None,
+            )
+        },
+        Case {
+            method: Method::GET,
+            body: None,
+            ..case(
+                "an id that is not UTF-8",
+                "/api/v1/incidents/%FF%FE",
+                json!({}),
+                400,
+                "malformed_path",
+                None,
+            )
+        },
+        Case {
+            method: Method::PUT,
+            ..case(
+                "a watched document created before 4713 BC",
+                "/api/v1/watch/kloqo/appointments/ancient",
+                {
+                    let mut doc = crate::detection::document("ancient", 3, "Pending", 0);
+                    doc["createdAt"] = json!({"_seconds": -300_000_000_000i64, "_nanoseconds": 0});
+                    doc
+                },
+                422,
+                "invalid_field",
+                Some("createdAt"),
+            )
+        },
+        Case {
+            method: Method::PUT,
+            ..case(
+                "a watched document updated in year 9999",
+                "/api/v1/watch/kloqo/appointments/future",
+                {
+                    let mut doc = crate::detection::document("future", 3, "Pending", 0);
+                    doc["updatedAt"] = json!("9999-12-31T00:00:00Z");
+                    doc
+                },
+                422,
+                "invalid_field",
+                Some("updatedAt"),
+            )
+        },
+        Case {
+            method: Method::PUT,
+            ..case(
+                "a watched document updated two days after the server's clock",
+                "/api/v1/watch/kloqo/appointments/ahead",
+                {
+                    let mut doc = crate::detection::document("ahead", 3, "Pending", 0);
+                    doc["updatedAt"] = json!("2026-12-03T06:00:00Z");
+                    doc
+                },
+                422,
+                "invalid_field",
+                Some("updatedAt"),
+            )
+        },
+        Case {
             method: Method::DELETE,
             body: None,
             ..case(

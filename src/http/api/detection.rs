@@ -47,6 +47,7 @@ pub async fn watch_put(
     principal.may_watch(&source)?;
     let document = parse_document_with_id(&id, &body)?;
     let bookings = &state.bookings;
+    document.check_not_future(bookings.now())?;
     let (applied, groups) = bookings
         .store()
         .upsert_watched(&source, &[document], bookings.now())
@@ -89,15 +90,17 @@ pub async fn watch_batch(
         )
         .into());
     }
+    let bookings = &state.bookings;
+    let now = bookings.now();
     let documents = list
         .iter()
         .enumerate()
         .map(|(i, doc)| {
             parse_document(doc)
+                .and_then(|d| d.check_not_future(now).map(|()| d))
                 .map_err(|e| FieldError::new(format!("documents[{i}].{}", e.field), e.message))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bookings = &state.bookings;
     let (applied, groups) = bookings
         .store()
         .upsert_watched(&source, &documents, bookings.now())

@@ -105,7 +105,8 @@ impl Filters {
     }
 }
 
-/// A cursor is the last row's first-seen instant and id: `2026-12-01T04:30:00.123456Z~id`.
+/// A cursor is the last row's first-seen instant, to the nanosecond as SQLite keeps
+/// it, and id: `2026-12-01T04:30:00.123456789Z~id`.
 fn parse_cursor(field: &str, raw: &str) -> Result<(DateTime<Utc>, String), FieldError> {
     let bad = || {
         FieldError::new(
@@ -124,7 +125,7 @@ fn parse_cursor(field: &str, raw: &str) -> Result<(DateTime<Utc>, String), Field
 fn cursor(at: DateTime<Utc>, id: &str) -> String {
     format!(
         "{}~{id}",
-        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
     )
 }
 
@@ -181,13 +182,14 @@ async fn list(state: &WebState, filters: &Filters) -> Result<IncidentList, PageE
         )),
         _ => None,
     };
-    let freshness = match store.detector_lease_expiry().await? {
-        Some(t) => Some(format!(
-            "Detection last ran {}",
-            crate::web::page::When::new(t, crate::domain::Clinic::DEFAULT_TIMEZONE).clock()
-        )),
-        None => None,
-    };
+    let freshness = crate::web::live::last_detector_pass(store, state.bookings.now())
+        .await?
+        .map(|t| {
+            format!(
+                "Detection last ran {}",
+                crate::web::page::When::new(t, crate::domain::Clinic::DEFAULT_TIMEZONE).clock()
+            )
+        });
     Ok(IncidentList {
         rows: IncidentRow::many(store, &incidents, &clinics).await?,
         total,

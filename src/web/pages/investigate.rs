@@ -59,6 +59,8 @@ struct Member {
 
 struct Moment {
     at: When,
+    /// For ordering: `When` shows minutes, events may share a second.
+    utc: DateTime<Utc>,
     what: String,
 }
 
@@ -164,6 +166,7 @@ pub async fn page(
     let when = |t: DateTime<Utc>| clinics.when(&g.clinic_id, t);
     let mut timeline = vec![Moment {
         at: when(incident.first_seen),
+        utc: incident.first_seen,
         what: match incident.found_by {
             FoundBy::Realtime => "Detected in real time".into(),
             FoundBy::Audit => "Found by the audit (real-time detection had missed it)".into(),
@@ -176,18 +179,21 @@ pub async fn page(
             .into_iter()
             .map(|e| Moment {
                 at: when(e.at),
+                utc: e.at,
                 what: event_words(&e.event).into(),
             }),
     );
     if let (Some(at), Some(by)) = (incident.acknowledged_at, &incident.acknowledged_by) {
         timeline.push(Moment {
             at: when(at),
+            utc: at,
             what: format!("Acknowledged by {by}"),
         });
     }
     if let (Some(at), Some(by)) = (incident.resolved_at, &incident.resolved_by) {
         timeline.push(Moment {
             at: when(at),
+            utc: at,
             what: if by == "auto" {
                 "Resolved automatically: the duplicate is gone".into()
             } else {
@@ -195,7 +201,8 @@ pub async fn page(
             },
         });
     }
-    timeline.sort_by_key(|m| m.at.iso());
+    // Stable: of two events at one instant, the detector's comes before the person's.
+    timeline.sort_by_key(|m| m.utc);
     let notifications = store
         .incident_notifications(&incident.id)
         .await?

@@ -27,8 +27,6 @@ const DAYS: i64 = 30;
 const RECENT: u32 = 10;
 /// Past this without a detector pass, the freshness line turns into a warning.
 const DETECTION_STALE: Duration = Duration::seconds(60);
-/// How long the detector lease runs past its last renewal (`detect::detector`).
-const DETECTOR_LEASE: Duration = Duration::seconds(5);
 
 #[derive(Template)]
 #[template(path = "pages/overview.html")]
@@ -322,7 +320,7 @@ async fn body(
 
     let freshness = freshness(
         state,
-        &clinics,
+        clinics,
         scope.as_deref(),
         day.duplicate_rate.counts.appointments_checked,
     )
@@ -370,10 +368,7 @@ async fn freshness(
 ) -> Result<Freshness, PageError> {
     let store = state.store();
     let now = state.bookings.now();
-    let last_check = store
-        .detector_lease_expiry()
-        .await?
-        .map(|expiry| (expiry - DETECTOR_LEASE).min(now));
+    let last_check = crate::web::live::last_detector_pass(store, now).await?;
     let zone_of = scope
         .and_then(|s| s.first())
         .map(|c| clinics.tz(c))
