@@ -59,8 +59,10 @@ struct Member {
 
 struct Moment {
     at: When,
-    /// For ordering: `When` shows minutes, events may share a second.
+    /// For ordering: `When` shows minutes, events may share a second; at one instant
+    /// the finding comes first, then a person's action, then the alert it caused.
     utc: DateTime<Utc>,
+    rank: u8,
     what: String,
 }
 
@@ -118,12 +120,12 @@ fn member(row: &MemberRow, clinics: &Clinics, incident: &Incident, names: bool) 
 
 fn event_words(event: &str) -> &'static str {
     match event {
-        "opened" => "Alert sent: duplicate detected",
-        "grew" => "Another appointment joined; alert sent",
-        "regressed" => "The duplicate came back after it was resolved (regression)",
-        "resolved" => "Resolved; alert sent",
-        "reminder" => "Still open: reminder sent",
-        _ => "Alert",
+        "opened" => "Alert queued: duplicate detected",
+        "grew" => "Another appointment joined; alert queued",
+        "regressed" => "The duplicate came back after it was resolved (regression); alert queued",
+        "resolved" => "Alert queued: resolved",
+        "reminder" => "Still open: reminder queued",
+        _ => "Alert queued",
     }
 }
 
@@ -167,6 +169,7 @@ pub async fn page(
     let mut timeline = vec![Moment {
         at: when(incident.first_seen),
         utc: incident.first_seen,
+        rank: 0,
         what: match incident.found_by {
             FoundBy::Realtime => "Detected in real time".into(),
             FoundBy::Audit => "Found by the audit (real-time detection had missed it)".into(),
@@ -180,6 +183,7 @@ pub async fn page(
             .map(|e| Moment {
                 at: when(e.at),
                 utc: e.at,
+                rank: 2,
                 what: event_words(&e.event).into(),
             }),
     );
@@ -187,6 +191,7 @@ pub async fn page(
         timeline.push(Moment {
             at: when(at),
             utc: at,
+            rank: 1,
             what: format!("Acknowledged by {by}"),
         });
     }
@@ -194,6 +199,7 @@ pub async fn page(
         timeline.push(Moment {
             at: when(at),
             utc: at,
+            rank: 1,
             what: if by == "auto" {
                 "Resolved automatically: the duplicate is gone".into()
             } else {
@@ -201,8 +207,7 @@ pub async fn page(
             },
         });
     }
-    // Stable: of two events at one instant, the detector's comes before the person's.
-    timeline.sort_by_key(|m| m.utc);
+    timeline.sort_by_key(|m| (m.utc, m.rank));
     let notifications = store
         .incident_notifications(&incident.id)
         .await?
