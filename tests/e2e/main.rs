@@ -71,6 +71,7 @@ stories! {
     processes::a_server_killed_after_answering_201_loses_none_of_them,
     processes::a_short_load_run_checks_clean_and_a_lost_booking_is_caught,
     processes::an_alert_survives_crashes_and_is_delivered_once,
+    processes::serve_demo_prints_a_login_that_opens_the_overview,
     metrics::booking_counts_survive_a_restart,
     metrics::two_servers_on_one_database_add_up,
     metrics::stats_match_the_bookings_made_with_conflicts_in_kolkata_hours,

@@ -3,12 +3,14 @@
 //! book a week ahead on a doctor who works every day.
 
 use std::collections::BTreeSet;
+use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slotguard::domain::Clinic;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
 
@@ -443,4 +445,106 @@ pub async fn an_alert_survives_crashes_and_is_delivered_once(backend: Backend) {
         "the stable id travels as the Idempotency-Key"
     );
     again.kill().await;
+}
+
+/// The README's first command: `serve --demo` prints the dashboard's address and a
+/// one-time password, the login works, and the overview shows the demo's day with its
+/// double booking; a second start keeps the day and prints a new password.
+pub async fn serve_demo_prints_a_login_that_opens_the_overview(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    for start in 0..2 {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args([
+                "serve",
+                "--demo",
+                "--database",
+                &db.url,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start slotguard");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut seeded, mut login) = (String::new(), String::new());
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("demo: ") {
+                    seeded = line.clone();
+                }
+                if line.starts_with("dashboard: ") {
+                    login = line;
+                    return;
+                }
+            }
+            panic!("slotguard exited before printing the dashboard's login");
+        })
+        .await
+        .expect("the dashboard's login within 30 s");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if start == 0 {
+            assert!(
+                seeded.contains("walk-ins today") && seeded.contains("double booking"),
+                "the demo says what it made: {seeded}"
+            );
+        } else {
+            assert!(seeded.contains("nothing added"), "{seeded}");
+        }
+        // "dashboard: http://127.0.0.1:PORT/  log in as EMAIL with password PW (…)"
+        let words: Vec<&str> = login.split_whitespace().collect();
+        let base = words[1].trim_end_matches('/').to_owned();
+        let email = words[words.iter().position(|w| *w == "as").unwrap() + 1];
+        let password = words[words.iter().position(|w| *w == "password").unwrap() + 1];
+        let web = web_client();
+        let answer = web
+            .post(format!("{base}/login"))
+            .form(&[("email", email), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::SEE_OTHER,
+            "the printed login works"
+        );
+        let cookie = answer.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let overview = web
+            .get(format!("{base}/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(overview.status(), StatusCode::OK);
+        let html = overview.text().await.unwrap();
+        assert!(html.contains("<h1>Overview</h1>"), "{html}");
+        let today = eventually(10, "the demo's double booking on the overview", || {
+            let (web, cookie, base) = (web.clone(), cookie.clone(), base.clone());
+            async move {
+                let html = web
+                    .get(format!("{base}/fragments/overview"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                html.contains("Investigate").then_some(html)
+            }
+        })
+        .await;
+        assert!(today.contains("Asha Menon"), "{today}");
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
 }
