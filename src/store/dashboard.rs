@@ -40,9 +40,45 @@ pub struct IncidentQuery {
     /// The appointments' local dates, both ends included.
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
+    /// Only incidents whose members, state or notes changed at or after this instant.
+    pub changed_since: Option<DateTime<Utc>>,
+    /// Only incidents first seen at or before this instant.
+    pub first_seen_until: Option<DateTime<Utc>>,
     /// Newest first: only incidents first seen before this one (first seen, id).
     pub before: Option<(DateTime<Utc>, String)>,
     pub limit: u32,
+}
+
+impl IncidentQuery {
+    /// The cursor that continues a list after `last`: its first-seen instant, to the
+    /// nanosecond as SQLite keeps it, and its id: `2026-12-01T04:30:00.123456789Z~id`.
+    pub fn cursor_after(last: &Incident) -> String {
+        format!(
+            "{}~{}",
+            last.first_seen
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            last.id
+        )
+    }
+
+    /// Reads a cursor [`Self::cursor_after`] made.
+    pub fn parse_cursor(
+        field: &str,
+        raw: &str,
+    ) -> Result<(DateTime<Utc>, String), crate::domain::FieldError> {
+        let bad = || {
+            crate::domain::FieldError::new(
+                field,
+                "is not a cursor this list made; start from the first page",
+            )
+        };
+        let (at, id) = raw.split_once('~').ok_or_else(bad)?;
+        let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
+        if id.is_empty() || id.len() > 64 {
+            return Err(bad());
+        }
+        Ok((at.with_timezone(&Utc), id.to_owned()))
+    }
 }
 
 /// Incidents of one clinic in one state, however old.
@@ -277,6 +313,12 @@ pub fn incident_where(q: &IncidentQuery, with_cursor: bool) -> (String, Vec<Boun
     }
     if let Some(to) = q.to {
         add("date", "<=", Bound::Date(to), &mut binds);
+    }
+    if let Some(since) = q.changed_since {
+        add("changed_at", ">=", Bound::Instant(since), &mut binds);
+    }
+    if let Some(until) = q.first_seen_until {
+        add("first_seen", "<=", Bound::Instant(until), &mut binds);
     }
     if let (true, Some((seen, id))) = (with_cursor, &q.before) {
         binds.push(Bound::Instant(*seen));

@@ -14,15 +14,6 @@ use crate::detect::{Group, Incident, IncidentState, MemberRef, OutboxEntry};
 use crate::domain::ClinicId;
 use crate::watch::WatchedAppointment;
 
-#[derive(Debug, Clone, Default)]
-pub struct IncidentFilter {
-    pub clinic_id: Option<ClinicId>,
-    pub state: Option<IncidentState>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: u32,
-}
-
 /// A member's row, for showing an incident: from `appointments` (source `native`)
 /// or the watched mirror.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -160,7 +151,6 @@ pub trait DetectionStore: Send + Sync {
     async fn save_incidents(&self, changes: &Changes) -> Result<(), StoreError>;
     /// Groups with a write since `since` (the periodic re-scan).
     async fn changed_groups(&self, since: DateTime<Utc>) -> Result<Vec<Group>, StoreError>;
-    async fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError>;
     async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
     async fn member_rows(
         &self,
@@ -590,26 +580,6 @@ impl $crate::store::detection::DetectionStore for $store {
         .await?
         .iter()
         .map($crate::store::detection::group)
-        .collect()
-    }
-
-    async fn incidents(&self, f: &$crate::store::detection::IncidentFilter) -> Result<Vec<$crate::detect::Incident>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!(
-            "SELECT {} FROM incidents WHERE ($1 IS NULL OR clinic_id = $1) AND ($2 IS NULL OR state = $2) \
-             AND ($3 IS NULL OR changed_at >= $3) AND ($4 IS NULL OR first_seen <= $4) \
-             ORDER BY first_seen DESC, id LIMIT $5",
-            d::INCIDENT_COLUMNS
-        ))
-        .bind(f.clinic_id.as_ref().map(ClinicId::as_str))
-        .bind(f.state.map($crate::detect::IncidentState::as_str))
-        .bind(f.since)
-        .bind(f.until)
-        .bind(i64::from(f.limit))
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(d::incident)
         .collect()
     }
 

@@ -475,3 +475,55 @@ pub async fn a_duplicate_written_through_one_server_is_found_by_the_other(backen
     .await;
     assert_eq!(found["key"], "5");
 }
+
+/// `GET /incidents` pages: `limit` at a time, newest first, with the cursor of the
+/// next page; every incident on exactly one page, and bad paging refused by name.
+pub async fn the_incident_list_pages_with_a_cursor_and_loses_none(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    for slot in [3, 4, 5, 6, 7] {
+        for id in ["x", "y"] {
+            let doc = document(&format!("doc-{slot}-{id}"), slot, "Pending", 0);
+            assert_eq!(put(&app, &doc).await.status, StatusCode::OK);
+        }
+    }
+    eventually(10, "five incidents", || async {
+        (incidents(&app).await.len() == 5).then_some(())
+    })
+    .await;
+    let mut seen = Vec::new();
+    let mut path = format!("/api/v1/incidents?clinicId={CLINIC}&limit=2");
+    let mut pages = 0;
+    loop {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let list = page.body["incidents"].as_array().unwrap();
+        assert!(list.len() <= 2, "{}", page.text);
+        seen.extend(list.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page.body["next"].as_str() {
+            Some(next) => {
+                let cursor = serde_urlencoded::to_string([("cursor", next)]).unwrap();
+                path = format!("/api/v1/incidents?clinicId={CLINIC}&limit=2&{cursor}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (5, 5), "each once: {seen:?}");
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=yesterday", "cursor"),
+    ] {
+        let refused = app
+            .get(&format!("/api/v1/incidents?clinicId={CLINIC}&{query}"))
+            .await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(refused.body["error"]["details"]["field"], field, "{query}");
+    }
+}

@@ -14,7 +14,8 @@ use crate::auth::{Action, Principal};
 use crate::detect::{Group, Incident, IncidentState};
 use crate::domain::text::parse_line;
 use crate::domain::{ClinicId, FieldError};
-use crate::store::detection::{DeliveryState, IncidentFilter, Silence};
+use crate::store::dashboard::IncidentQuery;
+use crate::store::detection::{DeliveryState, Silence};
 use crate::store::StoreError;
 use crate::watch::kloqo::{parse_document, parse_document_with_id};
 
@@ -141,13 +142,37 @@ fn instant(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
         .map_err(|_| FieldError::new(field, "must be an RFC 3339 time or a date YYYY-MM-DD"))
 }
 
+/// Most incidents one page of `GET /incidents` carries, and the default.
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+/// `GET /incidents?clinicId&state&since&until&limit&cursor`: newest first seen first,
+/// `limit` a page (default 100, at most 1000), and `next`, the cursor of the following
+/// page (`null` on the last).
 pub async fn incidents(
     State(state): State<AppState>,
     principal: Principal,
     query: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = IncidentFilter {
-        clinic_id: query.parse("clinicId", ClinicId::parse)?,
+    let clinic = query.parse("clinicId", ClinicId::parse)?;
+    let limit = query
+        .parse("limit", |field, raw| {
+            raw.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        field,
+                        format!("must be a whole number from 1 to {MAX_PAGE}"),
+                    )
+                })
+        })?
+        .unwrap_or(DEFAULT_PAGE);
+    let filter = IncidentQuery {
+        scope: match principal.role {
+            crate::store::Role::Admin => None,
+            _ => Some(principal.clinics.clone()),
+        },
         state: query
             .get("state")
             .map(|s| {
@@ -156,13 +181,22 @@ pub async fn incidents(
                 })
             })
             .transpose()?,
-        since: query.parse("since", instant)?,
-        until: query.parse("until", instant)?,
-        limit: MAX_LIST,
+        changed_since: query.parse("since", instant)?,
+        first_seen_until: query.parse("until", instant)?,
+        before: query.parse("cursor", IncidentQuery::parse_cursor)?,
+        limit: limit + 1,
+        clinic,
+        ..IncidentQuery::default()
     };
-    principal.may(Action::RunClinicDay, filter.clinic_id.as_ref())?;
-    let incidents = state.bookings.store().incidents(&filter).await?;
-    Ok(Json(json!({"incidents": incidents})))
+    principal.may(Action::RunClinicDay, filter.clinic.as_ref())?;
+    let mut incidents = state.bookings.store().incident_page(&filter).await?;
+    let next = (incidents.len() > limit as usize).then(|| {
+        incidents.truncate(limit as usize);
+        incidents.last().map(IncidentQuery::cursor_after)
+    });
+    Ok(Json(
+        json!({"incidents": incidents, "next": next.flatten()}),
+    ))
 }
 
 async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Incident, ApiError> {

@@ -7,7 +7,6 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use chrono::{DateTime, Utc};
 
 use super::{clinic_options, visible_clinic, ClinicOption, IncidentRow};
 use crate::detect::{DuplicateKind, FoundBy, IncidentState};
@@ -59,7 +58,7 @@ impl Filters {
                 return Err(FieldError::new("to", "must not be before from").into());
             }
         }
-        let before = q.parse_opt("before", parse_cursor)?;
+        let before = q.parse_opt("before", IncidentQuery::parse_cursor)?;
         Ok(Self {
             query: IncidentQuery {
                 scope: staff.scope().map(<[_]>::to_vec),
@@ -72,6 +71,7 @@ impl Filters {
                 to,
                 before,
                 limit: PAGE_SIZE,
+                ..IncidentQuery::default()
             },
             clinic: text("clinic"),
             doctor: text("doctor"),
@@ -103,30 +103,6 @@ impl Filters {
     fn is_filtered(&self) -> bool {
         !self.encoded().is_empty()
     }
-}
-
-/// A cursor is the last row's first-seen instant, to the nanosecond as SQLite keeps
-/// it, and id: `2026-12-01T04:30:00.123456789Z~id`.
-fn parse_cursor(field: &str, raw: &str) -> Result<(DateTime<Utc>, String), FieldError> {
-    let bad = || {
-        FieldError::new(
-            field,
-            "is not a cursor this page made; start from the first page",
-        )
-    };
-    let (at, id) = raw.split_once('~').ok_or_else(bad)?;
-    let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 {
-        return Err(bad());
-    }
-    Ok((at.with_timezone(&Utc), id.to_owned()))
-}
-
-fn cursor(at: DateTime<Utc>, id: &str) -> String {
-    format!(
-        "{}~{id}",
-        at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-    )
 }
 
 #[derive(Template)]
@@ -176,7 +152,7 @@ async fn list(state: &WebState, filters: &Filters) -> Result<IncidentList, PageE
         (true, Some(last)) => Some(format!(
             "/incidents?{}",
             with(
-                serde_urlencoded::to_string([("before", cursor(last.first_seen, &last.id))])
+                serde_urlencoded::to_string([("before", IncidentQuery::cursor_after(last))])
                     .unwrap_or_default()
             )
         )),
@@ -339,20 +315,6 @@ fn spreadsheet_safe(cell: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cursor_reads_back_what_it_wrote_and_garbage_is_refused() {
-        let at = DateTime::parse_from_rfc3339("2026-12-01T04:30:00.123456Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            parse_cursor("before", &cursor(at, "abc")).unwrap(),
-            (at, "abc".to_owned())
-        );
-        for bad in ["", "abc", "yesterday~abc", "2026-12-01T04:30:00Z~"] {
-            assert!(parse_cursor("before", bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn formulas_are_defused_in_csv_cells() {
