@@ -401,7 +401,13 @@ impl Dispatcher {
                         }
                     }
                 }
-                _ = stopped.changed() => return,
+                _ = stopped.changed() => {
+                    // A clean stop hands the work over at once.
+                    if let Err(e) = self.store.release_lease("dispatcher", &self.holder).await {
+                        tracing::debug!(error = %e, "could not release the dispatcher lease");
+                    }
+                    return;
+                }
             }
         }
     }

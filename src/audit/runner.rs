@@ -322,7 +322,13 @@ impl Auditor {
                         }
                     }
                 }
-                _ = stopped.changed() => return,
+                _ = stopped.changed() => {
+                    // A clean stop hands the work over at once.
+                    if let Err(e) = self.store.release_lease("auditor", &self.holder).await {
+                        tracing::debug!(error = %e, "could not release the auditor lease");
+                    }
+                    return;
+                }
             }
         }
     }

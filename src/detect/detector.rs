@@ -276,7 +276,13 @@ impl Detector {
                         }
                     }
                 }
-                _ = stopped.changed() => return,
+                _ = stopped.changed() => {
+                    // A clean stop hands the work over at once.
+                    if let Err(e) = self.store.release_lease("detector", &self.holder).await {
+                        tracing::debug!(error = %e, "could not release the detector lease");
+                    }
+                    return;
+                }
             }
         }
     }

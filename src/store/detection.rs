@@ -167,6 +167,10 @@ pub trait DetectionStore: Send + Sync {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Gives up lease `name` if `holder` holds it (a clean stop), so the next server
+    /// takes over at once instead of waiting for it to run out.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
     async fn ungrouped_alerts(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Marks outbox entries as grouped into notification `rows[..].id` and queues the
     /// rows (none when everything was silenced), in one transaction.
@@ -656,6 +660,15 @@ impl $crate::store::detection::DetectionStore for $store {
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn ungrouped_alerts(&self) -> Result<Vec<$crate::detect::OutboxEntry>, StoreError> {

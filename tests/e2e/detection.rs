@@ -527,3 +527,34 @@ pub async fn the_incident_list_pages_with_a_cursor_and_loses_none(backend: Backe
         assert_eq!(refused.body["error"]["details"]["field"], field, "{query}");
     }
 }
+
+/// A server that stops cleanly gives up its leases: the next one detects at once
+/// instead of waiting for them to run out (the test clock never moves, so a lease
+/// left behind would never run out and nothing would be detected).
+pub async fn a_server_that_stops_cleanly_hands_detection_over_at_once(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    let first = start_app(db, test_options(&[], Duration::ZERO, true)).await;
+    first
+        .clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    let store = first.app.state.bookings.store();
+    eventually(10, "the first server holds the detector lease", || async {
+        store.detector_lease_expiry().await.unwrap()
+    })
+    .await;
+    let db = first.stop().await;
+    let second = start_app(db, test_options(&[], Duration::ZERO, true)).await;
+    for doc in [
+        document("doc-a", 5, "Pending", 0),
+        document("doc-b", 5, "Confirmed", 1),
+    ] {
+        assert_eq!(put(&second, &doc).await.status, StatusCode::OK);
+    }
+    let found = eventually(5, "the incident, found by the second server", || async {
+        incidents(&second).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(found["key"], "5");
+}
