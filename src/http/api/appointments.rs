@@ -1,6 +1,6 @@
 //! Booking, walk-ins, validation, availability, status changes, cancel, reschedule.
 
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,11 +22,18 @@ use crate::store::{AppointmentFilter, IdempotencyRecord};
 /// Most appointments one list request returns.
 const MAX_LIST: u32 = 5000;
 
+/// The clinic app's own booking path. Kloqo, and the clinic's load-test script, name
+/// the doctor (`doctor`: the name) where this API takes `doctorId`; here, and only
+/// here, the name is accepted and resolved within the clinic.
+const CLINIC_APP_ALIAS: &str = "/api/book-appointment";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingBody {
     clinic_id: Option<String>,
     doctor_id: Option<String>,
+    /// The doctor's name, accepted at [`CLINIC_APP_ALIAS`] only.
+    doctor: Option<String>,
     date: Option<String>,
     slot_index: Option<i64>,
     patient_name: Option<String>,
@@ -52,6 +59,12 @@ fn patient(
 
 impl BookingBody {
     fn parse(self) -> Result<AdvanceRequest, FieldError> {
+        if self.doctor.is_some() {
+            return Err(FieldError::new(
+                "doctor",
+                format!("(the doctor's name) is accepted only at {CLINIC_APP_ALIAS}; send doctorId here"),
+            ));
+        }
         Ok(AdvanceRequest {
             clinic_id: ClinicId::parse("clinicId", &required("clinicId", self.clinic_id)?)?,
             doctor_id: DoctorId::parse("doctorId", &required("doctorId", self.doctor_id)?)?,
@@ -139,18 +152,128 @@ fn booked_response(booked: Booked) -> Response {
     }
 }
 
-/// `POST /api/v1/appointments` and its alias `POST /api/book-appointment`.
+/// `POST /api/v1/appointments` and its alias `POST /api/book-appointment`, where the
+/// body may name the doctor instead (see [`CLINIC_APP_ALIAS`]).
 pub async fn book(
     State(state): State<AppState>,
     principal: Principal,
+    route: MatchedPath,
     headers: HeaderMap,
     body: JsonBody<BookingBody>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &principal, "book", &body.document)?;
-    let req = body.value.parse()?;
+    let mut value = body.value;
+    if route.as_str() == CLINIC_APP_ALIAS {
+        if let Some(name) = value.doctor.take() {
+            value.doctor_id = Some(doctor_named(&state, &principal, &value, &name).await?);
+        }
+    }
+    let req = value.parse()?;
     principal.may(Action::Book, Some(&req.clinic_id))?;
     let booked = state.bookings.book(&req, key.as_ref()).await?;
     Ok(booked_response(booked))
+}
+
+/// The id of the doctor of the body's clinic called `name`: compared without case,
+/// extra spaces or a leading "Dr". None or several → 422 naming `doctor` and listing
+/// what matched (or, when nothing did, the clinic's doctors). With a `doctorId` too,
+/// the two must be the same doctor.
+async fn doctor_named(
+    state: &AppState,
+    principal: &Principal,
+    body: &BookingBody,
+    name: &str,
+) -> Result<String, ApiError> {
+    let clinic_id = ClinicId::parse("clinicId", &required("clinicId", body.clinic_id.clone())?)?;
+    let name = parse_line("doctor", name, 200)?;
+    // Only a key that may book at the clinic learns who works there.
+    principal.may(Action::Book, Some(&clinic_id))?;
+    state.bookings.clinic(&clinic_id).await?;
+    let doctors = state.bookings.store().doctors_of(&clinic_id).await?;
+    let wanted = comparable_name(&name);
+    let named: Vec<_> = doctors
+        .iter()
+        .filter(|d| comparable_name(&d.name) == wanted)
+        .collect();
+    let listed = |doctors: &[&crate::domain::Doctor]| {
+        let text: Vec<String> = doctors
+            .iter()
+            .take(20)
+            .map(|d| format!("{} ({})", d.name, d.id))
+            .collect();
+        let json: Vec<Value> = doctors
+            .iter()
+            .map(|d| json!({"id": d.id, "name": d.name}))
+            .collect();
+        (text.join(", "), json)
+    };
+    let refuse = |message: String, matches: Vec<Value>| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_field",
+        message,
+        details: json!({"field": "doctor", "matches": matches}),
+    };
+    match named.as_slice() {
+        [one] => match &body.doctor_id {
+            Some(id) if id != one.id.as_str() => Err(refuse(
+                format!("doctor {name:?} is {} but doctorId is {id}.", one.id),
+                vec![json!({"id": one.id, "name": one.name})],
+            )),
+            _ => Ok(one.id.to_string()),
+        },
+        [] => {
+            let near: Vec<_> = doctors
+                .iter()
+                .filter(|d| {
+                    let theirs = comparable_name(&d.name);
+                    theirs.contains(&wanted) || wanted.contains(&theirs)
+                })
+                .collect();
+            let (text, json) = if near.is_empty() {
+                listed(&doctors.iter().collect::<Vec<_>>())
+            } else {
+                listed(&near)
+            };
+            let which = if near.is_empty() {
+                "its doctors"
+            } else {
+                "names close to it"
+            };
+            let text = if text.is_empty() {
+                "none".to_owned()
+            } else {
+                text
+            };
+            Err(refuse(
+                format!("doctor: no doctor of {clinic_id} is named {name:?}; {which}: {text}."),
+                if near.is_empty() { Vec::new() } else { json },
+            ))
+        }
+        several => {
+            let (text, json) = listed(several);
+            Err(refuse(
+                format!(
+                    "doctor: {} doctors of {clinic_id} are named {name:?}: {text}; send doctorId.",
+                    several.len()
+                ),
+                json,
+            ))
+        }
+    }
+}
+
+/// A doctor's name as the clinic app's bodies are matched against it: lower case,
+/// single spaces, without a leading "Dr", "Dr." or "Doctor".
+fn comparable_name(name: &str) -> String {
+    let lower = name.to_lowercase();
+    let mut words = lower.split_whitespace().peekable();
+    if words
+        .peek()
+        .is_some_and(|w| matches!(*w, "dr" | "dr." | "doctor"))
+    {
+        words.next();
+    }
+    words.collect::<Vec<_>>().join(" ")
 }
 
 pub async fn walk_in(
