@@ -66,6 +66,47 @@ pub fn schedule(phases: &[Phase]) -> Vec<Duration> {
     offsets
 }
 
+/// Every arrival's offset as artillery 2 spaces them on one worker, so a script gets
+/// the same number of virtual users from both tools. A steady phase sends one every
+/// ⌊10⁶/rate⌋ µs from one interval in, ⌊duration/interval⌋ of them, and the next phase
+/// starts at its last arrival; a ramp goes second by second, sending in second `i` the
+/// rate `arrivalRate + (rampTo − arrivalRate)·i/(duration − 1)` rounded half up,
+/// spaced ⌊1000/n⌋ ms apart.
+pub fn artillery_schedule(phases: &[Phase]) -> Vec<Duration> {
+    let mut offsets = Vec::new();
+    let mut start_us: u64 = 0;
+    for phase in phases {
+        let (rate, duration_us) = (phase.arrival_rate, (phase.duration * 1e6) as u64);
+        match phase.ramp_to {
+            None if rate <= 0.0 => start_us += duration_us,
+            None => {
+                let tick = ((1e6 / rate).floor() as u64).max(1);
+                let count = duration_us / tick;
+                offsets.extend((1..=count).map(|k| Duration::from_micros(start_us + k * tick)));
+                start_us += count * tick;
+            }
+            Some(ramp_to) => {
+                let periods = phase.duration.ceil() as u64;
+                for i in 0..periods {
+                    let raw = if periods == 1 {
+                        (ramp_to + rate) / 2.0
+                    } else {
+                        (ramp_to - rate) / (phase.duration - 1.0) * i as f64 + rate
+                    };
+                    let n = (raw.floor() + if raw.fract() >= 0.5 { 1.0 } else { 0.0 }) as u64;
+                    let tick_ms = 1000u64.checked_div(n).unwrap_or(1000);
+                    let second = start_us + i * 1_000_000;
+                    offsets.extend(
+                        (1..=n).map(|j| Duration::from_micros(second + j * tick_ms * 1000)),
+                    );
+                }
+                start_us += periods * 1_000_000;
+            }
+        }
+    }
+    offsets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +144,26 @@ mod tests {
         let s = schedule(&[phase(2.0, 5.0, None), phase(1.0, 10.0, None)]);
         assert_eq!(s.len(), 20);
         assert!(s[10] >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn artillery_counts_arrivals_as_artillery_does() {
+        let steady = artillery_schedule(&[phase(60.0, 10.0, None)]);
+        assert_eq!(steady.len(), 600);
+        assert_eq!(steady[0], Duration::from_millis(100));
+        assert_eq!(*steady.last().unwrap(), Duration::from_secs(60));
+        // 1, 1.44, 1.89, … 5 a second, rounded half up.
+        let ramp = artillery_schedule(&[phase(10.0, 1.0, Some(5.0))]);
+        assert_eq!(ramp.len(), 1 + 1 + 2 + 2 + 3 + 3 + 4 + 4 + 5 + 5);
+        assert!(ramp.windows(2).all(|w| w[0] <= w[1]));
+        // A rate of 3 for 2 s: ⌊2e6 / 333333⌋ = 6, the next phase from the last.
+        let both = artillery_schedule(&[phase(2.0, 3.0, None), phase(1.0, 2.0, None)]);
+        assert_eq!(both.len(), 8);
+        assert_eq!(both[6], Duration::from_micros(6 * 333_333 + 500_000));
+        assert_eq!(
+            artillery_schedule(&[phase(5.0, 0.0, None), phase(1.0, 1.0, None)])[0],
+            Duration::from_secs(6)
+        );
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! Jepsen-style history, then reads back every touched doctor-day and runs the same
 //! checker as `slotguard check` over it.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,17 +16,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
-use crate::check;
 use crate::cli::CliError;
 use crate::domain::{Appointment, Clinic};
 use crate::history::{AnsweredAppointment, OpKind, Operation, Outcome};
 
 pub mod arrivals;
 pub mod artillery;
+pub mod readback;
 pub mod stats;
 
 use arrivals::Phase;
-use stats::{Class, Sample, Stats, Thresholds};
+use artillery::Step;
+use stats::{Answer, Class, Expected, Sample, Stats, Thresholds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -45,60 +45,82 @@ pub enum Scenario {
 
 #[derive(Debug, Args)]
 pub struct LoadtestArgs {
-    /// Base URL of the slotguard server (or `config.target` of --script).
+    /// Base URL of the slotguard server (http:// only).
+    /// [default: the script's config.target, else http://127.0.0.1:8080]
     #[arg(long)]
     pub target: Option<String>,
-    /// API key; an admin key lets the run create its own clinic and read back its days.
+    /// API key, sent as `Authorization: Bearer KEY` (unless the script sends its own
+    /// Authorization header) and used to set the run up and read it back. An admin key
+    /// lets the run create its own clinic; the read-back needs an admin or clinic key.
+    /// Required, except with a script whose config.defaults.headers has Authorization.
     #[arg(long, env = "SLOTGUARD_KEY")]
-    pub key: String,
+    pub key: Option<String>,
+    /// What each arrival sends (ignored with --script).
     #[arg(long, value_enum, default_value = "same-slot")]
     pub scenario: Scenario,
-    /// Run an artillery script's phases and POST flows instead of a scenario.
-    #[arg(long)]
+    /// Run an artillery script instead of a scenario, as artillery runs it: its phases,
+    /// each arrival a virtual user running its scenario's flow in order, templates,
+    /// variables and CSV payload (docs/PROOF.md lists the subset; anything else is
+    /// refused with exit 2). [default: none, run --scenario]
+    #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
-    /// Seconds of load (one phase; with --concurrency, how long workers run).
+    /// Seconds of load: the one phase of a scenario, or how long --concurrency workers
+    /// run (a script's phases set their own).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Arrivals per second (open model).
+    /// Arrivals per second of the one phase (open model; not with --script).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Ramp the arrival rate linearly to this by the end of the phase.
+    /// Ramp the arrival rate linearly to this by the end of the phase (not with
+    /// --script). [default: no ramp]
     #[arg(long)]
     pub ramp_to: Option<f64>,
-    /// Closed model: this many clients, each sending its next request when the last
-    /// one is answered.
+    /// Closed model: this many clients, each sending its next request (with --script,
+    /// running its next flow) when the last one is answered. [default: open model]
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// Use this existing clinic (with --doctor) instead of creating one.
+    /// Book at this existing clinic (with --doctor) instead of creating one.
+    /// [default: a new clinic lt-<run>]
     #[arg(long, requires = "doctor")]
     pub clinic: Option<String>,
+    /// The doctor id at --clinic to book with.
     #[arg(long, requires = "clinic")]
     pub doctor: Option<String>,
-    /// Clinics and doctors per clinic the `spread` scenario creates.
+    /// Clinics the `spread` scenario creates.
     #[arg(long, default_value_t = 10)]
     pub clinics: u32,
+    /// Doctors per clinic the `spread` scenario creates.
     #[arg(long, default_value_t = 5)]
     pub doctors: u32,
-    /// Day advance bookings go to [default: a week from today, clinic time].
+    /// Day advance bookings go to, YYYY-MM-DD (not with --script).
+    /// [default: a week from today, India time]
     #[arg(long)]
     pub date: Option<String>,
     /// Seconds before a request counts as timed out (outcome unknown: `info`).
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
-    /// Requests in flight at most; arrivals past it are dropped and counted.
+    /// Arrivals under way at most (a script's virtual user counts until its flow
+    /// ends); arrivals past it are dropped and counted.
     #[arg(long, default_value_t = 2000)]
     pub max_in_flight: usize,
-    /// Write the JSON report here.
-    #[arg(long)]
+    /// Also expect this 4xx answer, `STATUS` or `STATUS:CODE` (repeatable), e.g.
+    /// `--accept 429` or `--accept 422:slot_too_soon`. A run fails when it booked
+    /// nothing or got any 4xx but these and the rush's conflicts (409 slot_taken,
+    /// token_taken, no_slot_available, no_walk_in_slot). [default: none]
+    #[arg(long, value_name = "STATUS[:CODE]", value_parser = Expected::parse_accept)]
+    pub accept: Vec<(u16, Option<String>)>,
+    /// Write the JSON report here. [default: none]
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Write the history (JSON lines, one per operation) here.
-    #[arg(long)]
+    /// Write the history (JSON lines, one per operation) here. [default: none]
+    #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
     /// Fail the run when p99 latency (ms, from due time) is above this.
+    /// [default: no limit]
     #[arg(long)]
     pub max_p99: Option<f64>,
     /// Fail the run when the share of errors (5xx, 429, timeouts, connection
-    /// failures) is above this fraction.
+    /// failures) is above this fraction. [default: no limit]
     #[arg(long)]
     pub max_error_rate: Option<f64>,
     /// Fail the run unless the read-back finds no duplicate and no lost booking.
@@ -112,10 +134,14 @@ pub struct LoadtestArgs {
     pub quiet: bool,
 }
 
+/// Where the run goes when neither --target nor the script says: `slotguard serve`'s
+/// own default address.
+pub const DEFAULT_TARGET: &str = "http://127.0.0.1:8080";
+
 /// Most arrivals one run may plan (the schedule is held in memory).
 const MAX_ARRIVALS: f64 = 10_000_000.0;
 
-/// What one arrival sends.
+/// What one arrival of a scenario sends.
 #[derive(Debug, Clone)]
 struct Request {
     kind: OpKind,
@@ -128,19 +154,45 @@ struct Request {
     then_cancel: bool,
 }
 
+/// How one request ended.
+struct Answered {
+    class: Class,
+    status: Option<u16>,
+    body: Option<Value>,
+    /// `error.code` of a refusal, or what went wrong with no answer (for the history).
+    error: Option<String>,
+    /// The answer, when it was not a 2xx.
+    refusal: Option<Answer>,
+}
+
 /// Everything the arrivals share.
 struct Run {
     id: String,
     base: String,
-    key: String,
     client: reqwest::Client,
+    /// `Bearer KEY` of --key: sent unless a script gives its own Authorization.
+    auth: Option<String>,
     scenario: Scenario,
     script: Option<artillery::Script>,
     /// (clinic, doctor) pairs the run books at.
     targets: Vec<(String, String)>,
     date: chrono::NaiveDate,
+    /// When the first arrival is due; samples' `due` count from here.
+    start: Instant,
     op_counter: AtomicU64,
+    /// Virtual users so far, for a payload read in sequence.
+    users: AtomicUsize,
     mismatched_replays: AtomicU64,
+    /// Operations whose body named the doctor instead of giving a doctorId.
+    named_doctors: Mutex<readback::NamedDoctors>,
+}
+
+/// What the arrivals tell the collector.
+enum Event {
+    /// A request finished, with its history lines.
+    Request(Sample, Vec<Operation>),
+    /// An arrival (a virtual user of a script) finished all it had to send.
+    ArrivalDone,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -152,7 +204,12 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-            Some(artillery::parse(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?)
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let env = |name: &str| std::env::var(name).ok();
+            Some(
+                artillery::Script::parse(&text, dir, &env)
+                    .map_err(|e| usage(format!("{}: {e}", path.display())))?,
+            )
         }
         None => None,
     };
@@ -160,7 +217,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         .target
         .clone()
         .or_else(|| script.as_ref().and_then(|s| s.target.clone()))
-        .ok_or_else(|| usage("--target is required (or config.target in --script)"))?
+        .unwrap_or_else(|| DEFAULT_TARGET.to_owned())
         .trim_end_matches('/')
         .to_owned();
     if !base.starts_with("http://") {
@@ -168,6 +225,19 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
             "--target {base}: only http:// targets are supported"
         )));
     }
+    let auth = args.key.as_ref().map(|k| format!("Bearer {k}"));
+    let script_auth = script.as_ref().and_then(|s| {
+        s.headers
+            .iter()
+            .find(|(name, _)| name == "authorization")
+            .map(|(_, value)| value.clone())
+    });
+    // The set-up and the read-back use --key, else the script's own key.
+    let Some(read_auth) = auth.clone().or(script_auth) else {
+        return Err(usage(
+            "--key is required (or SLOTGUARD_KEY, or an Authorization header in the script's config.defaults.headers)",
+        ));
+    };
     let phases = match &script {
         Some(s) => s.phases.clone(),
         None => vec![Phase {
@@ -213,7 +283,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
             set_up(
                 &client,
                 &base,
-                &args.key,
+                &read_auth,
                 &id,
                 args.scenario,
                 args.clinics,
@@ -222,28 +292,33 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
             .await?
         }
     };
+    let schedule = match (&script, args.concurrency) {
+        (_, Some(_)) => Vec::new(),
+        (Some(_), None) => arrivals::artillery_schedule(&phases),
+        (None, None) => arrivals::schedule(&phases),
+    };
     let run = Arc::new(Run {
         id,
         base,
-        key: args.key.clone(),
         client,
+        auth,
         scenario: args.scenario,
         script,
         targets,
         date,
+        start: Instant::now() + Duration::from_millis(50),
         op_counter: AtomicU64::new(0),
+        users: AtomicUsize::new(0),
         mismatched_replays: AtomicU64::new(0),
+        named_doctors: Mutex::new(readback::NamedDoctors::new()),
     });
 
-    let (samples, received) = mpsc::unbounded_channel();
-    let expected = match args.concurrency {
-        Some(_) => None,
-        None => Some(arrivals::schedule(&phases).len() as u64),
-    };
+    let (events, received) = mpsc::unbounded_channel();
+    let expected_arrivals = args.concurrency.is_none().then_some(schedule.len() as u64);
     let collector = tokio::spawn(collect(
         received,
         args.history.clone(),
-        expected,
+        expected_arrivals,
         args.quiet,
     ));
     let (late, dropped) = match args.concurrency {
@@ -252,44 +327,55 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
                 run.clone(),
                 n,
                 Duration::from_secs_f64(args.duration),
-                samples,
+                events,
             )
             .await;
             (0, 0)
         }
-        None => open_model(run.clone(), &phases, args.max_in_flight, samples).await,
+        None => open_model(run.clone(), schedule, args.max_in_flight, events).await,
     };
     let (mut stats, history) = collector
         .await
         .map_err(|e| CliError::Failed(e.to_string()))??;
     stats.late_arrivals = late;
     stats.dropped_arrivals = dropped;
-    let summary = stats.summary();
+    let summary = stats.summary(&Expected {
+        accepted: args.accept.clone(),
+    });
 
-    let verification = if args.no_verify {
-        None
-    } else {
-        Some(verify(&run, &history).await?)
-    };
-    let mut failures = stats::violations(
+    let mut failures = stats::unexpected(&summary);
+    failures.extend(stats::violations(
         &summary,
         Thresholds {
             max_p99_ms: args.max_p99,
             max_error_rate: args.max_error_rate,
         },
-    );
+    ));
     let mismatched = run.mismatched_replays.load(Ordering::Relaxed);
     if mismatched > 0 {
         failures.push(format!(
             "{mismatched} retries with the same Idempotency-Key got a different answer"
         ));
     }
+    let verification = if args.no_verify {
+        None
+    } else {
+        let named =
+            std::mem::take(&mut *run.named_doctors.lock().unwrap_or_else(|e| e.into_inner()));
+        match readback::verify(&run.client, &run.base, &read_auth, &history, &named).await {
+            Ok(verified) => Some(verified),
+            Err(e) => {
+                failures.push(e);
+                None
+            }
+        }
+    };
     if args.expect_zero_duplicates {
         match &verification {
-            Some(report) if !report.is_clean() => {
+            Some(v) if !v.report.is_clean() => {
                 failures.push("the read-back found duplicates or lost bookings".into())
             }
-            None => failures
+            None if args.no_verify => failures
                 .push("--expect-zero-duplicates needs the read-back (drop --no-verify)".into()),
             _ => {}
         }
@@ -304,7 +390,8 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
             "model": match args.concurrency { Some(n) => json!({"closed": {"concurrency": n, "durationSeconds": args.duration}}), None => json!({"open": {"phases": phases}}) },
             "summary": summary,
             "mismatchedReplays": mismatched,
-            "verification": verification,
+            "verification": verification.as_ref().map(|v| &v.report),
+            "verificationNotes": verification.as_ref().map(|v| &v.notes),
             "failures": failures,
         });
         std::fs::write(
@@ -317,7 +404,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::Failed(format!(
-            "run failed: {}",
+            "load run failed: {}",
             failures.join("; ")
         )))
     }
@@ -328,7 +415,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
 async fn set_up(
     client: &reqwest::Client,
     base: &str,
-    key: &str,
+    auth: &str,
     run: &str,
     scenario: Scenario,
     clinics: u32,
@@ -354,13 +441,13 @@ async fn set_up(
         post_setup(
             client,
             &format!("{base}/api/v1/clinics"),
-            key,
+            auth,
             json!({"id": clinic, "name": format!("Load test {run}")}),
         )
         .await?;
         for d in 0..doctors {
             let doctor = format!("dr-{d}");
-            post_setup(client, &format!("{base}/api/v1/clinics/{clinic}/doctors"), key, json!({"id": doctor, "name": format!("Doctor {d}"), "slotMinutes": 1, "availability": week})).await?;
+            post_setup(client, &format!("{base}/api/v1/clinics/{clinic}/doctors"), auth, json!({"id": doctor, "name": format!("Doctor {d}"), "slotMinutes": 1, "availability": week})).await?;
             targets.push((clinic.clone(), doctor));
         }
     }
@@ -370,12 +457,12 @@ async fn set_up(
 async fn post_setup(
     client: &reqwest::Client,
     url: &str,
-    key: &str,
+    auth: &str,
     body: Value,
 ) -> Result<(), CliError> {
     let response = client
         .post(url)
-        .bearer_auth(key)
+        .header(reqwest::header::AUTHORIZATION, auth)
         .json(&body)
         .send()
         .await
@@ -393,7 +480,7 @@ impl Run {
         format!("lt-{}-{op}", self.id)
     }
 
-    /// The request arrival `op` sends.
+    /// The request arrival `op` of a scenario sends.
     fn request(&self, op: u64) -> Request {
         let mut request = Request {
             kind: OpKind::Book,
@@ -403,34 +490,6 @@ impl Run {
             retries: 0,
             then_cancel: false,
         };
-        if let Some(script) = &self.script {
-            let total: u32 = script.scenarios.iter().map(|(w, _)| w).sum();
-            let mut pick = fastrand::u32(0..total.max(1));
-            let posts = script
-                .scenarios
-                .iter()
-                .find(|(w, _)| {
-                    if pick < *w {
-                        true
-                    } else {
-                        pick -= w;
-                        false
-                    }
-                })
-                .map(|(_, p)| p)
-                .unwrap_or(&script.scenarios[0].1);
-            let post = &posts[fastrand::usize(0..posts.len())];
-            request.path = post.url.clone();
-            request.body = post.json.clone();
-            if !request.body.is_object() {
-                request.body = json!({});
-            }
-            request.body["patientName"] = json!(self.patient(op));
-            if post.url.contains("walk-in") {
-                request.kind = OpKind::WalkIn;
-            }
-            return request;
-        }
         let (clinic, doctor) = &self.targets[fastrand::usize(0..self.targets.len())];
         let book = |slot: Option<u32>, date: chrono::NaiveDate| {
             let mut body = json!({"clinicId": clinic, "doctorId": doctor, "date": date.to_string(), "patientName": self.patient(op), "bookedVia": "loadtest"});
@@ -473,70 +532,79 @@ impl Run {
         request
     }
 
-    /// Sends one request and classifies the answer.
+    /// Sends one POST and classifies the answer. `headers` are the script's; --key's
+    /// Authorization goes along unless they carry their own.
     async fn send(
         &self,
         path: &str,
-        body: &Value,
-        key: Option<&str>,
-    ) -> (Class, Option<u16>, Option<Value>, Option<String>) {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(body);
-        if let Some(key) = key {
+        body: Option<&Value>,
+        headers: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Answered {
+        let mut request = self.client.post(format!("{}{path}", self.base));
+        if let Some(auth) = &self.auth {
+            if !headers.iter().any(|(name, _)| name == "authorization") {
+                request = request.header(reqwest::header::AUTHORIZATION, auth);
+            }
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let unanswered = |class, what: String| Answered {
+            class,
+            status: None,
+            body: None,
+            error: Some(what),
+            refusal: None,
+        };
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let body: Option<Value> = response.json().await.ok();
-                let code = body
+                let text = match response.text().await {
+                    Ok(text) => text,
+                    Err(e) => return unanswered(Class::Transport, format!("transport: {e}")),
+                };
+                let body: Option<Value> = serde_json::from_str(&text).ok();
+                let refusal = (!(200..300).contains(&status)).then(|| Answer::of(status, &text));
+                let code = refusal
                     .as_ref()
-                    .and_then(|b| b["error"]["code"].as_str())
-                    .map(str::to_owned);
-                (
-                    Class::of_status(status, code.as_deref()),
-                    Some(status),
+                    .map(|r| r.code.clone())
+                    .filter(|c| !c.is_empty());
+                Answered {
+                    class: Class::of_status(status, code.as_deref()),
+                    status: Some(status),
                     body,
-                    code,
-                )
+                    error: code,
+                    refusal,
+                }
             }
-            Err(e) if e.is_timeout() => (Class::Timeout, None, None, Some("timeout".into())),
-            Err(e) if e.is_connect() => (Class::Connect, None, None, Some("connect".into())),
-            Err(e) => (
-                Class::Transport,
-                None,
-                None,
-                Some(format!("transport: {e}")),
-            ),
+            Err(e) if e.is_timeout() => unanswered(Class::Timeout, "timeout".into()),
+            Err(e) if e.is_connect() => unanswered(Class::Connect, "connect".into()),
+            Err(e) => unanswered(Class::Transport, format!("transport: {e}")),
         }
     }
 
-    /// Runs arrival `op`; returns its sample and history lines.
-    async fn arrive(&self, op: u64, due: Duration, due_at: Instant) -> (Sample, Vec<Operation>) {
-        let request = self.request(op);
-        let invoked_at = Utc::now();
-        let key = request.idempotency_key.as_deref();
-        let (mut class, mut status, mut body, mut error) =
-            self.send(&request.path, &request.body, key).await;
-        for _ in 0..request.retries {
-            let again = self.send(&request.path, &request.body, key).await;
-            if class.is_success()
-                && again.0.is_success()
-                && again.2.as_ref().map(|b| &b["id"]) != body.as_ref().map(|b| &b["id"])
-            {
-                self.mismatched_replays.fetch_add(1, Ordering::Relaxed);
-            }
-            if again.1.is_some() || status.is_none() {
-                (class, status, body, error) = again;
-            }
-        }
-        let latency = due_at.elapsed();
-        let answered: Option<AnsweredAppointment> = body
-            .filter(|_| class.is_success())
-            .and_then(|b| serde_json::from_value::<Appointment>(b).ok())
+    /// The history line of a booking request `body` ended as `answered`.
+    fn booking_op(
+        &self,
+        op: u64,
+        kind: OpKind,
+        body: &Value,
+        idempotency_key: Option<String>,
+        invoked_at: chrono::DateTime<Utc>,
+        answered: &Answered,
+    ) -> Operation {
+        let response: Option<AnsweredAppointment> = answered
+            .body
+            .as_ref()
+            .filter(|_| answered.class.is_success())
+            .and_then(|b| serde_json::from_value::<Appointment>(b.clone()).ok())
             .map(|a| AnsweredAppointment {
                 id: a.id.to_string(),
                 clinic_id: a.clinic_id.to_string(),
@@ -546,42 +614,99 @@ impl Run {
                 token_number: a.token_number,
                 status: a.status.to_string(),
             });
-        let field = |name: &str| request.body[name].as_str().unwrap_or_default().to_owned();
-        let outcome = match (class.is_success(), status) {
-            (true, _) => Outcome::Ok,
-            (false, Some(_)) => Outcome::Fail,
-            (false, None) => Outcome::Info,
-        };
-        let mut ops = vec![Operation {
+        let text = |name: &str| body[name].as_str().map(str::to_owned);
+        Operation {
             op,
-            kind: request.kind,
-            patient_name: Some(field("patientName")),
-            idempotency_key: request.idempotency_key.clone(),
-            clinic_id: field("clinicId"),
-            doctor_id: field("doctorId"),
-            date: answered
+            kind,
+            patient_name: text("patientName"),
+            idempotency_key,
+            clinic_id: text("clinicId")
+                .or_else(|| response.as_ref().map(|r| r.clinic_id.clone()))
+                .unwrap_or_default(),
+            doctor_id: text("doctorId")
+                .or_else(|| response.as_ref().map(|r| r.doctor_id.clone()))
+                .unwrap_or_default(),
+            date: response
                 .as_ref()
                 .map(|a| a.date.clone())
-                .or_else(|| request.body["date"].as_str().map(str::to_owned)),
-            slot_index: request.body["slotIndex"].as_u64().map(|s| s as u32),
+                .or_else(|| text("date")),
+            slot_index: body["slotIndex"].as_u64().map(|s| s as u32),
             appointment_id: None,
             invoked_at,
             completed_at: Utc::now(),
-            outcome,
-            status,
-            error: if class.is_success() { None } else { error },
-            response: answered.clone(),
-        }];
-        if let (true, Some(booked)) = (request.then_cancel, answered) {
+            outcome: match (answered.class.is_success(), answered.status) {
+                (true, _) => Outcome::Ok,
+                (false, Some(_)) => Outcome::Fail,
+                (false, None) => Outcome::Info,
+            },
+            status: answered.status,
+            error: if answered.class.is_success() {
+                None
+            } else {
+                answered.error.clone()
+            },
+            response,
+        }
+    }
+
+    fn sample(&self, due_at: Instant, answered: &Answered) -> Sample {
+        Sample {
+            due: due_at.saturating_duration_since(self.start),
+            latency: due_at.elapsed(),
+            class: answered.class,
+            refusal: answered.refusal.clone(),
+        }
+    }
+
+    /// Runs arrival `op`: a scenario's request, or a script's virtual user.
+    async fn arrive(&self, op: u64, due_at: Instant, events: &mpsc::UnboundedSender<Event>) {
+        match &self.script {
+            Some(script) => self.virtual_user(script, due_at, events).await,
+            None => {
+                let report = self.scenario_arrival(op, due_at).await;
+                let _ = events.send(Event::Request(report.0, report.1));
+            }
+        }
+        let _ = events.send(Event::ArrivalDone);
+    }
+
+    async fn scenario_arrival(&self, op: u64, due_at: Instant) -> (Sample, Vec<Operation>) {
+        let request = self.request(op);
+        let invoked_at = Utc::now();
+        let key = request.idempotency_key.as_deref();
+        let mut answered = self
+            .send(&request.path, Some(&request.body), &[], key)
+            .await;
+        for _ in 0..request.retries {
+            let again = self
+                .send(&request.path, Some(&request.body), &[], key)
+                .await;
+            if answered.class.is_success()
+                && again.class.is_success()
+                && again.body.as_ref().map(|b| &b["id"]) != answered.body.as_ref().map(|b| &b["id"])
+            {
+                self.mismatched_replays.fetch_add(1, Ordering::Relaxed);
+            }
+            if again.status.is_some() || answered.status.is_none() {
+                answered = again;
+            }
+        }
+        let sample = self.sample(due_at, &answered);
+        let booked = self.booking_op(
+            op,
+            request.kind,
+            &request.body,
+            request.idempotency_key.clone(),
+            invoked_at,
+            &answered,
+        );
+        let cancel = booked.response.clone().filter(|_| request.then_cancel);
+        let mut ops = vec![booked];
+        if let Some(booked) = cancel {
             let cancel_op = self.op_counter.fetch_add(1, Ordering::Relaxed) + 1_000_000_000;
             let invoked_at = Utc::now();
-            let (c, status, _, error) = self
-                .send(
-                    &format!("/api/v1/appointments/{}/cancel", booked.id),
-                    &json!({}),
-                    None,
-                )
-                .await;
+            let path = format!("/api/v1/appointments/{}/cancel", booked.id);
+            let cancelled = self.send(&path, Some(&json!({})), &[], None).await;
             ops.push(Operation {
                 op: cancel_op,
                 kind: OpKind::Cancel,
@@ -594,58 +719,124 @@ impl Run {
                 appointment_id: Some(booked.id.clone()),
                 invoked_at,
                 completed_at: Utc::now(),
-                outcome: if c.is_success() {
+                outcome: if cancelled.class.is_success() {
                     Outcome::Ok
-                } else if status.is_some() {
+                } else if cancelled.status.is_some() {
                     Outcome::Fail
                 } else {
                     Outcome::Info
                 },
-                status,
-                error: if c.is_success() { None } else { error },
+                status: cancelled.status,
+                error: if cancelled.class.is_success() {
+                    None
+                } else {
+                    cancelled.error
+                },
                 response: None,
             });
         }
-        (
-            Sample {
-                due,
-                latency,
-                class,
-            },
-            ops,
-        )
+        (sample, ops)
+    }
+
+    /// One virtual user of a script: its variables and payload row, then every step
+    /// of one scenario's flow in order, each POST sent when the one before it was
+    /// answered (or its think time is over). As in artillery, a request that gets no
+    /// answer at all ends the user's flow; a refusal does not.
+    async fn virtual_user(
+        &self,
+        script: &artillery::Script,
+        arrived: Instant,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let user = script.virtual_user(&self.users);
+        let mut due_at = arrived;
+        for step in &script.pick_scenario().flow {
+            let post = match step {
+                Step::Think(pause) => {
+                    due_at = Instant::now() + *pause;
+                    tokio::time::sleep_until(due_at).await;
+                    continue;
+                }
+                Step::Post(post) => post,
+            };
+            let request = script.request(post, &user);
+            let op = self.op_counter.fetch_add(1, Ordering::Relaxed);
+            let kind = booking_kind(&request.path);
+            let mut body = request.json;
+            if let (Some(_), Some(Value::Object(fields))) = (kind, body.as_mut()) {
+                // The checker finds the row an operation made by its patient's name.
+                fields
+                    .entry("patientName")
+                    .or_insert_with(|| json!(self.patient(op)));
+            }
+            let invoked_at = Utc::now();
+            let answered = self
+                .send(&request.path, body.as_ref(), &request.headers, None)
+                .await;
+            let mut ops = Vec::new();
+            if let Some(kind) = kind {
+                let body = body.unwrap_or(Value::Null);
+                let key = request
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name == "idempotency-key")
+                    .map(|(_, v)| v.clone());
+                if let (None, Some(clinic), Some(doctor)) = (
+                    body.get("doctorId"),
+                    body["clinicId"].as_str(),
+                    body["doctor"].as_str(),
+                ) {
+                    self.named_doctors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(op, (clinic.to_owned(), doctor.to_owned()));
+                }
+                ops.push(self.booking_op(op, kind, &body, key, invoked_at, &answered));
+            }
+            let unanswered = answered.status.is_none();
+            let _ = events.send(Event::Request(self.sample(due_at, &answered), ops));
+            if unanswered {
+                return;
+            }
+            due_at = Instant::now();
+        }
     }
 }
 
-type Report = (Sample, Vec<Operation>);
+/// The booking a script's POST to `path` makes, if it is a booking endpoint.
+fn booking_kind(path: &str) -> Option<OpKind> {
+    match path.split('?').next().unwrap_or(path) {
+        "/api/book-appointment" | "/api/v1/appointments" => Some(OpKind::Book),
+        "/api/v1/appointments/walk-in" => Some(OpKind::WalkIn),
+        _ => None,
+    }
+}
 
 /// Sends each arrival at its due time, whether or not earlier ones were answered.
 /// Returns (late, dropped) arrival counts.
 async fn open_model(
     run: Arc<Run>,
-    phases: &[Phase],
+    schedule: Vec<Duration>,
     max_in_flight: usize,
-    samples: mpsc::UnboundedSender<Report>,
+    events: mpsc::UnboundedSender<Event>,
 ) -> (u64, u64) {
-    let schedule = arrivals::schedule(phases);
-    let start = Instant::now() + Duration::from_millis(50);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let (mut late, mut dropped) = (0, 0);
     for (op, due) in schedule.into_iter().enumerate() {
-        let due_at = start + due;
+        let due_at = run.start + due;
         tokio::time::sleep_until(due_at).await;
         if due_at.elapsed() > stats::LATE_AFTER {
             late += 1;
         }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             dropped += 1;
+            let _ = events.send(Event::ArrivalDone);
             continue;
         };
-        let (run, samples) = (run.clone(), samples.clone());
+        let (run, events) = (run.clone(), events.clone());
         tokio::spawn(async move {
-            let report = run.arrive(op as u64, due, due_at).await;
+            run.arrive(op as u64, due_at, &events).await;
             drop(permit);
-            let _ = samples.send(report);
         });
     }
     // Wait for everything in flight.
@@ -653,23 +844,22 @@ async fn open_model(
     (late, dropped)
 }
 
-/// `concurrency` clients, each sending its next request as soon as the last is answered.
+/// `concurrency` clients, each sending its next request (running its next flow) as
+/// soon as the last is answered.
 async fn closed_model(
     run: Arc<Run>,
     concurrency: u32,
     duration: Duration,
-    samples: mpsc::UnboundedSender<Report>,
+    events: mpsc::UnboundedSender<Event>,
 ) {
-    let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (run, samples, next) = (run.clone(), samples.clone(), next.clone());
+            let (run, events, next) = (run.clone(), events.clone(), next.clone());
             tokio::spawn(async move {
-                while start.elapsed() < duration {
+                while run.start.elapsed() < duration {
                     let op = next.fetch_add(1, Ordering::Relaxed);
-                    let now = Instant::now();
-                    let _ = samples.send(run.arrive(op, now - start, now).await);
+                    run.arrive(op, Instant::now(), &events).await;
                 }
             })
         })
@@ -679,9 +869,10 @@ async fn closed_model(
     }
 }
 
-/// Gathers samples into statistics, appends history lines, moves the progress bar.
+/// Gathers samples into statistics, appends history lines, moves the progress bar
+/// (one step per arrival).
 async fn collect(
-    mut received: mpsc::UnboundedReceiver<Report>,
+    mut received: mpsc::UnboundedReceiver<Event>,
     history: Option<PathBuf>,
     expected: Option<u64>,
     quiet: bool,
@@ -704,16 +895,22 @@ async fn collect(
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} requests {msg}",
+            "{elapsed_precise} [{bar:30}] {pos}/{len} arrivals {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
     let mut stats = Stats::default();
     let mut ops = Vec::new();
-    while let Some((sample, mut done)) = received.recv().await {
+    while let Some(event) = received.recv().await {
+        let (sample, mut done) = match event {
+            Event::ArrivalDone => {
+                bar.inc(1);
+                continue;
+            }
+            Event::Request(sample, done) => (sample, done),
+        };
         stats.record(sample);
-        bar.inc(1);
         if let Some(f) = file.as_mut() {
             for op in &done {
                 let mut line = serde_json::to_vec(op).unwrap_or_default();
@@ -734,56 +931,20 @@ async fn collect(
     Ok((stats, ops))
 }
 
-/// Reads back every doctor-day the run touched through the API and checks it.
-async fn verify(run: &Run, history: &[Operation]) -> Result<check::CheckReport, CliError> {
-    let days: BTreeSet<(String, String, String)> = history
-        .iter()
-        .filter(|op| op.kind != OpKind::Cancel)
-        .filter_map(|op| {
-            op.date
-                .clone()
-                .map(|d| (op.clinic_id.clone(), op.doctor_id.clone(), d))
-        })
-        .collect();
-    let mut rows = Vec::new();
-    for (clinic, doctor, date) in days {
-        let url = format!(
-            "{}/api/v1/appointments?clinicId={clinic}&doctorId={doctor}&date={date}",
-            run.base
-        );
-        let response = run
-            .client
-            .get(&url)
-            .bearer_auth(&run.key)
-            .send()
-            .await
-            .map_err(|e| CliError::Failed(format!("read-back failed: {e}")))?;
-        if !response.status().is_success() {
-            return Err(CliError::Failed(format!("read-back of {clinic}/{doctor}/{date} answered {} (it needs an admin or clinic key; --no-verify skips it)", response.status())));
-        }
-        let page: Value = response
-            .json()
-            .await
-            .map_err(|e| CliError::Failed(format!("read-back: {e}")))?;
-        let listed: Vec<Appointment> = serde_json::from_value(page["appointments"].clone())
-            .map_err(|e| CliError::Failed(format!("read-back: {e}")))?;
-        rows.extend(listed);
-    }
-    Ok(check::check(history, &rows))
-}
-
 fn print_summary(
     run: &Run,
     s: &stats::Summary,
-    verification: Option<&check::CheckReport>,
+    verification: Option<&readback::Verified>,
     failures: &[String],
 ) {
     let l = &s.latency_ms;
     println!("run {} against {}", run.id, run.base);
+    let refused: u64 = s.answers.iter().map(|a| a.count).sum();
     println!(
-        "requests {}  successes {}  errors {} ({:.2} %)  late arrivals {}  dropped {}",
+        "requests {}  successes {}  refusals {}  errors {} ({:.2} %)  late arrivals {}  dropped {}",
         s.requests,
         s.successes,
+        refused,
         s.errors,
         s.error_rate * 100.0,
         s.late_arrivals,
@@ -796,8 +957,31 @@ fn print_summary(
         .map(|(c, n)| format!("{c}: {n}"))
         .collect();
     println!("outcomes: {}", classes.join(", "));
-    if let Some(report) = verification {
-        println!("{}", report.render());
+    if !s.answers.is_empty() {
+        println!("answers other than 2xx:");
+        for a in &s.answers {
+            let verdict = match (a.expected, a.status) {
+                (true, _) => "expected",
+                (false, 400..=499) => "UNEXPECTED",
+                _ => "error",
+            };
+            println!(
+                "  {:<28} {:>8}  {:<10}  {}",
+                a.label(),
+                a.count,
+                verdict,
+                a.message
+            );
+        }
+    }
+    if let Some(v) = verification {
+        print!("{}", v.report.render());
+        for note in &v.notes {
+            println!("  note: {note}");
+        }
+    }
+    if failures.is_empty() {
+        println!("PASSED");
     }
     for failure in failures {
         println!("FAILED: {failure}");

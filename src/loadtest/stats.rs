@@ -1,12 +1,16 @@
 //! The statistics of a load run, as pure functions over samples: latency percentiles
-//! from an HDR histogram, counts per outcome class, a per-second series, and the
-//! thresholds that fail a run. Unit-tested apart from the client and the printer.
+//! from an HDR histogram, counts per outcome class, each refusal's status and error code
+//! with a count and a sample message, a per-second series, and what fails a run (its
+//! thresholds, a run that booked nothing, a refusal the run did not expect).
+//! Unit-tested apart from the client and the printer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::booking::rules::Refusal;
 
 /// What became of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,11 +79,75 @@ impl Class {
 /// One finished request: when it was due (offset from the start of the run) and how
 /// long it took from then — not from when it was sent, so a stalled client or server
 /// shows up as latency instead of as fewer samples (no coordinated omission).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub due: Duration,
     pub latency: Duration,
     pub class: Class,
+    /// The answer, when it was not a 2xx.
+    pub refusal: Option<Answer>,
+}
+
+/// A non-2xx answer: its status, the JSON `error.code` (empty when the body had
+/// none) and the message (`error.message`, or the start of a body that is not ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Answer {
+    /// Reads a non-2xx answer's body.
+    pub fn of(status: u16, body: &str) -> Answer {
+        let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|b| b["error"][name].as_str())
+                .map(str::to_owned)
+        };
+        let message = field("message").unwrap_or_else(|| {
+            let line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+            line.chars().take(120).collect()
+        });
+        Answer {
+            status,
+            code: field("code").unwrap_or_default(),
+            message,
+        }
+    }
+}
+
+/// Answers a run expects besides 2xx: the conflicts of a rush (someone else got the
+/// slot, the token, the day's last slot, the last walk-in: `Refusal::CONFLICTS`), and
+/// whatever `--accept STATUS[:CODE]` adds.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub accepted: Vec<(u16, Option<String>)>,
+}
+
+impl Expected {
+    pub fn covers(&self, status: u16, code: &str) -> bool {
+        (status == 409 && Refusal::CONFLICTS.iter().any(|r| r.code() == code))
+            || self
+                .accepted
+                .iter()
+                .any(|(s, c)| *s == status && c.as_deref().is_none_or(|c| c == code))
+    }
+
+    /// Reads `STATUS` or `STATUS:CODE`, a 4xx.
+    pub fn parse_accept(text: &str) -> Result<(u16, Option<String>), String> {
+        let (status, code) = match text.split_once(':') {
+            Some((s, c)) => (s, Some(c.trim().to_owned()).filter(|c| !c.is_empty())),
+            None => (text, None),
+        };
+        match status.trim().parse::<u16>() {
+            Ok(s) if (400..500).contains(&s) => Ok((s, code)),
+            _ => Err(format!(
+                "--accept {text}: a 4xx status, optionally with an error code (409:idempotency_in_flight)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -105,6 +173,29 @@ pub struct Latency {
     pub mean: f64,
 }
 
+/// How often one status and error code was answered, with the first message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerTally {
+    pub status: u16,
+    pub code: String,
+    pub count: u64,
+    pub message: String,
+    /// A conflict of the rush or an `--accept`ed answer; any other 4xx fails the run.
+    pub expected: bool,
+}
+
+impl AnswerTally {
+    /// `409 slot_taken`, or `502` when the body had no error code.
+    pub fn label(&self) -> String {
+        if self.code.is_empty() {
+            self.status.to_string()
+        } else {
+            format!("{} {}", self.status, self.code)
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -115,6 +206,8 @@ pub struct Summary {
     /// Milliseconds, measured from each request's due time.
     pub latency_ms: Latency,
     pub by_class: BTreeMap<&'static str, u64>,
+    /// Every non-2xx answer by status and error code, most frequent first.
+    pub answers: Vec<AnswerTally>,
     pub per_second: Vec<SecondBucket>,
     /// Sent more than `LATE_AFTER` after they were due (the client fell behind).
     pub late_arrivals: u64,
@@ -128,6 +221,8 @@ pub const LATE_AFTER: Duration = Duration::from_millis(10);
 pub struct Stats {
     histogram: Histogram<u64>,
     by_class: BTreeMap<Class, u64>,
+    /// (status, code) → (count, first message).
+    answers: BTreeMap<(u16, String), (u64, String)>,
     seconds: BTreeMap<u64, SecondBucket>,
     pub late_arrivals: u64,
     pub dropped_arrivals: u64,
@@ -140,6 +235,7 @@ impl Default for Stats {
             histogram: Histogram::new_with_bounds(1, 600_000_000, 3)
                 .expect("valid histogram bounds"),
             by_class: BTreeMap::new(),
+            answers: BTreeMap::new(),
             seconds: BTreeMap::new(),
             late_arrivals: 0,
             dropped_arrivals: 0,
@@ -156,6 +252,13 @@ impl Stats {
         let micros = (sample.latency.as_micros() as u64).clamp(1, 600_000_000);
         self.histogram.saturating_record(micros);
         *self.by_class.entry(sample.class).or_default() += 1;
+        if let Some(answer) = sample.refusal {
+            let tally = self
+                .answers
+                .entry((answer.status, answer.code))
+                .or_insert((0, answer.message));
+            tally.0 += 1;
+        }
         let second = sample.due.as_secs();
         let bucket = self.seconds.entry(second).or_insert_with(|| SecondBucket {
             second,
@@ -172,7 +275,7 @@ impl Stats {
         bucket.max_ms = bucket.max_ms.max(ms(micros));
     }
 
-    pub fn summary(&self) -> Summary {
+    pub fn summary(&self, expected: &Expected) -> Summary {
         let requests = self.histogram.len();
         let count = |f: fn(Class) -> bool| {
             self.by_class
@@ -213,6 +316,21 @@ impl Stats {
                 },
             },
             by_class: self.by_class.iter().map(|(c, n)| (c.label(), *n)).collect(),
+            answers: {
+                let mut answers: Vec<AnswerTally> = self
+                    .answers
+                    .iter()
+                    .map(|((status, code), (count, message))| AnswerTally {
+                        status: *status,
+                        code: code.clone(),
+                        count: *count,
+                        message: message.clone(),
+                        expected: expected.covers(*status, code),
+                    })
+                    .collect();
+                answers.sort_by_key(|a| std::cmp::Reverse(a.count));
+                answers
+            },
             per_second: self.seconds.values().cloned().collect(),
             late_arrivals: self.late_arrivals,
             dropped_arrivals: self.dropped_arrivals,
@@ -257,6 +375,52 @@ pub fn violations(summary: &Summary, limits: Thresholds) -> Vec<String> {
     broken
 }
 
+/// What makes a run fail whatever the thresholds: nothing sent, nothing booked, or
+/// a 4xx the run did not expect (a wrong key, a body the server cannot read, a
+/// doctor it does not know). Each as a sentence.
+pub fn unexpected(summary: &Summary) -> Vec<String> {
+    let mut failures = Vec::new();
+    let tallies = |answers: &[&AnswerTally]| {
+        answers
+            .iter()
+            .take(3)
+            .map(|a| format!("{} × {} (\"{}\")", a.count, a.label(), a.message))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if summary.requests == 0 {
+        failures.push("no request was sent".to_owned());
+    } else if summary.successes == 0 {
+        let all: Vec<&AnswerTally> = summary.answers.iter().collect();
+        let others = summary.requests - all.iter().map(|a| a.count).sum::<u64>();
+        let mut why = tallies(&all);
+        if others > 0 {
+            why = [why, format!("{others} unanswered")]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        failures.push(format!(
+            "no booking succeeded: {} requests, {why}",
+            summary.requests
+        ));
+    }
+    let surprises: Vec<&AnswerTally> = summary
+        .answers
+        .iter()
+        .filter(|a| (400..500).contains(&a.status) && !a.expected)
+        .collect();
+    if !surprises.is_empty() {
+        let count: u64 = surprises.iter().map(|a| a.count).sum();
+        failures.push(format!(
+            "{count} answers were 4xx other than the rush's conflicts: {}",
+            tallies(&surprises)
+        ));
+    }
+    failures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +430,112 @@ mod tests {
             due: Duration::from_millis(due_ms),
             latency: Duration::from_millis(latency_ms),
             class,
+            refusal: None,
         }
+    }
+
+    fn answered(status: u16, body: &str) -> Sample {
+        let answer = Answer::of(status, body);
+        Sample {
+            class: Class::of_status(status, Some(answer.code.as_str())),
+            refusal: Some(answer),
+            ..sample(0, 1, Class::Created)
+        }
+    }
+
+    fn error(code: &str, message: &str) -> String {
+        serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+    }
+
+    #[test]
+    fn one_booking_and_the_rest_slot_taken_passes() {
+        let mut stats = Stats::default();
+        stats.record(sample(0, 1, Class::Created));
+        for _ in 0..599 {
+            stats.record(answered(
+                409,
+                &error("slot_taken", "This slot is already booked."),
+            ));
+        }
+        let s = stats.summary(&Expected::default());
+        assert_eq!(s.answers.len(), 1);
+        assert_eq!(
+            (
+                s.answers[0].label(),
+                s.answers[0].count,
+                s.answers[0].expected
+            ),
+            ("409 slot_taken".into(), 599, true)
+        );
+        assert!(unexpected(&s).is_empty());
+    }
+
+    #[test]
+    fn a_run_of_422s_or_401s_fails_naming_each_code_with_a_sample_message() {
+        let mut stats = Stats::default();
+        for _ in 0..600 {
+            stats.record(answered(
+                422,
+                &error("invalid_field", "doctorId is required."),
+            ));
+        }
+        let failures = unexpected(&stats.summary(&Expected::default()));
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].starts_with("no booking succeeded: 600 requests, 600 × 422 invalid_field (\"doctorId is required.\")"), "{}", failures[0]);
+        assert!(
+            failures[1].contains("600 answers were 4xx"),
+            "{}",
+            failures[1]
+        );
+
+        let mut stats = Stats::default();
+        stats.record(sample(0, 1, Class::Created));
+        stats.record(answered(
+            401,
+            &error("unauthorized", "Send a valid API key."),
+        ));
+        stats.record(answered(
+            409,
+            &error(
+                "slot_reserved_walk_in",
+                "Slot 9 is kept for walk-in patients.",
+            ),
+        ));
+        stats.record(answered(502, "<html><body>Bad gateway</body></html>"));
+        let s = stats.summary(&Expected::default());
+        let failures = unexpected(&s);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("401 unauthorized")
+                && failures[0].contains("409 slot_reserved_walk_in")
+        );
+        assert!(
+            !failures[0].contains("502"),
+            "5xx count against --max-error-rate instead"
+        );
+        let bad_gateway = s.answers.iter().find(|a| a.status == 502).unwrap();
+        assert_eq!(
+            (bad_gateway.label(), bad_gateway.message.as_str()),
+            ("502".into(), "<html><body>Bad gateway</body></html>")
+        );
+
+        let accepting = Expected {
+            accepted: vec![
+                Expected::parse_accept("401").unwrap(),
+                Expected::parse_accept("409:slot_reserved_walk_in").unwrap(),
+            ],
+        };
+        assert!(unexpected(&stats.summary(&accepting)).is_empty());
+        assert!(Expected::parse_accept("500").is_err());
+        assert!(Expected::parse_accept("x").is_err());
+    }
+
+    #[test]
+    fn a_run_that_sent_nothing_fails() {
+        assert_eq!(
+            unexpected(&Stats::default().summary(&Expected::default())),
+            ["no request was sent"]
+        );
     }
 
     #[test]
@@ -275,7 +544,7 @@ mod tests {
         for i in 1..=1000 {
             stats.record(sample(i, i, Class::Created));
         }
-        let s = stats.summary();
+        let s = stats.summary(&Expected::default());
         assert_eq!(s.requests, 1000);
         assert!(
             (s.latency_ms.p50 - 500.0).abs() < 1.0,
@@ -298,7 +567,7 @@ mod tests {
         stats.record(sample(0, 1, Class::of_status(422, None)));
         stats.record(sample(1500, 1, Class::of_status(503, None)));
         stats.record(sample(1500, 1, Class::Timeout));
-        let s = stats.summary();
+        let s = stats.summary(&Expected::default());
         assert_eq!((s.successes, s.errors), (1, 2));
         assert!((s.error_rate - 0.4).abs() < 1e-9);
         assert_eq!(s.by_class["409 slot_taken"], 1);
@@ -320,7 +589,7 @@ mod tests {
                 },
             ));
         }
-        let s = stats.summary();
+        let s = stats.summary(&Expected::default());
         let strict = Thresholds {
             max_p99_ms: Some(10.0),
             max_error_rate: Some(0.01),
@@ -335,7 +604,7 @@ mod tests {
 
     #[test]
     fn an_empty_run_has_zero_latency_rather_than_a_panic() {
-        let s = Stats::default().summary();
+        let s = Stats::default().summary(&Expected::default());
         assert_eq!((s.requests, s.latency_ms.p99, s.error_rate), (0, 0.0, 0.0));
     }
 }
