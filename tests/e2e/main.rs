@@ -8,6 +8,7 @@ mod audit_file;
 mod booking;
 mod detection;
 mod inputs;
+mod loadtest;
 mod metrics;
 mod processes;
 
@@ -80,6 +81,10 @@ stories! {
     metrics::the_metrics_page_is_prometheus_text_with_the_counts,
     metrics::bad_stats_queries_get_a_4xx_naming_the_field_and_change_nothing,
     metrics::a_metrics_listener_needs_no_key_and_sigterm_keeps_the_counts,
+    loadtest::loadtest_of_the_clinics_rush_script_with_target_key_date_and_name_added_books_one_and_refuses_the_rest,
+    loadtest::loadtest_fails_saying_why_when_a_run_books_nothing_or_meets_an_unexpected_4xx,
+    loadtest::loadtest_runs_a_scripts_two_step_flow_in_order_per_user_with_variables_and_payload,
+    loadtest::loadtest_scripts_may_name_the_doctor_at_book_appointment_and_unknown_or_ambiguous_names_are_refused,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
