@@ -391,20 +391,29 @@ pub fn unexpected(summary: &Summary) -> Vec<String> {
     if summary.requests == 0 {
         failures.push("no request was sent".to_owned());
     } else if summary.successes == 0 {
-        let all: Vec<&AnswerTally> = summary.answers.iter().collect();
-        let others = summary.requests - all.iter().map(|a| a.count).sum::<u64>();
-        let mut why = tallies(&all);
-        if others > 0 {
-            why = [why, format!("{others} unanswered")]
+        // What the run met besides the unexpected 4xx, which the next sentence lists.
+        let others: Vec<&AnswerTally> = summary
+            .answers
+            .iter()
+            .filter(|a| a.expected || !(400..500).contains(&a.status))
+            .collect();
+        let unanswered = summary.requests - summary.answers.iter().map(|a| a.count).sum::<u64>();
+        let mut met = tallies(&others);
+        if unanswered > 0 {
+            met = [met, format!("{unanswered} unanswered")]
                 .into_iter()
                 .filter(|w| !w.is_empty())
                 .collect::<Vec<_>>()
                 .join(", ");
         }
-        failures.push(format!(
-            "no booking succeeded: {} requests, {why}",
-            summary.requests
-        ));
+        failures.push(if met.is_empty() {
+            format!("no booking succeeded ({} requests)", summary.requests)
+        } else {
+            format!(
+                "no booking succeeded ({} requests): {met}",
+                summary.requests
+            )
+        });
     }
     let surprises: Vec<&AnswerTally> = summary
         .answers
@@ -481,11 +490,10 @@ mod tests {
         }
         let failures = unexpected(&stats.summary(&Expected::default()));
         assert_eq!(failures.len(), 2, "{failures:?}");
-        assert!(failures[0].starts_with("no booking succeeded: 600 requests, 600 × 422 invalid_field (\"doctorId is required.\")"), "{}", failures[0]);
-        assert!(
-            failures[1].contains("600 answers were 4xx"),
-            "{}",
-            failures[1]
+        assert_eq!(failures[0], "no booking succeeded (600 requests)");
+        assert_eq!(
+            failures[1],
+            "600 answers were 4xx other than the rush's conflicts: 600 × 422 invalid_field (\"doctorId is required.\")"
         );
 
         let mut stats = Stats::default();
@@ -528,6 +536,21 @@ mod tests {
         assert!(unexpected(&stats.summary(&accepting)).is_empty());
         assert!(Expected::parse_accept("500").is_err());
         assert!(Expected::parse_accept("x").is_err());
+    }
+
+    #[test]
+    fn a_run_refused_only_by_conflicts_or_unanswered_says_so() {
+        let mut stats = Stats::default();
+        stats.record(answered(
+            409,
+            &error("slot_taken", "This slot is already booked."),
+        ));
+        stats.record(sample(0, 1, Class::Timeout));
+        let failures = unexpected(&stats.summary(&Expected::default()));
+        assert_eq!(
+            failures,
+            ["no booking succeeded (2 requests): 1 × 409 slot_taken (\"This slot is already booked.\"), 1 unanswered"]
+        );
     }
 
     #[test]
