@@ -86,6 +86,9 @@ pub struct IncidentChanged {
     pub clinic_id: ClinicId,
 }
 
+/// Saves of one incident change tried before giving up on a busy incident.
+const MAX_ATTEMPTS: u32 = 8;
+
 /// Listeners that fall this far behind miss changes and reload instead.
 const FEED_CAPACITY: usize = 1024;
 
@@ -151,6 +154,32 @@ impl Detector {
     /// member changes; resolving it again changes nothing. `by` names who did it.
     pub async fn move_incident(
         &self,
+        incident: Incident,
+        to: IncidentState,
+        by: &str,
+        note: Option<String>,
+    ) -> Result<Incident, StoreError> {
+        let mut current = incident;
+        let mut attempt = 1;
+        loop {
+            match self.move_once(current.clone(), to, by, note.clone()).await {
+                Err(StoreError::Changed(_)) if attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    // The detector (or another person) got there first: decide again
+                    // from what is stored now.
+                    current = self
+                        .store
+                        .incident(&current.id)
+                        .await?
+                        .ok_or(StoreError::NotFound("incident"))?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn move_once(
+        &self,
         mut incident: Incident,
         to: IncidentState,
         by: &str,
@@ -192,8 +221,20 @@ impl Detector {
         Ok(incident)
     }
 
-    /// Checks one doctor-day now and saves what changed.
+    /// Checks one doctor-day now and saves what changed. When a person (or another
+    /// process) changed one of the day's incidents between the read and the save, the
+    /// save is refused and the day is read and decided again.
     pub async fn check(&self, group: &Group, found_by: FoundBy) -> Result<Changes, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.check_once(group, found_by).await {
+                Err(StoreError::Changed(_)) if attempt < MAX_ATTEMPTS => attempt += 1,
+                done => return done,
+            }
+        }
+    }
+
+    async fn check_once(&self, group: &Group, found_by: FoundBy) -> Result<Changes, StoreError> {
         let found = self.store.duplicates(group).await?;
         let existing = self.store.group_incidents(group).await?;
         let changes = reconcile(group, &found, &existing, self.clock.now(), found_by);

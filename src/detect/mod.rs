@@ -141,6 +141,11 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub note: Option<String>,
     pub last_notified_at: Option<DateTime<Utc>>,
+    /// Bumped by every saved change; a change is saved only over the revision it was
+    /// made from (`StoreError::Changed` otherwise), so concurrent writers never
+    /// overwrite each other.
+    #[serde(skip)]
+    pub revision: i64,
 }
 
 impl Incident {

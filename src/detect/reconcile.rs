@@ -77,6 +77,7 @@ pub fn reconcile(
                     resolved_by: None,
                     note: None,
                     last_notified_at: None,
+                    revision: 0,
                 };
                 changes.notify(&incident, Event::Opened, now);
                 changes.incidents.push(incident);

@@ -262,6 +262,7 @@ where
         resolved_by: row.opt_text("resolved_by")?,
         note: row.opt_text("note")?,
         last_notified_at: row.opt_instant("last_notified_at")?,
+        revision: row.int("revision")?,
     })
 }
 
@@ -347,7 +348,7 @@ where
 pub const INCIDENT_COLUMNS: &str =
     "id, clinic_id, doctor_id, date, kind, key, state, found_by, members, \
     member_count, regressions, first_seen, last_seen, changed_at, detection_ms, acknowledged_at, \
-    acknowledged_by, resolved_at, resolved_by, note, last_notified_at";
+    acknowledged_by, resolved_at, resolved_by, note, last_notified_at, revision";
 
 /// Members of every duplicate in a group, one row each. Occupying is the same set
 /// as the unique indexes': every status but Cancelled and No-show (for watched rows,
@@ -382,16 +383,20 @@ pub const UPSERT_WATCHED: &str = "INSERT INTO watched_appointments (source, id, 
     WHERE excluded.version IS NULL OR watched_appointments.version IS NULL \
     OR excluded.version >= watched_appointments.version";
 
+/// Inserts a new incident (revision 0), or saves a change over the revision it was
+/// made from, bumping it; a change made from an older revision updates nothing (the
+/// caller reads again and decides again).
 pub const UPSERT_INCIDENT: &str = "INSERT INTO incidents (id, clinic_id, doctor_id, date, kind, key, state, \
     found_by, members, member_count, regressions, first_seen, last_seen, changed_at, detection_ms, \
-    acknowledged_at, acknowledged_by, resolved_at, resolved_by, note, last_notified_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+    acknowledged_at, acknowledged_by, resolved_at, resolved_by, note, last_notified_at, revision) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
     ON CONFLICT (id) DO UPDATE SET state = excluded.state, members = excluded.members, \
     member_count = excluded.member_count, regressions = excluded.regressions, last_seen = excluded.last_seen, \
     changed_at = excluded.changed_at, detection_ms = excluded.detection_ms, \
     acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by, \
     resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, note = excluded.note, \
-    last_notified_at = excluded.last_notified_at";
+    last_notified_at = excluded.last_notified_at, revision = incidents.revision + 1 \
+    WHERE incidents.revision = excluded.revision";
 
 pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, state, attempts, \
     next_attempt_at, last_error, delivered_at, created_at";
@@ -534,7 +539,7 @@ impl $crate::store::detection::DetectionStore for $store {
     async fn save_incidents(&self, changes: &$crate::detect::reconcile::Changes) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for i in &changes.incidents {
-            sqlx::query($crate::store::detection::UPSERT_INCIDENT)
+            let saved = sqlx::query($crate::store::detection::UPSERT_INCIDENT)
                 .bind(&i.id)
                 .bind(i.group.clinic_id.as_str())
                 .bind(i.group.doctor_id.as_str())
@@ -556,9 +561,15 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(i.resolved_by.as_deref())
                 .bind(i.note.as_deref())
                 .bind(i.last_notified_at)
+                .bind(i.revision)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+            if saved.rows_affected() == 0 {
+                // Someone saved a newer revision since this change was decided; the
+                // transaction rolls back as it is dropped.
+                return Err(StoreError::Changed("the incident changed meanwhile"));
+            }
         }
         for o in &changes.outbox {
             sqlx::query("INSERT INTO alert_outbox (id, clinic_id, incident_id, event, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -702,7 +713,7 @@ impl $crate::store::detection::DetectionStore for $store {
         $crate::store::detection::insert_notifications!(tx, rows);
         if let Some(first) = rows.first() {
             for id in incident_ids {
-                sqlx::query("UPDATE incidents SET last_notified_at = $1 WHERE id = $2")
+                sqlx::query("UPDATE incidents SET last_notified_at = $1, revision = revision + 1 WHERE id = $2")
                     .bind(first.created_at)
                     .bind(id)
                     .execute(&mut *tx)

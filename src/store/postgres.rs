@@ -57,6 +57,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "dashboard",
             include_str!("../../migrations/postgres/0005_dashboard.sql"),
         ),
+        (
+            6,
+            "incident revision",
+            include_str!("../../migrations/postgres/0006_incident_revision.sql"),
+        ),
     ])
 }
 

@@ -75,6 +75,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "dashboard",
             include_str!("../../migrations/sqlite/0005_dashboard.sql"),
         ),
+        (
+            6,
+            "incident revision",
+            include_str!("../../migrations/sqlite/0006_incident_revision.sql"),
+        ),
     ])
 }
 

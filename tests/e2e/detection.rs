@@ -310,6 +310,12 @@ pub async fn the_sample_export_imports_clean_and_one_altered_document_is_one_inc
     )
     .unwrap();
     let import = |db: &str, file: &str| {
+        // Only serve and migrate create a database.
+        let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args(["migrate", "--database", db])
+            .output()
+            .unwrap();
+        assert!(migrated.status.success());
         std::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
             .args([
                 "watch",
@@ -557,4 +563,125 @@ pub async fn a_server_that_stops_cleanly_hands_detection_over_at_once(backend: B
     })
     .await;
     assert_eq!(found["key"], "5");
+}
+
+/// A person's resolve racing the detector's save of the same incident: the save made
+/// from what was read before the resolve is refused (the incident changed meanwhile),
+/// and the detector reads again and decides again; so a resolve the API answered 200
+/// is never undone (before, the stale save reopened the incident and dropped the note).
+pub async fn a_resolve_racing_the_detector_is_never_undone(backend: Backend) {
+    use slotguard::clock::Clock;
+    use slotguard::detect::{reconcile::reconcile, FoundBy, Group};
+    use slotguard::store::StoreError;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    for id in ["a", "b"] {
+        assert_eq!(
+            put(&app, &document(id, 5, "Pending", 0)).await.status,
+            StatusCode::OK
+        );
+    }
+    let opened = eventually(10, "the incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    let store = app.app.state.bookings.store();
+    let group = Group {
+        clinic_id: slotguard::domain::ClinicId::parse("c", CLINIC).unwrap(),
+        doctor_id: slotguard::domain::DoctorId::parse("d", "dr-asha").unwrap(),
+        date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+    };
+    // The detector has read the day (the incident open, two members)…
+    let read_before = store.group_incidents(&group).await.unwrap();
+    // …a person resolves it…
+    let id = opened["id"].as_str().unwrap();
+    let resolved = app
+        .post(
+            &format!("/api/v1/incidents/{id}/resolve"),
+            json!({"note": "moved Patient b to slot 7"}),
+        )
+        .await;
+    assert_eq!(resolved.status, StatusCode::OK, "{}", resolved.text);
+    // …and a third patient joins: the detector decides "grew" from its stale read.
+    assert_eq!(
+        put(&app, &document("c", 5, "Pending", 0)).await.status,
+        StatusCode::OK
+    );
+    let found = store.duplicates(&group).await.unwrap();
+    let stale = reconcile(
+        &group,
+        &found,
+        &read_before,
+        app.clock.now(),
+        FoundBy::Realtime,
+    );
+    assert!(!stale.is_empty(), "the stale read sees a change to save");
+    let refused = store.save_incidents(&stale).await;
+    assert!(
+        matches!(refused, Err(StoreError::Changed(_))),
+        "a save over an older revision is refused: {refused:?}"
+    );
+    // The detector itself reads again: the resolve stands, with its note.
+    app.app
+        .detector
+        .check(&group, FoundBy::Realtime)
+        .await
+        .unwrap();
+    let after = app.get(&format!("/api/v1/incidents/{id}")).await.body;
+    assert_eq!(after["state"], "resolved", "{after}");
+    assert_eq!(after["note"], "moved Patient b to slot 7", "{after}");
+
+    // And racing for real, resolves and the detector's saves many times over.
+    const RACES: u32 = 40;
+    for slot in 10..10 + RACES {
+        for id in ["a", "b"] {
+            let doc = document(&format!("race-{slot}-{id}"), slot, "Pending", 0);
+            assert_eq!(put(&app, &doc).await.status, StatusCode::OK);
+        }
+    }
+    let racing = eventually(20, "an incident per slot", || async {
+        let list = app
+            .get(&format!(
+                "/api/v1/incidents?clinicId={CLINIC}&state=open&limit=1000"
+            ))
+            .await
+            .body["incidents"]
+            .as_array()
+            .cloned()?;
+        (list.len() == RACES as usize).then_some(list)
+    })
+    .await;
+    let mut checks = Vec::new();
+    for incident in &racing {
+        let id = incident["id"].as_str().unwrap().to_owned();
+        let (client, key) = (app.client.clone(), app.admin_key.clone());
+        let url = app.url(&format!("/api/v1/incidents/{id}/resolve"));
+        checks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"note": format!("note of {id}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+        let slot: u32 = incident["key"].as_str().unwrap().parse().unwrap();
+        put(
+            &app,
+            &document(&format!("race-{slot}-c"), slot, "Pending", 0),
+        )
+        .await;
+    }
+    for check in checks {
+        assert_eq!(check.await.unwrap(), StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for incident in racing {
+        let id = incident["id"].as_str().unwrap();
+        let now = app.get(&format!("/api/v1/incidents/{id}")).await.body;
+        assert_eq!(now["state"], "resolved", "{now}");
+        assert_eq!(now["note"], format!("note of {id}"), "{now}");
+    }
 }

@@ -63,6 +63,7 @@ stories! {
     detection::silences_hold_alerts_back_and_refused_deliveries_are_dead_letters,
     detection::the_incident_list_pages_with_a_cursor_and_loses_none,
     detection::a_server_that_stops_cleanly_hands_detection_over_at_once,
+    detection::a_resolve_racing_the_detector_is_never_undone,
     audit::the_audit_runs_at_23_00_india_time_and_opens_what_detection_missed,
     audit::a_clean_day_says_so_and_an_audit_on_demand_resolves_a_fixed_duplicate,
     audit::nights_missed_while_no_server_ran_are_caught_up_at_start,
