@@ -58,11 +58,77 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             return Err(ApiError::malformed("The body must be a JSON object."));
         }
         let value = serde_path_to_error::deserialize(&document).map_err(|e| {
-            let field = e.path().to_string();
-            FieldError::new(field, type_message(&e.into_inner().to_string()))
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            match unknown_field(&message) {
+                Some((name, known)) => {
+                    // serde_path_to_error's path already ends with the unknown key.
+                    let field = match path.as_str() {
+                        "." | "" => name.clone(),
+                        _ => path,
+                    };
+                    FieldError::new(field, not_a_field(&name, &known))
+                }
+                None => FieldError::new(path, type_message(&message)),
+            }
         })?;
         Ok(Self { value, document })
     }
+}
+
+/// The unknown field and the known ones, from serde's "unknown field `slot`, expected
+/// one of `clinicId`, `doctorId`, …" (or "expected `note`").
+fn unknown_field(serde_message: &str) -> Option<(String, Vec<String>)> {
+    let rest = serde_message.strip_prefix("unknown field `")?;
+    let (name, expected) = rest.split_once('`')?;
+    let known = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((name.to_owned(), known))
+}
+
+/// Why an unknown field is refused, and the known field meant when one is close:
+/// `slot`, `slot_index` and `SlotIndex` all mean `slotIndex`.
+fn not_a_field(name: &str, known: &[String]) -> String {
+    let plain = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let wanted = plain(name);
+    let close = known.iter().find(|k| plain(k) == wanted).or_else(|| {
+        known.iter().find(|k| {
+            let k = plain(k);
+            (wanted.len() >= 3 && k.starts_with(&wanted)) || edit_distance(&k, &wanted) <= 2
+        })
+    });
+    match close {
+        Some(meant) => format!("is not a field of this body; did you mean {meant}?"),
+        None => format!(
+            "is not a field of this body (its fields: {})",
+            known.join(", ")
+        ),
+    }
+}
+
+/// Levenshtein distance, for the few short names of a body.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// serde's "invalid type: string \"x\", expected u32" without serde's jargon.
@@ -143,4 +209,43 @@ impl QueryParams {
 /// A required body field, or a 422 naming it.
 pub fn required<T>(field: &str, value: Option<T>) -> Result<T, FieldError> {
     value.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Vec<String> {
+        ["clinicId", "doctorId", "date", "slotIndex", "patientName"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn a_misspelled_field_names_the_field_meant() {
+        for typo in ["slot", "slot_index", "SlotIndex", "slotIdx"] {
+            assert_eq!(
+                not_a_field(typo, &known()),
+                "is not a field of this body; did you mean slotIndex?",
+                "{typo}"
+            );
+        }
+        assert!(not_a_field("colour", &known()).contains("its fields: clinicId"));
+    }
+
+    #[test]
+    fn serdes_unknown_field_message_is_read_back() {
+        let (name, known) =
+            unknown_field("unknown field `slot`, expected one of `clinicId`, `slotIndex`").unwrap();
+        assert_eq!(
+            (name.as_str(), known),
+            ("slot", vec!["clinicId".to_owned(), "slotIndex".to_owned()])
+        );
+        assert_eq!(
+            unknown_field("unknown field `x`, expected `note`")
+                .unwrap()
+                .1,
+            ["note"]
+        );
+    }
 }

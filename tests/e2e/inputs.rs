@@ -88,6 +88,46 @@ pub async fn bad_inputs_get_the_documented_4xx_and_change_nothing(backend: Backe
     let other_staff = app.key(Role::Clinic, &["other"]).await;
 
     let mut cases = vec![
+        case(
+            "slot misspelled as slot (it would book the earliest slot instead)",
+            BOOK,
+            booking(json!({"slotIndex": null, "slot": 5})),
+            422,
+            "invalid_field",
+            Some("slot"),
+        ),
+        case(
+            "slot misspelled as slot_index",
+            BOOK,
+            booking(json!({"slotIndex": null, "slot_index": 5})),
+            422,
+            "invalid_field",
+            Some("slot_index"),
+        ),
+        case(
+            "slot misspelled as SlotIndex",
+            BOOK,
+            booking(json!({"slotIndex": null, "SlotIndex": 5})),
+            422,
+            "invalid_field",
+            Some("SlotIndex"),
+        ),
+        case(
+            "an unknown field on a walk-in",
+            "/api/v1/appointments/walk-in",
+            json!({"clinicId": CLINIC, "doctorId": "dr-asha", "patientName": "Anu", "forced": true}),
+            422,
+            "invalid_field",
+            Some("forced"),
+        ),
+        case(
+            "an unknown field on a clinic",
+            "/api/v1/clinics",
+            json!({"id": "typo", "name": "Typo", "timeZone": "Asia/Kolkata"}),
+            422,
+            "invalid_field",
+            Some("timeZone"),
+        ),
         raw("malformed JSON", "{\"clinicId\": ", 400, "malformed_body"),
         raw("not an object", "[1, 2]", 400, "malformed_body"),
         raw("empty body", "", 400, "malformed_body"),
@@ -617,6 +657,16 @@ pub async fn bad_inputs_get_the_documented_4xx_and_change_nothing(backend: Backe
                 "{}: {reply}",
                 c.what
             );
+        }
+        if c.what.starts_with("slot misspelled") {
+            assert!(
+                message.contains("did you mean slotIndex?"),
+                "{}: {reply}",
+                c.what
+            );
+        }
+        if c.what == "an unknown field on a clinic" {
+            assert!(message.contains("did you mean timezone?"), "{reply}");
         }
     }
     assert_eq!(

@@ -28,6 +28,7 @@ const MAX_LIST: u32 = 5000;
 const CLINIC_APP_ALIAS: &str = "/api/book-appointment";
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingBody {
     clinic_id: Option<String>,
@@ -84,6 +85,7 @@ impl BookingBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct WalkInBody {
     clinic_id: Option<String>,
@@ -413,6 +415,7 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatusBody {
     status: Option<String>,
 }
@@ -438,6 +441,7 @@ pub async fn cancel(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct RescheduleBody {
     date: Option<String>,

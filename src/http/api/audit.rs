@@ -38,6 +38,7 @@ pub async fn runs(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditBody {
     clinic_id: Option<String>,

@@ -19,6 +19,7 @@ use crate::domain::{
 };
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct ClinicBody {
     id: Option<String>,
@@ -162,6 +163,7 @@ pub async fn update_clinic(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorBody {
     id: Option<String>,

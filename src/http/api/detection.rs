@@ -237,6 +237,7 @@ pub async fn incident(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NoteBody {
     note: Option<String>,
 }
@@ -307,6 +308,7 @@ pub async fn notifications(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct SilenceBody {
     clinic_id: Option<String>,
