@@ -270,6 +270,8 @@ struct ConfigFile {
     audit: crate::app::AuditConfig,
     #[serde(default)]
     metrics: crate::app::MetricsConfig,
+    #[serde(default)]
+    limits: crate::http::limits::LimitsConfig,
 }
 
 /// A failure the user can fix (exit code 2) or one they cannot (exit code 1).
@@ -311,6 +313,7 @@ struct Settings {
     alerts: crate::app::AlertsConfig,
     audit: crate::app::AuditConfig,
     metrics: crate::app::MetricsConfig,
+    limits: crate::http::limits::LimitsConfig,
 }
 
 fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliError> {
@@ -351,6 +354,7 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
         alerts: file.alerts,
         audit: file.audit,
         metrics: file.metrics,
+        limits: file.limits,
     })
 }
 
@@ -825,6 +829,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
     let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
         .map_err(CliError::Usage)?;
+    let limits = s.limits.limits().map_err(CliError::Usage)?;
     let store = create_store(&s).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let has_admin = store
@@ -874,15 +879,16 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         shutdown_signal().await;
         let _ = stopping.send(true);
     });
+    let state = app.state.clone().with_limits(limits);
     let metrics = async {
         match metrics_listener {
             Some((listener, _)) => {
-                http::serve_metrics(listener, app.state.clone(), stopped(stop.clone())).await
+                http::serve_metrics(listener, state.clone(), stopped(stop.clone())).await
             }
             None => Ok(()),
         }
     };
-    let api = http::serve(listener, app.state.clone(), stopped(stop.clone()));
+    let api = http::serve(listener, state.clone(), stopped(stop.clone()));
     tokio::try_join!(api, metrics).map_err(|e| CliError::Failed(e.to_string()))?;
     app.stop().await;
     eprintln!("slotguard stopped");

@@ -60,6 +60,14 @@ impl ApiError {
         json!({"code": self.code, "message": self.message, "details": self.details})
     }
 
+    /// 429 with `Retry-After`: over a rate limit, for `wait`.
+    pub fn rate_limited(message: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        error.details = json!({ "retryAfterSeconds": seconds });
+        error
+    }
+
     fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "request failed");
         Self::new(
@@ -79,6 +87,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(wait) = self.details["retryAfterSeconds"].as_u64() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         }
         response
     }

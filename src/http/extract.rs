@@ -2,7 +2,9 @@
 //! the field when a value has the wrong type), bearer keys, query strings.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
@@ -150,16 +152,48 @@ fn type_message(serde_message: &str) -> String {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
+    /// A client address that failed to authenticate too often is refused (429) before
+    /// any lookup; a key over its request rate too.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let limits = &state.limits;
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
-        authenticate(state.bookings.store(), token.trim())
-            .await?
-            .ok_or_else(ApiError::unauthorized)
+            .map(str::trim);
+        if let Some(wait) = address.and_then(|ip| limits.may_try(ip).err()) {
+            if !token.is_some_and(|t| limits.recently_good(t)) {
+                return Err(ApiError::rate_limited(
+                    "Too many requests with a missing or wrong key from this address; wait and retry with a valid key.",
+                    wait,
+                ));
+            }
+        }
+        let principal = match token {
+            Some(token) => authenticate(state.bookings.store(), token).await?,
+            None => None,
+        };
+        let Some(principal) = principal else {
+            if let Some(ip) = address {
+                limits.failed(ip);
+            }
+            return Err(ApiError::unauthorized());
+        };
+        if let Some(token) = token {
+            limits.authenticated(token);
+        }
+        limits.request(&principal.key_id).map_err(|wait| {
+            ApiError::rate_limited(
+                "This key is over its request rate; slow down and retry.",
+                wait,
+            )
+        })?;
+        Ok(principal)
     }
 }
 

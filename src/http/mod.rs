@@ -23,6 +23,7 @@ use crate::detect::Detector;
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod limits;
 
 use error::ApiError;
 
@@ -37,6 +38,7 @@ pub struct AppState {
     pub detector: Arc<Detector>,
     pub auditor: Arc<Auditor>,
     pub web: crate::web::WebState,
+    pub limits: Arc<limits::RateLimits>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -47,8 +49,15 @@ impl AppState {
             bookings,
             detector,
             auditor,
+            limits: Arc::new(limits::RateLimits::default()),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
+    }
+
+    /// The same server with other rate limits (`[limits]` in slotguard.toml).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = Arc::new(limits::RateLimits::new(limits));
+        self
     }
 }
 

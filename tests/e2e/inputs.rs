@@ -795,3 +795,88 @@ pub async fn keys_are_held_to_their_role_and_clinic(backend: Backend) {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A flood of bad keys from one address is refused from memory after a burst (429
+/// with Retry-After) while good keys go on; a key over its own rate is slowed the
+/// same way.
+pub async fn bad_keys_are_rate_limited_per_address_and_keys_per_key(backend: Backend) {
+    use slotguard::http::limits::{Limits, Rate};
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let burst = Limits::default().failed_auth.burst as usize;
+    // The good key has been used from this address before the flood.
+    assert_eq!(app.get("/api/v1/clinics").await.status, StatusCode::OK);
+    let mut statuses = Vec::new();
+    for i in 0..burst + 10 {
+        let reply = send(
+            &app.client,
+            Method::GET,
+            &app.url("/api/v1/clinics"),
+            Some(&format!("sg_nosuchkey_{i}")),
+            None,
+            &[],
+        )
+        .await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(reply.code(), "rate_limited");
+            assert!(reply.body["error"]["details"]["retryAfterSeconds"].as_u64() >= Some(1));
+        }
+    }
+    assert!(statuses[..burst].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[burst..].iter().all(|s| *s == 429), "{statuses:?}");
+    let good = app.get("/api/v1/clinics").await;
+    assert_eq!(good.status, StatusCode::OK, "a good key is not held up");
+    let stranger = app.key(Role::Booking, &[]).await;
+    let unseen = send(
+        &app.client,
+        Method::GET,
+        &app.url("/api/v1/clinics"),
+        Some(&stranger),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        unseen.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a key this address never used waits like the flood"
+    );
+
+    // The same app behind a listener whose keys may make 3 requests, then 1 a second.
+    let limits = Limits {
+        per_key: Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        },
+        ..Limits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = app.app.state.clone().with_limits(limits);
+    let server = tokio::spawn(slotguard::http::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let r = app
+            .client
+            .get(format!("{base}/api/v1/clinics"))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        answers.push((
+            r.status().as_u16(),
+            r.headers().get("retry-after").is_some(),
+        ));
+    }
+    assert_eq!(
+        answers,
+        [(200, false), (200, false), (200, false), (429, true)]
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

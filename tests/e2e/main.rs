@@ -72,6 +72,7 @@ stories! {
     audit::the_weekly_report_matches_the_bookings_and_goes_out_monday_09_00_once,
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
+    inputs::bad_keys_are_rate_limited_per_address_and_keys_per_key,
     processes::a_server_killed_after_answering_201_loses_none_of_them,
     processes::a_short_load_run_checks_clean_and_a_lost_booking_is_caught,
     processes::an_alert_survives_crashes_and_is_delivered_once,
