@@ -592,3 +592,104 @@ pub async fn a_day_off_set_through_this_server_refuses_the_next_booking_at_once(
     );
     assert_eq!(refused.code(), "doctor_unavailable");
 }
+
+/// The README's tour, step by step, as a newcomer runs it right after `serve --demo`:
+/// late in the evening in India (23:40, when a walk-in queue has no free slot left
+/// today) and in the morning. Every step answers as the README says.
+pub async fn the_readme_tour_works_late_in_the_evening_and_in_the_morning(backend: Backend) {
+    for (hh, mm) in [(23, 40), (8, 0)] {
+        let Some(app) = spawn_app(backend).await else {
+            return;
+        };
+        app.clock.set(kolkata(DAY, hh, mm));
+        let seeded = slotguard::demo::seed(&app.app.state.bookings)
+            .await
+            .unwrap();
+        assert!(
+            seeded.walk_ins >= 1 && seeded.today >= 1,
+            "{seeded:?} at {hh}:{mm}"
+        );
+        let at = format!("at {hh:02}:{mm:02}");
+
+        let clinics = app.get("/api/v1/clinics").await;
+        assert_eq!(clinics.body["clinics"][0]["id"], "demo-clinic", "{at}");
+        assert_eq!(
+            app.post(
+                "/api/v1/clinics",
+                json!({"id": "my-clinic", "name": "My Clinic", "timezone": "Asia/Kolkata"})
+            )
+            .await
+            .status,
+            StatusCode::CREATED
+        );
+        let morning = json!([{"from": "09:00", "to": "13:00"}]);
+        let doctor = json!({
+            "id": "dr-asha", "name": "Asha Menon", "slotMinutes": 10,
+            "availability": {
+                "mon": [{"from": "09:00", "to": "13:00"}, {"from": "17:00", "to": "19:00"}],
+                "tue": morning, "wed": morning, "thu": morning, "fri": morning,
+                "sat": morning, "sun": morning}});
+        let created = app.post("/api/v1/clinics/my-clinic/doctors", doctor).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+        let tomorrow = "2026-12-02";
+        let day = app
+            .get(&format!(
+                "/api/v1/clinics/my-clinic/doctors/dr-asha/availability?date={tomorrow}"
+            ))
+            .await;
+        assert_eq!(day.body["sessions"][0]["slots"][0]["state"], "free", "{at}");
+        let booked = app
+            .post(
+                "/api/v1/appointments",
+                json!({"clinicId": "my-clinic", "doctorId": "dr-asha", "date": tomorrow,
+                       "slotIndex": 5, "patientName": "Anu"}),
+            )
+            .await;
+        assert_eq!(booked.status, StatusCode::CREATED, "{at}: {}", booked.text);
+        assert_eq!(
+            (&booked.body["time"], &booked.body["tokenNumber"]),
+            (&json!("09:50"), &json!("A1-006")),
+            "{at}"
+        );
+        let walk_in = app
+            .post(
+                "/api/v1/appointments/walk-in",
+                json!({"clinicId": "demo-clinic", "doctorId": "dr-ravi",
+                       "patientName": "Biju", "force": true}),
+            )
+            .await;
+        assert_eq!(
+            walk_in.status,
+            StatusCode::CREATED,
+            "{at}: {}",
+            walk_in.text
+        );
+        assert_eq!(
+            walk_in.body["tokenNumber"], "W1-104",
+            "{at}: after the demo's three"
+        );
+
+        let racers: Vec<Post> = ["Chitra", "Deepa"]
+            .into_iter()
+            .map(|who| {
+                (
+                    "/api/v1/appointments".to_owned(),
+                    json!({"clinicId": "my-clinic", "doctorId": "dr-asha", "date": tomorrow,
+                           "slotIndex": 7, "patientName": who}),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        let outcomes = tally(&concurrently(&app, &app.admin_key, racers).await);
+        assert_eq!(outcomes, [(201, 1), (409, 1)].into_iter().collect(), "{at}");
+        let incident = eventually(10, "the demo's double booking", || async {
+            let list = app.get("/api/v1/incidents").await.body["incidents"]
+                .as_array()
+                .cloned()?;
+            list.into_iter().find(|i| i["clinicId"] == "demo-clinic")
+        })
+        .await;
+        assert_eq!(incident["key"], "5", "{at}");
+    }
+}

@@ -54,6 +54,7 @@ stories! {
     booking::validate_answers_without_writing,
     booking::a_forced_walk_in_goes_after_the_last_slot,
     booking::a_day_off_set_through_this_server_refuses_the_next_booking_at_once,
+    booking::the_readme_tour_works_late_in_the_evening_and_in_the_morning,
     detection::a_watched_duplicate_is_one_incident_alerted_on_every_channel_until_cancelled,
     detection::two_duplicates_inside_group_wait_are_one_message,
     detection::a_document_sent_twice_or_out_of_order_makes_no_phantom_incident,
