@@ -1,8 +1,10 @@
 //! `slotguard loadtest`: drives any slotguard server with an open model (arrivals at a
-//! set rate, in phases, whatever the latency) or a closed one (`--concurrency`),
-//! measures latency from each request's due time into HDR histograms, writes a
-//! Jepsen-style history, then reads back every touched doctor-day and runs the same
-//! checker as `slotguard check` over it.
+//! set rate, in phases, whatever the latency) or a closed one (`--concurrency`), from a
+//! built-in scenario or an artillery script ([`artillery`]), measures latency from each
+//! request's due time into HDR histograms, writes a Jepsen-style history, then reads
+//! back every touched doctor-day and runs the same checker as `slotguard check` over it
+//! ([`readback`]). A run fails when it booked nothing, met a 4xx other than the rush's
+//! conflicts, or broke a threshold ([`stats`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,11 +71,11 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
     /// Arrivals per second of the one phase (open model; not with --script).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, conflicts_with = "script")]
     pub rate: f64,
     /// Ramp the arrival rate linearly to this by the end of the phase (not with
     /// --script). [default: no ramp]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "script")]
     pub ramp_to: Option<f64>,
     /// Closed model: this many clients, each sending its next request (with --script,
     /// running its next flow) when the last one is answered. [default: open model]
@@ -81,7 +83,7 @@ pub struct LoadtestArgs {
     pub concurrency: Option<u32>,
     /// Book at this existing clinic (with --doctor) instead of creating one.
     /// [default: a new clinic lt-<run>]
-    #[arg(long, requires = "doctor")]
+    #[arg(long, requires = "doctor", conflicts_with = "script")]
     pub clinic: Option<String>,
     /// The doctor id at --clinic to book with.
     #[arg(long, requires = "clinic")]
@@ -94,7 +96,7 @@ pub struct LoadtestArgs {
     pub doctors: u32,
     /// Day advance bookings go to, YYYY-MM-DD (not with --script).
     /// [default: a week from today, India time]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "script")]
     pub date: Option<String>,
     /// Seconds before a request counts as timed out (outcome unknown: `info`).
     #[arg(long, default_value_t = 10.0)]
