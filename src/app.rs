@@ -9,8 +9,10 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::alert::channels::{self, ChannelConfig};
+use crate::alert::channels::{ChannelConfig, Env};
 use crate::alert::dispatch::{Dispatcher, Timing};
+use crate::alert::routes::{ConfigLines, RouteConfig};
+use crate::alert::Alerting;
 use crate::audit::runner::{Auditor, Settings as AuditSettings};
 use crate::booking::idempotency::KEEP_KEYS;
 use crate::booking::Bookings;
@@ -41,8 +43,14 @@ pub struct AlertsConfig {
     pub group_wait_seconds: Option<f64>,
     /// An open, unchanged incident is repeated after this many seconds (default 14400).
     pub repeat_interval_seconds: Option<f64>,
+    /// Write every incident change to the server log at warn (default true, unless a
+    /// `kind = "log"` channel is configured).
+    pub log: Option<bool>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// Which notifications go to which channels; none: every channel gets everything.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[audit]` in slotguard.toml.
@@ -150,6 +158,16 @@ impl DetectConfig {
 }
 
 impl AlertsConfig {
+    /// The channels and routes, checked; secrets from the process environment.
+    pub fn alerting(&self, lines: &ConfigLines) -> Result<Alerting, String> {
+        self.alerting_with_env(lines, &|name| std::env::var(name))
+    }
+
+    /// [`Self::alerting`] with the environment given (tests bring their own).
+    pub fn alerting_with_env(&self, lines: &ConfigLines, env: Env) -> Result<Alerting, String> {
+        Alerting::build(&self.channels, &self.routes, self.log, env, lines)
+    }
+
     pub fn timing(&self) -> Result<Timing, String> {
         let d = Timing::default();
         Ok(Timing {
@@ -172,23 +190,26 @@ pub struct Options {
     pub detect: Settings,
     pub audit: AuditSettings,
     pub timing: Timing,
-    pub channels: Vec<Box<dyn channels::Channel>>,
+    pub alerting: Alerting,
     /// Between flushes of the booking counts to the rollups.
     pub metrics_flush: Duration,
 }
 
 impl Options {
+    /// `lines` places the `[alerts]` tables in slotguard.toml, for errors that name
+    /// the line ([`ConfigLines::default`] when there is no file).
     pub fn from_config(
         detect: &DetectConfig,
         alerts: &AlertsConfig,
         audit: &AuditConfig,
         metrics: &MetricsConfig,
+        lines: &ConfigLines,
     ) -> Result<Self, String> {
         Ok(Self {
             detect: detect.settings()?,
             audit: audit.settings()?,
             timing: alerts.timing()?,
-            channels: channels::build(&alerts.channels)?,
+            alerting: alerts.alerting(lines)?,
             metrics_flush: metrics.flush_every()?,
         })
     }
@@ -212,7 +233,7 @@ impl App {
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             clock.clone(),
-            options.channels,
+            options.alerting,
             options.timing,
         ));
         let auditor = Arc::new(Auditor::new(

@@ -72,6 +72,33 @@ pub enum Command {
         #[command(subcommand)]
         command: WatchCommand,
     },
+    /// Alert deliveries: retry dead letters.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Queue dead letters again, due now, for a new round of attempts by the running
+    /// server's dispatcher; prints each one queued (notification id, channel, clinic).
+    Retry {
+        /// Every dead letter (narrowed by --channel and --clinic).
+        #[arg(long, required_unless_present = "notification")]
+        dead: bool,
+        /// Only this notification's dead deliveries.
+        #[arg(long, value_name = "ID")]
+        notification: Option<String>,
+        /// Only deliveries on this channel (its configured name).
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+        /// Only this clinic's.
+        #[arg(long, value_name = "ID")]
+        clinic: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +338,8 @@ struct Settings {
     listen: String,
     detect: crate::app::DetectConfig,
     alerts: crate::app::AlertsConfig,
+    /// Where the `[alerts]` tables are in the file, for errors that name the line.
+    alert_lines: crate::alert::routes::ConfigLines,
     audit: crate::app::AuditConfig,
     metrics: crate::app::MetricsConfig,
     limits: crate::http::limits::LimitsConfig,
@@ -321,14 +350,21 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
         let default = PathBuf::from("slotguard.toml");
         default.exists().then_some(default)
     });
-    let file: ConfigFile = match path {
+    let (file, alert_lines): (ConfigFile, _) = match path {
         Some(p) => {
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?;
-            toml::from_str(&text)
-                .map_err(|e| CliError::Usage(format!("{}: {}", p.display(), e.message())))?
+            let name = p.display().to_string();
+            let file = toml::from_str(&text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|span| format!(" line {}", text[..span.start].matches('\n').count() + 1))
+                    .unwrap_or_default();
+                CliError::Usage(format!("{name}{line}: {}", e.message()))
+            })?;
+            (file, crate::alert::routes::ConfigLines::read(&name, &text))
         }
-        None => ConfigFile::default(),
+        None => (ConfigFile::default(), Default::default()),
     };
     let sqlite_sync = match (store.sqlite_sync, file.sqlite_sync.as_deref()) {
         (Some(s), _) => s,
@@ -352,6 +388,7 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
         detect: file.detect,
         alerts: file.alerts,
+        alert_lines,
         audit: file.audit,
         metrics: file.metrics,
         limits: file.limits,
@@ -474,7 +511,49 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Watch {
             command: WatchCommand::Import { import, store },
         } => watch_import(import, store).await,
+        Command::Alerts {
+            command:
+                AlertsCommand::Retry {
+                    dead: _,
+                    notification,
+                    channel,
+                    clinic,
+                    store,
+                },
+        } => retry_dead_letters(notification, channel, clinic, store).await,
     }
+}
+
+/// `alerts retry`: the dead letters selected, queued again in the database; the
+/// server holding the dispatcher lease delivers them at its next pass.
+async fn retry_dead_letters(
+    notification: Option<String>,
+    channel: Option<String>,
+    clinic: Option<String>,
+    store: StoreArgs,
+) -> Result<(), CliError> {
+    let usage = |e: crate::domain::FieldError| CliError::Usage(format!("--{e}"));
+    let which = crate::store::detection::DeadLetters {
+        id: notification,
+        channel,
+        clinic: clinic
+            .as_deref()
+            .map(|c| ClinicId::parse("clinic", c))
+            .transpose()
+            .map_err(usage)?,
+    };
+    let store = open_store(&settings(&store, None)?).await?;
+    let queued = store.retry_dead(&which, "cli", SystemClock.now()).await?;
+    for row in &queued {
+        println!("{}\t{}\t{}", row.id, row.channel, row.clinic_id);
+    }
+    eprintln!(
+        "queued {} dead letter{} again; a running slotguard server delivers {} at its next pass",
+        queued.len(),
+        if queued.len() == 1 { "" } else { "s" },
+        if queued.len() == 1 { "it" } else { "them" },
+    );
+    Ok(())
 }
 
 async fn watch_import(
@@ -541,8 +620,14 @@ async fn audit_database(args: AuditArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
-        .map_err(CliError::Usage)?;
+    let options = crate::app::Options::from_config(
+        &s.detect,
+        &s.alerts,
+        &s.audit,
+        &s.metrics,
+        &s.alert_lines,
+    )
+    .map_err(CliError::Usage)?;
     let auditor = crate::audit::runner::Auditor::new(
         store.clone(),
         clock.clone(),
@@ -554,7 +639,7 @@ async fn audit_database(args: AuditArgs) -> Result<(), CliError> {
         Arc::new(crate::alert::dispatch::Dispatcher::new(
             store,
             clock,
-            options.channels,
+            options.alerting,
             options.timing,
         )),
         options.audit,
@@ -827,9 +912,18 @@ async fn users(command: UsersCommand) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
-    let options = crate::app::Options::from_config(&s.detect, &s.alerts, &s.audit, &s.metrics)
-        .map_err(CliError::Usage)?;
+    let options = crate::app::Options::from_config(
+        &s.detect,
+        &s.alerts,
+        &s.audit,
+        &s.metrics,
+        &s.alert_lines,
+    )
+    .map_err(CliError::Usage)?;
     let limits = s.limits.limits().map_err(CliError::Usage)?;
+    if let Some(warning) = options.alerting.unheard() {
+        tracing::warn!("{warning}");
+    }
     let store = create_store(&s).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let has_admin = store

@@ -3,6 +3,8 @@
 
     python3 tests/smtp_sink.py PORT DIR [--reject-rcpt "550 5.1.1 No such user"]
                                         [--auth USER:PASSWORD]
+                                        [--tls-cert CERT.pem --tls-key KEY.pem
+                                         [--implicit-tls]]
 
 Listens on 127.0.0.1:PORT (0 picks a free port) and prints `READY <port>` once it
 accepts connections. Every message it accepts is written to DIR as NNNN.eml, the raw
@@ -15,6 +17,11 @@ server answers 250 to DATA, so they exist by the time the client's send returns.
 test how the client classifies refusals. --auth requires SMTP AUTH (PLAIN or LOGIN,
 allowed without TLS: this is a test server on loopback) with those credentials.
 
+--tls-cert and --tls-key (PEM files; the test makes a self-signed certificate) offer
+STARTTLS and require it before MAIL FROM; with --implicit-tls the connection is TLS
+from the first byte instead (SMTPS). Each message's NNNN.json then says which TLS
+version carried it ("tls"; null for plain text).
+
 Needs the aiosmtpd package: pip install aiosmtpd
 """
 
@@ -24,6 +31,7 @@ import email
 import email.policy
 import json
 import os
+import ssl
 import sys
 
 try:
@@ -49,8 +57,11 @@ class Sink:
         self.count += 1
         stem = os.path.join(self.directory, f"{self.count:04d}")
         raw = envelope.original_content
+        tls = server.transport.get_extra_info("ssl_object")
+        record = summary(envelope, raw)
+        record["tls"] = tls.version() if tls is not None else None
         write_atomically(stem + ".eml", raw)
-        write_atomically(stem + ".json", json.dumps(summary(envelope, raw), indent=2).encode())
+        write_atomically(stem + ".json", json.dumps(record, indent=2).encode())
         return "250 OK: queued as " + os.path.basename(stem)
 
 
@@ -96,6 +107,11 @@ async def serve(args):
     os.makedirs(args.dir, exist_ok=True)
     handler = Sink(args.dir, args.reject_rcpt)
     authenticator = authenticator_for(args.auth) if args.auth else None
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    starttls = context if context is not None and not args.implicit_tls else None
 
     def protocol():
         return SMTP(
@@ -106,10 +122,17 @@ async def serve(args):
             authenticator=authenticator,
             auth_required=authenticator is not None,
             auth_require_tls=False,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
         )
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(protocol, host="127.0.0.1", port=args.port)
+    server = await loop.create_server(
+        protocol,
+        host="127.0.0.1",
+        port=args.port,
+        ssl=context if args.implicit_tls else None,
+    )
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
     async with server:
@@ -122,7 +145,14 @@ def main():
     parser.add_argument("dir", help="directory for the received messages")
     parser.add_argument("--reject-rcpt", metavar="REPLY", help='e.g. "550 5.1.1 No such user"')
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require SMTP AUTH")
+    parser.add_argument("--tls-cert", metavar="PEM", help="offer and require STARTTLS")
+    parser.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
+    parser.add_argument(
+        "--implicit-tls", action="store_true", help="TLS from the first byte (SMTPS)"
+    )
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.implicit_tls and not args.tls_cert):
+        parser.error("--tls-cert and --tls-key go together; --implicit-tls needs both")
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

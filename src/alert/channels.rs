@@ -1,5 +1,5 @@
-//! Alert channels: where a [`Notification`] goes (webhook, email, SMS, log), each
-//! configured by one `[[alerts.channels]]` table of `slotguard.toml`.
+//! Alert channels: where a [`Notification`] goes (webhook, email, SMS, Sentry, log),
+//! each configured by one `[[alerts.channels]]` table of `slotguard.toml`.
 //!
 //! [`build`] checks every channel before anything is sent — URLs, recipients, the
 //! environment variables that hold secrets, unique names — so a typo fails at startup
@@ -21,7 +21,10 @@ use lettre::{
         header::{HeaderName as MailHeaderName, HeaderValue as MailHeaderValue},
         Mailbox, MultiPart,
     },
-    transport::smtp::authentication::Credentials,
+    transport::smtp::{
+        authentication::Credentials,
+        client::{Certificate, Tls, TlsParameters},
+    },
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
 };
 use reqwest::{
@@ -30,7 +33,9 @@ use reqwest::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{DeliveryError, Event, Notification};
+use super::message::{SMS_MAX_CHARS, SMS_REFERENCE_CHARS};
+use super::routes::ConfigLines;
+use super::{DeliveryError, Event, Notification, RetryAt};
 
 /// Whether outgoing HTTP can speak TLS: reqwest is compiled with rustls and the
 /// webpki root certificates (see Cargo.toml). Were it not, [`build`] would refuse
@@ -45,8 +50,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// servers commonly spend seconds on checks before answering DATA.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The longest SMS body sent: one GSM-7 segment.
-const SMS_MAX_CHARS: usize = 160;
+/// The longest wait a receiver's `Retry-After` is honoured for; a longer one (or a
+/// date far ahead) is cut to this, so a misconfigured receiver cannot park a
+/// notification for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// How much of a refusing receiver's answer is kept in the error, for a person to read.
 const ERROR_BODY_CHARS: usize = 200;
@@ -56,10 +63,11 @@ const ERROR_BODY_CHARS: usize = 200;
 pub trait Channel: Send + Sync {
     /// The configured `name`, unique among the channels.
     fn name(&self) -> &str;
-    /// `"webhook"`, `"email"`, `"sms"` or `"log"`.
+    /// `"webhook"`, `"email"`, `"sms"`, `"sentry"` or `"log"`.
     fn kind(&self) -> &'static str;
-    /// Whether this channel is told about notifications of this event at all.
-    fn wants(&self, event: Event) -> bool;
+    /// Whether this channel is told about this notification at all (SMS: only what
+    /// is urgent; Sentry: only new, grown and regressed incidents).
+    fn wants(&self, n: &Notification) -> bool;
     /// Delivers once. Safe to call again with the same notification after an error:
     /// receivers get the same id and can drop the repeat.
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError>;
@@ -72,6 +80,7 @@ pub enum ChannelConfig {
     Webhook(WebhookConfig),
     Email(EmailConfig),
     Sms(SmsConfig),
+    Sentry(SentryConfig),
     Log(LogConfig),
 }
 
@@ -81,6 +90,7 @@ impl ChannelConfig {
             ChannelConfig::Webhook(c) => &c.name,
             ChannelConfig::Email(c) => &c.name,
             ChannelConfig::Sms(c) => &c.name,
+            ChannelConfig::Sentry(c) => &c.name,
             ChannelConfig::Log(c) => &c.name,
         }
     }
@@ -90,6 +100,7 @@ impl ChannelConfig {
             ChannelConfig::Webhook(_) => "webhook",
             ChannelConfig::Email(_) => "email",
             ChannelConfig::Sms(_) => "sms",
+            ChannelConfig::Sentry(_) => "sentry",
             ChannelConfig::Log(_) => "log",
         }
     }
@@ -104,14 +115,20 @@ pub struct WebhookConfig {
     pub url: String,
 }
 
-/// `kind = "email"`: every notification, as plain text and HTML, over plain SMTP.
+/// `kind = "email"`: every notification, as plain text and HTML, over SMTP with
+/// STARTTLS, implicit TLS, or (to a relay on loopback or a trusted network) none.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     pub name: String,
     pub smtp_host: String,
-    /// Default 25.
+    /// Default 465 with `tls = "tls"`, else 25.
     pub smtp_port: Option<u16>,
+    /// Default `starttls`, or `none` when `smtp_host` is a loopback address.
+    pub tls: Option<SmtpTls>,
+    /// A PEM file of certificates to trust besides the usual public roots (a
+    /// clinic's own certificate authority, a self-signed server).
+    pub ca_file: Option<String>,
     /// `slotguard@clinic.example` or `Slotguard <slotguard@clinic.example>`.
     pub from: String,
     pub to: Vec<String>,
@@ -151,6 +168,32 @@ pub struct SmsConfig {
     pub body: Option<String>,
 }
 
+/// How an email channel secures its SMTP connection. Certificates are always
+/// verified (public roots, plus `ca_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain, then `STARTTLS`, which the server must offer (no fallback to plain).
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+    /// Plain text: credentials and messages cross the network as they are.
+    None,
+}
+
+/// `kind = "sentry"`: new, grown and regressed incidents as Sentry error events,
+/// one per incident, fingerprinted by incident so Sentry folds each incident's
+/// events into one issue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentryConfig {
+    pub name: String,
+    /// The environment variable holding the project's DSN (default `SENTRY_DSN`).
+    pub dsn_env: Option<String>,
+    /// Sentry's `environment` of every event (e.g. `production`).
+    pub environment: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SmsPreset {
@@ -170,7 +213,9 @@ pub enum TemplateContentType {
     Form,
 }
 
-/// `kind = "log"`: one warning line per notification in slotguard's own log.
+/// `kind = "log"`: one warning line per incident of a notification (one per notice)
+/// in slotguard's own log. Without one, `[alerts] log` (on by default) writes the
+/// same lines, without the delivery bookkeeping.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -183,9 +228,27 @@ pub fn build(configs: &[ChannelConfig]) -> Result<Vec<Box<dyn Channel>>, String>
     build_with_env(configs, &|name| std::env::var(name))
 }
 
-type Env<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
+/// Where secrets come from: the process environment, or a test's own.
+pub type Env<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
 
 fn build_with_env(configs: &[ChannelConfig], env: Env) -> Result<Vec<Box<dyn Channel>>, String> {
+    build_with(configs, env, &ConfigLines::default()).map_err(|problems| {
+        format!(
+            "the alert channels in the configuration have {} problem{}:\n  - {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            problems.join("\n  - ")
+        )
+    })
+}
+
+/// [`build`] with the environment given, and the problems one per entry, each
+/// starting with its line in slotguard.toml when `lines` knows it.
+pub fn build_with(
+    configs: &[ChannelConfig],
+    env: Env,
+    lines: &ConfigLines,
+) -> Result<Vec<Box<dyn Channel>>, Vec<String>> {
     let mut problems = Vec::new();
     let mut channels = Vec::new();
     let mut names = HashSet::new();
@@ -203,12 +266,16 @@ fn build_with_env(configs: &[ChannelConfig], env: Env) -> Result<Vec<Box<dyn Cha
             ChannelConfig::Webhook(c) => webhook(c, &mut found).map(|c| Box::new(c) as _),
             ChannelConfig::Email(c) => email(c, env, &mut found).map(|c| Box::new(c) as _),
             ChannelConfig::Sms(c) => sms(c, env, &mut found).map(|c| Box::new(c) as _),
+            ChannelConfig::Sentry(c) => {
+                super::sentry::channel(c, env, &mut found).map(|c| Box::new(c) as _)
+            }
             ChannelConfig::Log(c) => Some(Box::new(LogChannel {
-                name: c.name.clone(),
+                name: c.name.trim().to_owned(),
             })),
         };
         let place = format!(
-            "alerts.channels[{index}] (kind = \"{}\", name = \"{}\")",
+            "{}alerts.channels[{index}] (kind = \"{}\", name = \"{}\")",
+            lines.channel(index),
             config.kind(),
             config.name()
         );
@@ -220,20 +287,16 @@ fn build_with_env(configs: &[ChannelConfig], env: Env) -> Result<Vec<Box<dyn Cha
     if problems.is_empty() {
         Ok(channels)
     } else {
-        Err(format!(
-            "the alert channels in the configuration have {} problem{}:\n  - {}",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" },
-            problems.join("\n  - ")
-        ))
+        Err(problems)
     }
 }
 
+/// What is wrong with one channel's table, one sentence each.
 #[derive(Default)]
-struct Problems(Vec<String>);
+pub(super) struct Problems(Vec<String>);
 
 impl Problems {
-    fn add(&mut self, problem: impl Into<String>) {
+    pub(super) fn add(&mut self, problem: impl Into<String>) {
         self.0.push(problem.into());
     }
 
@@ -253,7 +316,7 @@ impl Problems {
     }
 
     /// Where the configuration names an environment variable, its value.
-    fn secret(&mut self, env: Env, field: &str, variable: &str) -> Option<String> {
+    pub(super) fn secret(&mut self, env: Env, field: &str, variable: &str) -> Option<String> {
         if variable.trim().is_empty() {
             self.add(format!("{field} must name an environment variable"));
             return None;
@@ -325,7 +388,7 @@ impl Problems {
     }
 }
 
-fn http_client(timeout: Duration) -> reqwest::Client {
+pub(super) fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         // A receiver that moved should be reconfigured: following a redirect would
@@ -333,8 +396,8 @@ fn http_client(timeout: Duration) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("slotguard/", env!("CARGO_PKG_VERSION")))
         .build()
-        // Fails only if the TLS backend or system resolver cannot start; with no TLS
-        // compiled in and the default resolver, that cannot happen.
+        // Fails only if the TLS backend or system resolver cannot start; with rustls'
+        // built-in roots and the default resolver, that cannot happen.
         .expect("the HTTP client for alerts must start")
 }
 
@@ -361,6 +424,8 @@ fn webhook(config: &WebhookConfig, found: &mut Problems) -> Option<WebhookChanne
 #[serde(rename_all = "camelCase")]
 struct WebhookPayload<'a> {
     id: &'a str,
+    /// The short reference the SMS of the same notification carries.
+    reference: String,
     clinic_id: &'a str,
     event: Event,
     subject: &'a str,
@@ -380,13 +445,14 @@ impl Channel for WebhookChannel {
         "webhook"
     }
 
-    fn wants(&self, _event: Event) -> bool {
+    fn wants(&self, _n: &Notification) -> bool {
         true
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let payload = WebhookPayload {
             id: &n.id,
+            reference: n.reference(),
             clinic_id: &n.clinic_id,
             event: n.event,
             subject: &n.subject,
@@ -457,15 +523,18 @@ fn email(config: &EmailConfig, env: Env, found: &mut Problems) -> Option<EmailCh
             None
         }
     };
+    let tls = smtp_tls(config, host, found);
     let from = from?;
     if !found.0.is_empty() {
         return None;
     }
-    // Plain SMTP: fit for a relay on the clinic's own network or loopback. Credentials
-    // cross the wire unencrypted. STARTTLS or SMTPS needs lettre's `tokio1-rustls`
-    // feature, which is not compiled in yet.
+    let port = config.smtp_port.unwrap_or(match &tls {
+        Some(Tls::Wrapper(_)) => 465,
+        _ => 25,
+    });
     let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(config.smtp_port.unwrap_or(25))
+        .port(port)
+        .tls(tls?)
         .timeout(Some(SMTP_TIMEOUT));
     if let Some(credentials) = credentials {
         transport = transport.credentials(credentials);
@@ -476,6 +545,89 @@ fn email(config: &EmailConfig, env: Env, found: &mut Problems) -> Option<EmailCh
         to,
         transport: transport.build(),
     })
+}
+
+/// Loopback: a relay on this machine, where plain SMTP crosses no network.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The connection's security: STARTTLS (required, never a silent fall back to plain)
+/// unless the host is loopback; certificates checked against the public roots and
+/// `ca_file`.
+fn smtp_tls(config: &EmailConfig, host: &str, found: &mut Problems) -> Option<Tls> {
+    let mode = config.tls.unwrap_or(if is_loopback(host) {
+        SmtpTls::None
+    } else {
+        SmtpTls::Starttls
+    });
+    if mode == SmtpTls::None {
+        if config.ca_file.is_some() {
+            found.add("ca_file is only used with tls = \"starttls\" or \"tls\"; remove it");
+        }
+        return Some(Tls::None);
+    }
+    let mut parameters = TlsParameters::builder(host.to_owned());
+    if let Some(path) = &config.ca_file {
+        let pem = match std::fs::read(path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                found.add(format!("ca_file \"{path}\" cannot be read ({e})"));
+                return None;
+            }
+        };
+        let has_certificate = pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----");
+        match Certificate::from_pem(&pem) {
+            Ok(certificate) if has_certificate => {
+                parameters = parameters.add_root_certificate(certificate);
+            }
+            Ok(_) => {
+                found.add(format!(
+                    "ca_file \"{path}\" holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                ));
+                return None;
+            }
+            Err(e) => {
+                found.add(format!(
+                    "ca_file \"{path}\" is not a PEM certificate file ({e})"
+                ));
+                return None;
+            }
+        }
+    }
+    match parameters.build_rustls() {
+        Ok(parameters) => Some(match mode {
+            SmtpTls::Tls => Tls::Wrapper(parameters),
+            _ => Tls::Required(parameters),
+        }),
+        Err(e) => {
+            found.add(format!("TLS for {host} cannot be set up ({e})"));
+            None
+        }
+    }
+}
+
+/// A TLS handshake the server's certificate failed (rustls reports it as invalid
+/// data): the same certificate fails the same way next time, until the
+/// configuration (`ca_file`) or the certificate changes.
+fn refused_handshake(error: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl EmailChannel {
@@ -520,7 +672,7 @@ impl Channel for EmailChannel {
         "email"
     }
 
-    fn wants(&self, _event: Event) -> bool {
+    fn wants(&self, _n: &Notification) -> bool {
         true
     }
 
@@ -528,11 +680,17 @@ impl Channel for EmailChannel {
         let message = self.message(n)?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
-            // 5xx replies, and client errors such as "no authentication mechanism in
-            // common", will fail the same way next time.
-            Err(e) if e.is_permanent() || e.is_client() => {
-                Err(DeliveryError::Permanent(format!("SMTP: {e}")))
-            }
+            // 5xx replies, client errors such as "no authentication mechanism in
+            // common" or a server that offers no STARTTLS, and a certificate that
+            // does not verify, will fail the same way next time.
+            Err(e) if e.is_permanent() || e.is_client() || e.is_tls() => Err(
+                DeliveryError::Permanent(format!("SMTP: {}", error_chain(&e))),
+            ),
+            Err(e) if refused_handshake(&e) => Err(DeliveryError::Permanent(format!(
+                "SMTP: the TLS handshake failed ({}); if the server's certificate is \
+                 signed by the clinic's own authority, name it in ca_file",
+                error_chain(&e)
+            ))),
             // 4xx replies, refused connections, timeouts, dropped connections.
             Err(e) => Err(DeliveryError::Transient(format!("SMTP: {e}"))),
         }
@@ -541,9 +699,10 @@ impl Channel for EmailChannel {
 
 fn email_text(n: &Notification) -> String {
     format!(
-        "{}\n\n-- \nslotguard notification {} ({}) for clinic {}\n",
+        "{}\n\n-- \nslotguard notification {} (ref {}, {}) for clinic {}\n",
         n.text.trim_end(),
         n.id,
+        n.reference(),
         event_name(n.event),
         n.clinic_id
     )
@@ -984,18 +1143,18 @@ impl Channel for SmsChannel {
         "sms"
     }
 
-    fn wants(&self, event: Event) -> bool {
-        event.is_urgent()
+    fn wants(&self, n: &Notification) -> bool {
+        n.event.is_urgent()
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         // A text message wakes someone up: even if a caller forgets to ask `wants`,
         // "resolved" does not go out by SMS.
-        if !self.wants(n.event) {
+        if !self.wants(n) {
             tracing::debug!(channel = %self.name, notification = %n.id, "not urgent; no SMS sent");
             return Ok(());
         }
-        let message = sms_body(&n.short_text);
+        let message = sms_body(&n.short_text, &n.reference());
         let mut failures = Vec::new();
         // Every number is tried even after one fails: one wrong number must not keep
         // the rest of the on-call list from hearing.
@@ -1010,14 +1169,19 @@ impl Channel for SmsChannel {
         // Any transient failure makes the whole delivery worth retrying (the numbers
         // that got it may get it twice: at least once); only when every failure is
         // permanent is retrying pointless.
-        let transient = failures
-            .iter()
-            .any(|(_, e)| matches!(e, DeliveryError::Transient(_)));
+        let transient = failures.iter().any(|(_, e)| {
+            matches!(
+                e,
+                DeliveryError::Transient(_) | DeliveryError::RetryLater(..)
+            )
+        });
         let failed = failures.len();
         let detail = failures
             .into_iter()
             .map(|(to, e)| match e {
-                DeliveryError::Transient(m) | DeliveryError::Permanent(m) => format!("{to}: {m}"),
+                DeliveryError::Transient(m)
+                | DeliveryError::RetryLater(m, _)
+                | DeliveryError::Permanent(m) => format!("{to}: {m}"),
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -1030,16 +1194,21 @@ impl Channel for SmsChannel {
     }
 }
 
-/// The text sent by SMS: the short text on one line, at most 160 characters, cut on
-/// a character boundary (never inside a multi-byte character) with an ellipsis.
-fn sms_body(short_text: &str) -> String {
+/// The text sent by SMS: the short text on one line and the notification's
+/// reference (`… ref 7K3Q9X`), so a person who gets it twice sees it is the same
+/// message; at most 160 characters, the text cut on a character boundary (never
+/// inside a multi-byte character) with an ellipsis, the reference never cut.
+fn sms_body(short_text: &str, reference: &str) -> String {
     let line = one_line(short_text);
-    if line.chars().count() <= SMS_MAX_CHARS {
-        return line.into_owned();
-    }
-    let mut cut: String = line.chars().take(SMS_MAX_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    let room = SMS_MAX_CHARS - SMS_REFERENCE_CHARS;
+    let text = if line.chars().count() <= room {
+        line.into_owned()
+    } else {
+        let mut cut: String = line.chars().take(room - 1).collect();
+        cut.push('…');
+        cut
+    };
+    format!("{text} ref {reference}")
 }
 
 /// A number as it may appear in a log: enough to tell which one, not to dial it.
@@ -1065,46 +1234,107 @@ impl Channel for LogChannel {
         "log"
     }
 
-    fn wants(&self, _event: Event) -> bool {
+    fn wants(&self, _n: &Notification) -> bool {
         true
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        // One line from the notification's own words; `incidents` names
-        // appointments, and logs travel further than alerts do.
+        log_notification(Some(&self.name), n);
+        Ok(())
+    }
+}
+
+/// Writes `n` to slotguard's own log at warn: a line per incident it names (what
+/// happened to it, where), or one line for a notice. Only ids, slots and tokens:
+/// logs travel further than alerts do, and `members` rows would name patients.
+pub fn log_notification(channel: Option<&str>, n: &Notification) {
+    let channel = channel.unwrap_or("server log");
+    let incidents = n.incident_alerts();
+    if incidents.is_empty() {
         tracing::warn!(
-            channel = %self.name,
+            channel,
             notification = %n.id,
             clinic = %n.clinic_id,
-            event = event_name(n.event),
+            event = n.event.as_str(),
             summary = %one_line(&n.short_text),
             "{}",
             one_line(&n.subject),
         );
-        Ok(())
+        return;
+    }
+    for i in &incidents {
+        tracing::warn!(
+            channel,
+            notification = %n.id,
+            clinic = %n.clinic_id,
+            incident = %i.id,
+            event = i.event.as_str(),
+            state = i.state.as_str(),
+            members = i.members.len(),
+            "duplicate booking {}: {} {} of doctor {} on {} at clinic {}",
+            i.word(),
+            i.kind.as_str(),
+            i.key,
+            i.doctor_id,
+            i.date,
+            i.clinic_id,
+        );
     }
 }
 
 // ------------------------------------------------------------------------------- HTTP
 
-async fn send(request: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
+pub(super) async fn send(request: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
+    send_with(request, |_| None).await
+}
+
+/// Sends, and on a refusal reads when to come back: `Retry-After` (seconds or an
+/// HTTP date), or what `rate_limit` finds in the answer's other headers (Sentry's
+/// `X-Sentry-Rate-Limits`), whichever is later.
+pub(super) async fn send_with(
+    request: reqwest::RequestBuilder,
+    rate_limit: impl Fn(&reqwest::header::HeaderMap) -> Option<Duration>,
+) -> Result<(), DeliveryError> {
     let response = request.send().await.map_err(request_failed)?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let retry_after = response
+    let header = response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let retry_at = match (
+        header.as_deref().and_then(retry_after),
+        rate_limit(response.headers()),
+    ) {
+        (Some(RetryAt::After(a)), Some(b)) => Some(RetryAt::After(a.max(b))),
+        (Some(at), _) => Some(at),
+        (None, Some(b)) => Some(RetryAt::After(b)),
+        (None, None) => None,
+    };
+    let retry_after = header
         .map(|v| format!(", Retry-After: {v}"))
         .unwrap_or_default();
     let answer = answer_excerpt(response).await;
     let detail = format!("the receiver answered {status}{retry_after}{answer}");
-    Err(match classify_status(status) {
-        Retry::Worthwhile => DeliveryError::Transient(detail),
-        Retry::Pointless => DeliveryError::Permanent(detail),
+    Err(match (classify_status(status), retry_at) {
+        (Retry::Worthwhile, Some(at)) => DeliveryError::RetryLater(detail, at),
+        (Retry::Worthwhile, None) => DeliveryError::Transient(detail),
+        (Retry::Pointless, _) => DeliveryError::Permanent(detail),
     })
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(value: &str) -> Option<RetryAt> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(RetryAt::After(Duration::from_secs(seconds)));
+    }
+    chrono::DateTime::parse_from_rfc2822(value)
+        .ok()
+        .map(|at| RetryAt::At(at.with_timezone(&chrono::Utc)))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1162,7 +1392,7 @@ async fn answer_excerpt(mut response: reqwest::Response) -> String {
 }
 
 /// An error and its causes on one line, skipping a cause its parent already quotes.
-fn error_chain(error: &dyn StdError) -> String {
+pub(super) fn error_chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -1179,20 +1409,11 @@ fn error_chain(error: &dyn StdError) -> String {
 // ------------------------------------------------------------------------------ shared
 
 fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Opened => "opened",
-        Event::Grew => "grew",
-        Event::Regressed => "regressed",
-        Event::Resolved => "resolved",
-        Event::Reminder => "reminder",
-        Event::DailySummary => "daily_summary",
-        Event::AuditMissing => "audit_missing",
-        Event::WeeklyReport => "weekly_report",
-    }
+    event.as_str()
 }
 
 /// Line breaks become spaces: a log line, a subject or an SMS is one line.
-fn one_line(text: &str) -> Cow<'_, str> {
+pub(super) fn one_line(text: &str) -> Cow<'_, str> {
     if text.contains(['\n', '\r']) {
         Cow::Owned(
             text.split(['\n', '\r'])
@@ -1456,7 +1677,7 @@ mod tests {
             .expect("unknown kind must be refused")
             .to_string();
         assert_contains(&kind, "unknown variant `slack`");
-        assert_contains(&kind, "`webhook`, `email`, `sms`, `log`");
+        assert_contains(&kind, "`webhook`, `email`, `sms`, `sentry`, `log`");
     }
 
     #[test]
@@ -1685,7 +1906,10 @@ mod tests {
         let hook = receiver(StatusCode::NO_CONTENT).await;
         let channel = webhook_at(&format!("{}/hooks/slotguard", hook.url));
         let n = notification(Event::Opened);
-        assert!(channel.wants(Event::Resolved) && channel.wants(Event::Reminder));
+        assert!(
+            channel.wants(&notification(Event::Resolved))
+                && channel.wants(&notification(Event::Reminder))
+        );
 
         channel.deliver(&n).await.expect("a 204 is a delivery");
 
@@ -1734,6 +1958,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, DeliveryError::Transient(_)), "{error}");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        assert_eq!(
+            retry_after(" 120 "),
+            Some(RetryAt::After(Duration::from_secs(120)))
+        );
+        assert_eq!(
+            retry_after("Tue, 01 Dec 2026 06:30:00 GMT"),
+            Some(RetryAt::At(
+                chrono::DateTime::parse_from_rfc3339("2026-12-01T06:30:00Z")
+                    .unwrap()
+                    .with_timezone(&chrono::Utc)
+            ))
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 
     #[tokio::test]
@@ -1831,7 +2072,7 @@ mod tests {
             let form = request.form();
             assert_eq!(form["To"], to);
             assert_eq!(form["From"], "+15005550006");
-            assert_eq!(form["Body"], n.short_text);
+            assert_eq!(form["Body"], sms_of(&n));
         }
     }
 
@@ -1863,7 +2104,7 @@ mod tests {
         assert_eq!(received[0].header("authkey"), "gateway-key");
         assert_eq!(
             received[0].json(),
-            serde_json::json!({"sender": "SLTGRD", "to": "919812345678", "message": n.short_text})
+            serde_json::json!({"sender": "SLTGRD", "to": "919812345678", "message": sms_of(&n)})
         );
     }
 
@@ -1879,22 +2120,37 @@ mod tests {
 
         let sent = received_message(&gateway.received()[0]);
         assert_eq!(sent.chars().count(), 160);
-        assert!(sent.ends_with('…'));
-        assert!(n.short_text.starts_with(sent.trim_end_matches('…')));
-        assert_eq!(sms_body("short and\nsweet"), "short and sweet");
+        let reference = format!("… ref {}", n.reference());
+        assert!(
+            sent.ends_with(&reference),
+            "the reference is never cut: {sent}"
+        );
+        assert!(n.short_text.starts_with(sent.trim_end_matches(&reference)));
+        assert_eq!(
+            sms_body("short and\nsweet", "7K3Q9X"),
+            "short and sweet ref 7K3Q9X"
+        );
     }
 
     fn received_message(request: &Received) -> String {
         request.json()["message"].as_str().unwrap().to_owned()
     }
 
+    /// What an SMS of `n` says: its short text and its reference.
+    fn sms_of(n: &Notification) -> String {
+        format!("{} ref {}", n.short_text, n.reference())
+    }
+
     #[tokio::test]
     async fn sms_is_only_for_new_and_regressed_incidents() {
         let gateway = receiver(StatusCode::OK).await;
         let channel = json_gateway_at(&gateway.url, &["919812345678"]);
-        assert!(channel.wants(Event::Opened) && channel.wants(Event::Regressed));
+        assert!(
+            channel.wants(&notification(Event::Opened))
+                && channel.wants(&notification(Event::Regressed))
+        );
         for event in [Event::Grew, Event::Resolved, Event::Reminder] {
-            assert!(!channel.wants(event), "{event:?}");
+            assert!(!channel.wants(&notification(event)), "{event:?}");
             // Even when asked to deliver it anyway, nobody's phone rings.
             channel.deliver(&notification(event)).await.unwrap();
         }
@@ -1984,7 +2240,7 @@ mod tests {
             serde_json::json!({
                 "route": "T",
                 "numbers": "+919812345678",
-                "text": r#"Slot "5" \ {id} booked twice"#,
+                "text": sms_of(&n),
                 "ref": n.id,
             })
         );
@@ -2021,7 +2277,7 @@ mod tests {
         assert_eq!(form.len(), 4, "{form:?}");
         assert_eq!(form["sender"], "SLTGRD");
         assert_eq!(form["numbers"], "919812345678");
-        assert_eq!(form["message"], n.short_text);
+        assert_eq!(form["message"], sms_of(&n));
         assert_eq!(form["custom"], n.id);
     }
 
@@ -2182,7 +2438,10 @@ mod tests {
         let sink = smtp_sink(&[]).await;
         let channel = sink.email_channel("");
         let n = notification(Event::Opened);
-        assert!(channel.wants(Event::Resolved) && channel.wants(Event::Reminder));
+        assert!(
+            channel.wants(&notification(Event::Resolved))
+                && channel.wants(&notification(Event::Reminder))
+        );
 
         channel
             .deliver(&n)
@@ -2295,6 +2554,129 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, DeliveryError::Transient(_)), "{error}");
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and localhost, as PEM files in `dir`:
+    /// (certificate, key).
+    fn self_signed(dir: &std::path::Path) -> (String, String) {
+        let made = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    }
+
+    async fn tls_sink(dir: &std::path::Path, implicit: bool) -> SmtpSink {
+        let (cert, key) = self_signed(dir);
+        let mut options = vec!["--tls-cert", &cert, "--tls-key", &key];
+        if implicit {
+            options.push("--implicit-tls");
+        }
+        smtp_sink(&options).await
+    }
+
+    #[tokio::test]
+    async fn email_over_starttls_is_encrypted_and_the_certificate_checked_against_ca_file() {
+        let certs = tempfile::tempdir().unwrap();
+        let sink = tls_sink(certs.path(), false).await;
+        let ca_file = certs.path().join("cert.pem");
+        let channel = sink.email_channel(&format!(
+            "tls = \"starttls\"\nca_file = \"{}\"",
+            ca_file.display()
+        ));
+
+        channel.deliver(&notification(Event::Opened)).await.unwrap();
+
+        let mail = sink.received();
+        assert_eq!(mail.len(), 1);
+        let tls = mail[0].summary["tls"].as_str().unwrap_or("plain text");
+        assert!(tls.starts_with("TLSv1."), "carried by {tls}");
+    }
+
+    #[tokio::test]
+    async fn email_over_implicit_tls_is_encrypted_from_the_first_byte() {
+        let certs = tempfile::tempdir().unwrap();
+        let sink = tls_sink(certs.path(), true).await;
+        let channel = sink.email_channel(&format!(
+            "tls = \"tls\"\nca_file = \"{}\"",
+            certs.path().join("cert.pem").display()
+        ));
+
+        channel.deliver(&notification(Event::Opened)).await.unwrap();
+
+        let mail = sink.received();
+        assert_eq!(mail.len(), 1);
+        assert!(
+            mail[0].summary["tls"].as_str().is_some(),
+            "{}",
+            mail[0].summary
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_nobody_vouches_for_is_refused_and_nothing_is_sent() {
+        let certs = tempfile::tempdir().unwrap();
+        let sink = tls_sink(certs.path(), false).await;
+        // Certificates are verified by default: without ca_file, the self-signed
+        // certificate is unknown.
+        let error = sink
+            .email_channel("tls = \"starttls\"")
+            .deliver(&notification(Event::Opened))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, DeliveryError::Permanent(m) if m.contains("certificate") && m.contains("ca_file")),
+            "{error}"
+        );
+        assert!(sink.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_server_offering_no_starttls_gets_no_plain_text_when_tls_is_asked() {
+        let sink = smtp_sink(&[]).await;
+        let error = sink
+            .email_channel("tls = \"starttls\"")
+            .deliver(&notification(Event::Opened))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DeliveryError::Permanent(_)), "{error}");
+        assert!(sink.received().is_empty());
+    }
+
+    #[test]
+    fn build_refuses_a_ca_file_it_cannot_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let mail = |extra: &str| {
+            format!(
+                "[[alerts.channels]]\nkind = \"email\"\nname = \"mail\"\nsmtp_host = \"mail.clinic.example\"\n\
+                 from = \"slotguard@clinic.example\"\nto = [\"ops@clinic.example\"]\n{extra}\n"
+            )
+        };
+        assert_contains(
+            &refusal(&mail("ca_file = \"/nonexistent/ca.pem\"")),
+            "ca_file \"/nonexistent/ca.pem\" cannot be read",
+        );
+        assert_contains(
+            &refusal(&mail(&format!("ca_file = \"{}\"", not_pem.display()))),
+            "holds no PEM certificate",
+        );
+        assert_contains(
+            &refusal(&mail("tls = \"none\"\nca_file = \"/etc/ssl/ca.pem\"")),
+            "ca_file is only used with tls = \"starttls\" or \"tls\"",
+        );
+        assert_contains(
+            &toml::from_str::<File>(&mail("tls = \"ssl\""))
+                .err()
+                .expect("an unknown tls is refused")
+                .to_string(),
+            "unknown variant `ssl`, expected one of `starttls`, `tls`, `none`",
+        );
     }
 
     // ---------------------------------------------------------------------- log

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::watch;
 
-use super::channels::Channel;
-use super::{DeliveryError, Event, Notification};
+use super::channels::{log_notification, MAX_RETRY_AFTER};
+use super::message::{compose, incident_alert};
+use super::{Alerting, DeliveryError, Event, Notification, RetryAt};
 use crate::clock::Clock;
 use crate::detect::reconcile::Changes;
-use crate::detect::{Incident, IncidentState, OutboxEntry};
+use crate::detect::{Incident, OutboxEntry};
 use crate::store::detection::{Attempt, DeliveryState, NotificationRow, Silence};
 use crate::store::{Store, StoreError};
 
@@ -60,31 +60,6 @@ pub fn backoff(timing: &Timing, attempt: u32) -> Duration {
     capped.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
-/// The most urgent event among grouped alerts names the notification.
-fn urgency(event: Event) -> u8 {
-    match event {
-        Event::Regressed => 5,
-        Event::Opened => 4,
-        Event::Grew => 3,
-        Event::Reminder => 2,
-        Event::Resolved => 1,
-        Event::DailySummary | Event::AuditMissing | Event::WeeklyReport => 0,
-    }
-}
-
-fn event_word(event: Event) -> &'static str {
-    match event {
-        Event::Opened => "NEW",
-        Event::Grew => "GREW",
-        Event::Regressed => "BACK",
-        Event::Resolved => "RESOLVED",
-        Event::Reminder => "STILL OPEN",
-        Event::DailySummary => "AUDIT",
-        Event::AuditMissing => "NO AUDIT",
-        Event::WeeklyReport => "WEEKLY",
-    }
-}
-
 fn silenced(silences: &[Silence], incident: &Incident) -> bool {
     silences.iter().any(|s| {
         s.clinic_id
@@ -96,85 +71,10 @@ fn silenced(silences: &[Silence], incident: &Incident) -> bool {
     })
 }
 
-/// The message for one clinic's grouped alerts. Names no patient: ids, slots and
-/// tokens are enough to investigate, and the text may travel by SMS.
-pub fn compose(id: &str, clinic: &str, alerts: &[(Event, Incident)]) -> Notification {
-    let event = alerts
-        .iter()
-        .map(|(e, _)| *e)
-        .max_by_key(|e| urgency(*e))
-        .unwrap_or(Event::Opened);
-    let open = alerts
-        .iter()
-        .filter(|(_, i)| i.state != IncidentState::Resolved)
-        .count();
-    let subject = if open == 0 {
-        format!("slotguard: duplicate bookings resolved at clinic {clinic}")
-    } else {
-        format!(
-            "slotguard: {open} duplicate booking{} at clinic {clinic}",
-            if open == 1 { "" } else { "s" }
-        )
-    };
-    let mut text = String::new();
-    for (event, i) in alerts {
-        text.push_str(&format!(
-            "[{}] {} {} of doctor {} on {}: {} appointments ({}); incident {}\n",
-            event_word(*event),
-            i.kind.as_str(),
-            i.key,
-            i.group.doctor_id,
-            i.group.date,
-            i.members.len(),
-            i.members
-                .iter()
-                .map(|m| format!("{}:{}", m.source, m.id))
-                .collect::<Vec<_>>()
-                .join(", "),
-            i.id
-        ));
-    }
-    let first = &alerts[0].1;
-    let mut short_text = format!(
-        "slotguard {}: {} {} dr {} {} at {}{}",
-        event_word(event),
-        first.kind.as_str(),
-        first.key,
-        first.group.doctor_id,
-        first.group.date,
-        clinic,
-        if alerts.len() > 1 {
-            format!(" (+{} more)", alerts.len() - 1)
-        } else {
-            String::new()
-        }
-    );
-    if let Some((cut, _)) = short_text.char_indices().nth(160) {
-        short_text.truncate(cut);
-    }
-    Notification {
-        id: id.to_owned(),
-        clinic_id: clinic.to_owned(),
-        event,
-        subject,
-        text,
-        short_text,
-        incidents: json!(alerts
-            .iter()
-            .map(|(e, i)| json!({
-                "id": i.id, "event": e, "kind": i.kind, "key": i.key, "clinicId": i.group.clinic_id,
-                "doctorId": i.group.doctor_id, "date": i.group.date, "state": i.state, "members": i.members,
-            }))
-            .collect::<Vec<_>>()),
-        details: None,
-        html: None,
-    }
-}
-
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    channels: Vec<Box<dyn Channel>>,
+    alerting: Alerting,
     timing: Timing,
     holder: String,
 }
@@ -183,13 +83,13 @@ impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        channels: Vec<Box<dyn Channel>>,
+        alerting: Alerting,
         timing: Timing,
     ) -> Self {
         Self {
             store,
             clock,
-            channels,
+            alerting,
             timing,
             holder: uuid::Uuid::new_v4().to_string(),
         }
@@ -253,32 +153,52 @@ impl Dispatcher {
             if now - oldest < Self::chrono(self.timing.group_wait) {
                 continue;
             }
-            // One line per incident: its latest event, unless silenced.
+            // One line per incident: its most urgent event since the last message,
+            // with its state now (the message's words come from both).
             let mut latest: BTreeMap<String, Event> = BTreeMap::new();
             for e in &entries {
                 let slot = latest.entry(e.incident_id.clone()).or_insert(e.event);
-                if urgency(e.event) > urgency(*slot) {
+                if e.event.urgency() > slot.urgency() {
                     *slot = e.event;
                 }
             }
             let mut alerts = Vec::new();
+            let mut quiet = Vec::new();
             for (incident_id, event) in latest {
                 if let Some(incident) = self.store.incident(&incident_id).await? {
-                    if !silenced(&silences, &incident) {
-                        alerts.push((event, incident));
+                    let members = self
+                        .store
+                        .member_rows(&incident.group, &incident.members)
+                        .await?;
+                    let alert = incident_alert(event, &incident, &members);
+                    if silenced(&silences, &incident) {
+                        quiet.push(alert);
+                    } else {
+                        alerts.push(alert);
                     }
                 }
             }
             let id = uuid::Uuid::new_v4().to_string();
             let outbox_ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            if self.alerting.server_log && !quiet.is_empty() {
+                // Silences are for people; the server's own log still hears of it.
+                log_notification(
+                    Some("server log (silenced)"),
+                    &compose(&id, &clinic, &quiet),
+                );
+            }
             if alerts.is_empty() {
                 self.store
                     .queue_notifications(&outbox_ids, &id, &[], &[])
                     .await?;
                 continue;
             }
-            let rows = self.deliveries(&compose(&id, &clinic, &alerts))?;
-            let incident_ids: Vec<String> = alerts.iter().map(|(_, i)| i.id.clone()).collect();
+            let notification = compose(&id, &clinic, &alerts);
+            if self.alerting.server_log {
+                log_notification(None, &notification);
+            }
+            let rows = self.deliveries(&notification)?;
+            let incident_ids: Vec<String> = alerts.iter().map(|i| i.id.clone()).collect();
             self.store
                 .queue_notifications(&outbox_ids, &id, &rows, &incident_ids)
                 .await?;
@@ -286,7 +206,8 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// One pending delivery of `notification` per channel that wants its event.
+    /// One pending delivery of `notification` per channel its routes send it to and
+    /// that wants it.
     pub fn deliveries(
         &self,
         notification: &Notification,
@@ -294,14 +215,14 @@ impl Dispatcher {
         let now = self.now();
         let payload =
             serde_json::to_string(notification).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let event = serde_json::to_value(notification.event)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let event = notification.event.as_str().to_owned();
+        let names: Vec<&str> = self.alerting.channels.iter().map(|c| c.name()).collect();
+        let routed = self.alerting.routes.select(notification, &names);
         Ok(self
+            .alerting
             .channels
             .iter()
-            .filter(|c| c.wants(notification.event))
+            .filter(|c| routed.contains(&c.name()) && c.wants(notification))
             .map(|c| NotificationRow {
                 id: notification.id.clone(),
                 channel: c.name().to_owned(),
@@ -314,6 +235,9 @@ impl Dispatcher {
                 last_error: None,
                 delivered_at: None,
                 created_at: now,
+                retry_from: 0,
+                retried_at: None,
+                retried_by: None,
             })
             .collect())
     }
@@ -322,7 +246,10 @@ impl Dispatcher {
         for mut row in self.store.due_notifications(self.now(), 50).await? {
             let attempt_no = row.attempts + 1;
             let outcome = match (
-                self.channels.iter().find(|c| c.name() == row.channel),
+                self.alerting
+                    .channels
+                    .iter()
+                    .find(|c| c.name() == row.channel),
                 serde_json::from_str::<Notification>(&row.payload),
             ) {
                 (None, _) => Err(DeliveryError::Permanent(format!(
@@ -334,6 +261,9 @@ impl Dispatcher {
             };
             let now = self.now();
             row.attempts = attempt_no;
+            // Attempts since the notification was last queued: a dead letter retried
+            // on demand gets a full round of retries again.
+            let round = attempt_no.saturating_sub(row.retry_from).max(1);
             let (label, error) = match outcome {
                 Ok(()) => {
                     row.state = DeliveryState::Delivered;
@@ -341,14 +271,25 @@ impl Dispatcher {
                     row.last_error = None;
                     ("delivered", None)
                 }
-                Err(DeliveryError::Transient(e)) if attempt_no < self.timing.max_attempts => {
-                    row.next_attempt_at = now + Self::chrono(backoff(&self.timing, attempt_no));
+                Err(DeliveryError::RetryLater(e, at)) if round < self.timing.max_attempts => {
+                    // Never before the receiver said, nor sooner than the backoff.
+                    let asked = match at {
+                        RetryAt::After(d) => now + Self::chrono(d.min(MAX_RETRY_AFTER)),
+                        RetryAt::At(t) => t.min(now + Self::chrono(MAX_RETRY_AFTER)),
+                    };
+                    let backed_off = now + Self::chrono(backoff(&self.timing, round));
+                    row.next_attempt_at = asked.max(backed_off);
                     row.last_error = Some(e.clone());
                     ("transient", Some(e))
                 }
-                Err(DeliveryError::Transient(e)) => {
+                Err(DeliveryError::Transient(e)) if round < self.timing.max_attempts => {
+                    row.next_attempt_at = now + Self::chrono(backoff(&self.timing, round));
+                    row.last_error = Some(e.clone());
+                    ("transient", Some(e))
+                }
+                Err(DeliveryError::Transient(e) | DeliveryError::RetryLater(e, _)) => {
                     row.state = DeliveryState::Dead;
-                    row.last_error = Some(format!("gave up after {attempt_no} attempts: {e}"));
+                    row.last_error = Some(format!("gave up after {round} attempts: {e}"));
                     ("transient", Some(e))
                 }
                 Err(DeliveryError::Permanent(e)) => {

@@ -98,6 +98,21 @@ pub struct NotificationRow {
     pub last_error: Option<String>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// `attempts` when it was last queued again by a person (a dead letter retried
+    /// on demand): the dispatcher counts its round of retries from here.
+    pub retry_from: u32,
+    pub retried_at: Option<DateTime<Utc>>,
+    /// Who asked for the retry: an API key's id, `user:<email>`, or `cli`.
+    pub retried_by: Option<String>,
+}
+
+/// Which dead letters to queue again.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetters {
+    /// One notification (every channel of it, unless `channel` says which).
+    pub id: Option<String>,
+    pub channel: Option<String>,
+    pub clinic: Option<ClinicId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -198,6 +213,17 @@ pub trait DetectionStore: Send + Sync {
         clinic: Option<&ClinicId>,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, StoreError>;
+    /// Every channel's delivery of notification `id`.
+    async fn notification(&self, id: &str) -> Result<Vec<NotificationRow>, StoreError>;
+    /// Queues the dead letters `which` selects again, due now, for a new round of
+    /// attempts; `by` names who asked. The deliveries queued (none that was not
+    /// dead: a delivered notification is never sent again this way).
+    async fn retry_dead(
+        &self,
+        which: &DeadLetters,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
     /// Notifications that carried an incident, with every attempt.
     async fn incident_notifications(
         &self,
@@ -283,6 +309,9 @@ where
         last_error: row.opt_text("last_error")?,
         delivered_at: row.opt_instant("delivered_at")?,
         created_at: row.instant("created_at")?,
+        retry_from: u32_of("retry_from", row.int("retry_from")?)?,
+        retried_at: row.opt_instant("retried_at")?,
+        retried_by: row.opt_text("retried_by")?,
     })
 }
 
@@ -399,7 +428,7 @@ pub const UPSERT_INCIDENT: &str = "INSERT INTO incidents (id, clinic_id, doctor_
     WHERE incidents.revision = excluded.revision";
 
 pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, state, attempts, \
-    next_attempt_at, last_error, delivered_at, created_at";
+    next_attempt_at, last_error, delivered_at, created_at, retry_from, retried_at, retried_by";
 
 /// µs since the epoch of a document's own newest timestamp: the version that keeps
 /// the newest event.
@@ -413,7 +442,7 @@ macro_rules! insert_notifications {
     ($tx:ident, $rows:expr) => {
         for n in $rows {
             sqlx::query(&format!(
-                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (id, channel) DO NOTHING",
                 $crate::store::detection::NOTIFICATION_COLUMNS
             ))
@@ -428,6 +457,9 @@ macro_rules! insert_notifications {
             .bind(n.last_error.as_deref())
             .bind(n.delivered_at)
             .bind(n.created_at)
+            .bind(i64::from(n.retry_from))
+            .bind(n.retried_at)
+            .bind(n.retried_by.as_deref())
             .execute(&mut *$tx)
             .await?;
         }
@@ -778,6 +810,40 @@ impl $crate::store::detection::DetectionStore for $store {
         .bind(clinic.map(ClinicId::as_str))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(d::notification)
+        .collect()
+    }
+
+    async fn notification(&self, id: &str) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
+        use $crate::store::detection as d;
+        sqlx::query(&format!("SELECT {} FROM notifications WHERE id = $1 ORDER BY channel", d::NOTIFICATION_COLUMNS))
+            .bind(id)
+            .fetch_all(&self.writer)
+            .await?
+            .iter()
+            .map(d::notification)
+            .collect()
+    }
+
+    async fn retry_dead(&self, which: &$crate::store::detection::DeadLetters, by: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
+        use $crate::store::detection as d;
+        // Only dead rows change, in one statement: a retry racing the dispatcher, or
+        // a second click, finds nothing dead and queues nothing twice.
+        sqlx::query(&format!(
+            "UPDATE notifications SET state = 'pending', next_attempt_at = $1, retry_from = attempts, \
+             retried_at = $1, retried_by = $2 \
+             WHERE state = 'dead' AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR channel = $4) \
+             AND ($5 IS NULL OR clinic_id = $5) RETURNING {}",
+            d::NOTIFICATION_COLUMNS
+        ))
+        .bind(now)
+        .bind(by)
+        .bind(which.id.as_deref())
+        .bind(which.channel.as_deref())
+        .bind(which.clinic.as_ref().map(ClinicId::as_str))
+        .fetch_all(&self.writer)
         .await?
         .iter()
         .map(d::notification)

@@ -62,6 +62,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "incident revision",
             include_str!("../../migrations/postgres/0006_incident_revision.sql"),
         ),
+        (
+            7,
+            "notification retry",
+            include_str!("../../migrations/postgres/0007_notification_retry.sql"),
+        ),
     ])
 }
 

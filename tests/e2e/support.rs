@@ -176,7 +176,9 @@ pub fn test_options(channels: &[Value], group_wait: Duration, wakeups: bool) -> 
             first_backoff: Duration::from_millis(100),
             ..Timing::default()
         },
-        channels: slotguard::alert::channels::build(&channels).expect("channels build"),
+        alerting: slotguard::alert::Alerting::new(
+            slotguard::alert::channels::build(&channels).expect("channels build"),
+        ),
         // Tests run the audit pass themselves, with the clock where they want it.
         audit: AuditSettings {
             tick: Duration::from_secs(3600),
