@@ -111,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route("/incidents/{id}/resolve", post(detection::resolve))
         .route("/notifications", get(detection::notifications))
         .route(
+            "/notifications/{id}/retry",
+            post(detection::retry_notification),
+        )
+        .route(
             "/silences",
             post(detection::create_silence).get(detection::silences),
         )

@@ -78,6 +78,10 @@ pub fn router(state: WebState) -> Router {
         .route("/incidents/{id}/resolve", post(investigate::resolve))
         .route("/incidents/{id}/recheck", post(investigate::recheck))
         .route("/incidents/{id}/silence", post(investigate::silence))
+        .route(
+            "/incidents/{id}/notifications/{notification}/{channel}/retry",
+            post(investigate::retry),
+        )
         .route("/board", get(board::page))
         .route("/audits", get(audits::page).post(audits::audit_now))
         .route("/reports", get(reports::page))

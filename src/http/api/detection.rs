@@ -15,7 +15,7 @@ use crate::detect::{Group, Incident, IncidentState};
 use crate::domain::text::parse_line;
 use crate::domain::{ClinicId, FieldError};
 use crate::store::dashboard::IncidentQuery;
-use crate::store::detection::{DeliveryState, Silence};
+use crate::store::detection::{DeadLetters, DeliveryState, Silence};
 use crate::store::StoreError;
 use crate::watch::kloqo::{parse_document, parse_document_with_id};
 
@@ -305,6 +305,125 @@ pub async fn notifications(
         .notifications(delivery, clinic.as_ref(), MAX_LIST)
         .await?;
     Ok(Json(json!({"notifications": rows})))
+}
+
+/// `channel` of a retry, from the query or the body (`{"channel": "ops"}`); an
+/// empty body is no body.
+fn retry_channel(query: &QueryParams, body: &[u8]) -> Result<Option<String>, ApiError> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let document: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::malformed(format!("The body is not valid JSON: {e}.")))?;
+        let Value::Object(fields) = document else {
+            return Err(ApiError::malformed("The body must be a JSON object."));
+        };
+        match fields.get("channel") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(channel)) => Some(channel.clone()),
+            Some(_) => return Err(FieldError::new("channel", "must be a channel's name").into()),
+        }
+    };
+    match (query.get("channel"), from_body) {
+        (Some(q), Some(b)) if q != b => Err(FieldError::new(
+            "channel",
+            "is given twice, differently, in the query and the body",
+        )
+        .into()),
+        (Some(q), _) => Ok(Some(q.to_owned())),
+        (None, b) => Ok(b),
+    }
+}
+
+/// `POST /notifications/{id}/retry`: a dead letter queued again, due now, for a new
+/// round of attempts. `channel` (query or body) says which delivery when the
+/// notification is dead on more than one channel. Admin, or a clinic key for the
+/// notification's clinic. 202: the dispatcher delivers it at its next pass.
+pub async fn retry_notification(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: QueryParams,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let channel = retry_channel(&query, &body)?;
+    let store = state.bookings.store();
+    let deliveries = store.notification(&id).await?;
+    let first = deliveries
+        .first()
+        .ok_or(StoreError::NotFound("notification"))?;
+    // A notice for every clinic (the weekly report of all) is an admin's to retry.
+    let clinic = ClinicId::parse("clinicId", &first.clinic_id).ok();
+    principal.may(Action::RunClinicDay, clinic.as_ref())?;
+    let channels: Vec<&str> = deliveries.iter().map(|d| d.channel.as_str()).collect();
+    if let Some(wanted) = &channel {
+        if !channels.contains(&wanted.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "Notification {id} was not sent on channel {wanted}; its channels are {}.",
+                    channels.join(", ")
+                ),
+            ));
+        }
+    }
+    let on_channel = |d: &&crate::store::detection::NotificationRow| {
+        channel.as_deref().is_none_or(|c| d.channel == c)
+    };
+    let dead: Vec<&str> = deliveries
+        .iter()
+        .filter(on_channel)
+        .filter(|d| d.state == DeliveryState::Dead)
+        .map(|d| d.channel.as_str())
+        .collect();
+    let channel = match (channel.as_deref(), dead.as_slice()) {
+        (_, []) => {
+            let states = deliveries
+                .iter()
+                .filter(on_channel)
+                .map(|d| format!("{} on {}", d.state.as_str(), d.channel))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_dead_letter",
+                format!("Notification {id} is {states}; only dead letters are retried."),
+            ));
+        }
+        (None, [one]) => (*one).to_owned(),
+        (None, several) => {
+            return Err(FieldError::new(
+                "channel",
+                format!(
+                    "is required: notification {id} is dead on channels {}",
+                    several.join(", ")
+                ),
+            )
+            .into())
+        }
+        (Some(c), _) => c.to_owned(),
+    };
+    let which = DeadLetters {
+        id: Some(id.clone()),
+        channel: Some(channel),
+        clinic: None,
+    };
+    let queued = store
+        .retry_dead(&which, &principal.key_id, state.bookings.now())
+        .await?;
+    if queued.is_empty() {
+        // Another retry got there first.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_dead_letter",
+            format!("Notification {id} is no longer a dead letter."),
+        ));
+    }
+    for row in &queued {
+        tracing::info!(notification = %row.id, channel = %row.channel, clinic = %row.clinic_id, by = %principal.key_id, "dead letter queued again");
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"notifications": queued}))))
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,8 @@
 //! `/incidents/{id}`: one incident, investigated. Its members side by side, its
 //! timeline, every notification sent about it, and the actions: acknowledge, resolve
-//! with a note, re-check now, silence similar incidents. Every action is a plain form
-//! (POST, then a redirect back here), so it works without JavaScript.
+//! with a note, re-check now, silence similar incidents, retry a dead letter. Every
+//! action is a plain form (POST, then a redirect back here), so it works without
+//! JavaScript.
 
 use askama::Template;
 use axum::extract::State;
@@ -41,6 +42,7 @@ struct InvestigatePage {
     may_act: bool,
     shows_patients: bool,
     recheck: Option<String>,
+    retried: Option<String>,
 }
 
 /// One appointment of the duplicate, as a column.
@@ -67,6 +69,9 @@ struct Moment {
 }
 
 struct Sent {
+    /// Where its Retry form posts (a dead letter's).
+    retry_path: String,
+    dead: bool,
     channel: String,
     event: String,
     state: &'static str,
@@ -75,6 +80,19 @@ struct Sent {
     last_error: String,
     created_at: When,
     delivered_at: Option<When>,
+}
+
+/// `text` as one segment of a URL path: a channel's configured name may hold a
+/// space or a slash.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `+91 ••••••0000`: enough to tell two patients apart on the phone, no more.
@@ -219,6 +237,13 @@ pub async fn page(
                 crate::store::detection::DeliveryState::Dead => ("✗", "dead letter"),
             };
             Sent {
+                retry_path: format!(
+                    "/incidents/{}/notifications/{}/{}/retry",
+                    path_segment(&incident.id),
+                    path_segment(&n.id),
+                    path_segment(&n.channel)
+                ),
+                dead: n.state == crate::store::detection::DeliveryState::Dead,
                 channel: n.channel.clone(),
                 event: n.event.clone(),
                 state: label,
@@ -249,6 +274,16 @@ pub async fn page(
         }
         _ => None,
     };
+    let retried = match query.get("retried") {
+        Some("queued") => Some(
+            "The dead letter is queued again: it goes out at the dispatcher's next pass."
+                .to_owned(),
+        ),
+        Some("not-dead") => {
+            Some("Nothing to retry: that notification is no longer a dead letter.".to_owned())
+        }
+        _ => None,
+    };
     let page = InvestigatePage {
         chrome: Chrome::new(&visitor, "incidents", title.clone()),
         id: incident.id.clone(),
@@ -271,6 +306,7 @@ pub async fn page(
         may_act: staff.may(StaffAction::Act, Some(&g.clinic_id)),
         shows_patients: names,
         recheck,
+        retried,
     };
     Ok(render(&page)?.into_response())
 }
@@ -398,6 +434,53 @@ pub async fn silence(
     Ok(Redirect::to("/silences").into_response())
 }
 
+/// Queues a dead letter about this incident again (`POST
+/// /incidents/{id}/notifications/{notification}/{channel}/retry`), for a new round of
+/// attempts; the same as the API's `POST /api/v1/notifications/{id}/retry`.
+pub async fn retry(
+    State(state): State<WebState>,
+    axum::extract::Path((id, notification, channel)): axum::extract::Path<(String, String, String)>,
+    form: StaffForm,
+) -> Result<Response, PageError> {
+    for part in [&id, &notification, &channel] {
+        if part.is_empty() || part.len() > 128 || part.chars().any(char::is_control) {
+            return Err(PageError::not_found("notification"));
+        }
+    }
+    let incident = actionable(&state, &form, &id).await?;
+    // Only a notification about this incident, which the person may act on.
+    let about = state
+        .store()
+        .incident_notifications(&incident.id)
+        .await?
+        .into_iter()
+        .any(|(n, _)| n.id == notification && n.channel == channel);
+    if !about {
+        return Err(PageError::not_found("notification"));
+    }
+    let queued = state
+        .store()
+        .retry_dead(
+            &crate::store::detection::DeadLetters {
+                id: Some(notification),
+                channel: Some(channel),
+                clinic: None,
+            },
+            &form.visitor.staff.actor(),
+            state.bookings.now(),
+        )
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/incidents/{id}?retried={}",
+        if queued.is_empty() {
+            "not-dead"
+        } else {
+            "queued"
+        }
+    ))
+    .into_response())
+}
+
 /// A silence's length in hours: 1 to 168 (a week).
 pub fn silence_hours(field: &str, raw: &str) -> Result<i64, FieldError> {
     raw.parse::<i64>()
@@ -409,6 +492,12 @@ pub fn silence_hours(field: &str, raw: &str) -> Result<i64, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_name_with_a_slash_or_a_space_stays_one_path_segment() {
+        assert_eq!(path_segment("clinic mail/ops"), "clinic%20mail%2Fops");
+        assert_eq!(path_segment("on-call_2.sms~"), "on-call_2.sms~");
+    }
 
     #[test]
     fn a_masked_phone_keeps_its_last_four_digits() {
