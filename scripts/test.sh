@@ -12,7 +12,8 @@
 # exported so the Rust tests know; with CI=true that is an error (exit 1).
 #
 # First it installs what the tests need and a fresh Debian machine lacks (quick when
-# all is there): Debian's chromium and chromium-driver for the browser stories
+# all is there): Debian's postgresql server when no initdb is found, chromium and
+# chromium-driver for the browser stories
 # (tests/e2e/browser.rs), with apt-get (sudo unless root), and the Python package
 # aiosmtpd for the SMTP server of the email stories (tests/smtp_sink.py), with pip or
 # else Debian's python3-aiosmtpd. With CI=true a failed install is an error.
@@ -65,6 +66,11 @@ have_chromium() { [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; }
 have_aiosmtpd() { python3 -c 'import aiosmtpd' >/dev/null 2>&1; }
 
 install_test_tools() {
+  if ! find_pg_bindir >/dev/null; then
+    echo "Installing the PostgreSQL server (apt-get) for the PostgreSQL tests" >&2
+    apt_install postgresql && find_pg_bindir >/dev/null ||
+      install_failed "the PostgreSQL server binaries (initdb, pg_ctl, postgres)"
+  fi
   if ! have_chromium; then
     echo "Installing chromium and chromium-driver (apt-get) for the browser tests" >&2
     apt_install chromium chromium-driver && have_chromium ||
