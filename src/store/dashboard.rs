@@ -164,6 +164,14 @@ pub trait DashboardStore: Send + Sync {
     /// Occupying watched documents of a doctor-day, by slot.
     async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError>;
     async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError>;
+    /// Incidents about appointments of local dates `from..=to`, of one clinic or all
+    /// (the incidents `stats_rows` reads, alone).
+    async fn incidents_dated(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Incident>, StoreError>;
     /// When each registered clinic was created (the audit never looks before it).
     async fn clinics_created(&self) -> Result<Vec<(ClinicId, DateTime<Utc>)>, StoreError>;
     /// Incidents opened, changed, acknowledged or resolved at or after `since`, by any
@@ -647,6 +655,18 @@ impl $crate::store::dashboard::DashboardStore for $store {
                 week: r.text("week")?,
                 generated_at: r.instant("generated_at")?,
             }))
+            .collect()
+    }
+
+    async fn incidents_dated(&self, clinic: Option<&ClinicId>, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<$crate::detect::Incident>, StoreError> {
+        sqlx::query($crate::store::metrics::INCIDENTS_DATED)
+            .bind(clinic.map(ClinicId::as_str))
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::detection::incident)
             .collect()
     }
 

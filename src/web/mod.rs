@@ -41,6 +41,8 @@ pub struct WebState {
     pub throttle: Arc<session::Throttle>,
     /// Turns true when the server shuts down: live streams end so it can.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The overview's counts of closed days, kept a minute.
+    pub past_days: Arc<pages::overview::PastDays>,
 }
 
 impl WebState {
@@ -51,6 +53,7 @@ impl WebState {
             auditor,
             throttle: Arc::new(session::Throttle::default()),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
+            past_days: Arc::default(),
         }
     }
 

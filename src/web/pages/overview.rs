@@ -223,6 +223,68 @@ struct ClinicRank {
     retry_rate: String,
 }
 
+/// The clinics to read one by one: every clinic at once (`None`), or each of a scope.
+fn clinics_of(scope: Option<&[ClinicId]>) -> Vec<Option<&ClinicId>> {
+    match scope {
+        None => vec![None],
+        Some(list) => list.iter().map(Some).collect(),
+    }
+}
+
+/// The booking counts and appointment counts of closed days (before yesterday), kept
+/// a minute: they change only when a late document arrives for an old day, and
+/// reading a month of them is most of the overview's work.
+#[derive(Debug, Default)]
+pub struct PastDays {
+    kept: std::sync::Mutex<
+        std::collections::HashMap<
+            (Option<Vec<ClinicId>>, NaiveDate, NaiveDate),
+            (std::time::Instant, StatsRows),
+        >,
+    >,
+}
+
+/// How long closed days' counts are kept.
+const PAST_DAYS_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Scopes kept at once (each person's view is one).
+const PAST_DAYS_SCOPES: usize = 256;
+
+impl PastDays {
+    /// Rows of `from..=to` for `scope`, without incidents (those are always read fresh).
+    async fn rows(
+        &self,
+        store: &dyn crate::store::Store,
+        scope: Option<&[ClinicId]>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<StatsRows, PageError> {
+        let key = (scope.map(<[ClinicId]>::to_vec), from, to);
+        {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, rows)) = kept.get(&key) {
+                if at.elapsed() < PAST_DAYS_KEPT {
+                    return Ok(rows.clone());
+                }
+            }
+        }
+        let mut rows = StatsRows::default();
+        for c in clinics_of(scope) {
+            let r = store.stats_rows(c, from, to).await?;
+            rows.day_outcomes.extend(r.day_outcomes);
+            rows.hour_outcomes.extend(r.hour_outcomes);
+            rows.appointments.extend(r.appointments);
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= PAST_DAYS_SCOPES {
+            kept.retain(|_, (at, _)| at.elapsed() < PAST_DAYS_KEPT);
+        }
+        if kept.len() < PAST_DAYS_SCOPES {
+            kept.insert(key, (std::time::Instant::now(), rows.clone()));
+        }
+        Ok(rows)
+    }
+}
+
 /// Rows re-dated so that every clinic's own today falls on `display_today`: a
 /// clinic ahead of or behind the display zone still counts its own local day as
 /// today. (With one time zone, as most deployments have, nothing moves.)
@@ -272,18 +334,24 @@ async fn body(
     let sunday = monday + Duration::days(6);
     let from = (display_today - Duration::days(DAYS - 1)).min(monday) - Duration::days(1);
     let to = sunday + Duration::days(1);
-    let mut rows = StatsRows::default();
-    match &scope {
-        None => rows = store.stats_rows(None, from, to).await?,
-        Some(list) => {
-            for c in list {
-                let r = store.stats_rows(Some(c), from, to).await?;
-                rows.day_outcomes.extend(r.day_outcomes);
-                rows.hour_outcomes.extend(r.hour_outcomes);
-                rows.appointments.extend(r.appointments);
-                rows.incidents.extend(r.incidents);
-            }
-        }
+    // Days before yesterday are closed: their booking counts and appointments are read
+    // at most once a minute (`PastDays`); the days since, and every incident, fresh.
+    let recent = display_today - Duration::days(1);
+    let mut rows = state
+        .past_days
+        .rows(store, scope.as_deref(), from, recent - Duration::days(1))
+        .await?;
+    for c in clinics_of(scope.as_deref()) {
+        let fresh = store.stats_rows(c, recent, to).await?;
+        rows.day_outcomes.extend(fresh.day_outcomes);
+        rows.hour_outcomes.extend(fresh.hour_outcomes);
+        rows.appointments.extend(fresh.appointments);
+        rows.incidents.extend(fresh.incidents);
+        rows.incidents.extend(
+            store
+                .incidents_dated(c, from, recent - Duration::days(1))
+                .await?,
+        );
     }
     let rows = align_days(rows, clinics, now, display_today);
     let last30 = DateRange::new(display_today - Duration::days(DAYS - 1), display_today)?;
