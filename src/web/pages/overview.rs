@@ -234,14 +234,12 @@ fn clinics_of(scope: Option<&[ClinicId]>) -> Vec<Option<&ClinicId>> {
 /// The booking counts and appointment counts of closed days (before yesterday), kept
 /// a minute: they change only when a late document arrives for an old day, and
 /// reading a month of them is most of the overview's work.
+/// A view's closed days: its scope (`None`: every clinic) and first and last date.
+type PastKey = (Option<Vec<ClinicId>>, NaiveDate, NaiveDate);
+
 #[derive(Debug, Default)]
 pub struct PastDays {
-    kept: std::sync::Mutex<
-        std::collections::HashMap<
-            (Option<Vec<ClinicId>>, NaiveDate, NaiveDate),
-            (std::time::Instant, StatsRows),
-        >,
-    >,
+    kept: std::sync::Mutex<std::collections::HashMap<PastKey, (std::time::Instant, StatsRows)>>,
 }
 
 /// How long closed days' counts are kept.
