@@ -768,21 +768,11 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
         KeysCommand::List { store } => {
             let store = open_store(&settings(&store, None)?).await?;
             for key in store.api_keys().await? {
-                let clinics: Vec<_> = key.clinics.iter().map(ClinicId::as_str).collect();
-                let revoked = key
-                    .revoked_at
-                    .map(|t| format!(" revoked {}", t.to_rfc3339()))
-                    .unwrap_or_default();
+                let revoked = key.revoked_at.map(|t| ("revoked", t));
+                let role = key.role.as_str();
                 println!(
-                    "{}\t{}\t{}\tcreated {}{revoked}",
-                    key.id,
-                    key.role.as_str(),
-                    if clinics.is_empty() {
-                        "*".to_owned()
-                    } else {
-                        clinics.join(",")
-                    },
-                    key.created_at.to_rfc3339()
+                    "{}",
+                    listing(&key.id, role, &key.clinics, key.created_at, revoked)
                 );
             }
         }
@@ -795,6 +785,33 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// One line of `keys list` or `users list`: who, role, clinics (`*` for all), when
+/// created, and when revoked or disabled.
+fn listing(
+    who: &str,
+    role: &str,
+    clinics: &[ClinicId],
+    created: chrono::DateTime<chrono::Utc>,
+    ended: Option<(&str, chrono::DateTime<chrono::Utc>)>,
+) -> String {
+    let clinics = if clinics.is_empty() {
+        "*".to_owned()
+    } else {
+        clinics
+            .iter()
+            .map(ClinicId::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ended = ended
+        .map(|(what, t)| format!(" {what} {}", t.to_rfc3339()))
+        .unwrap_or_default();
+    format!(
+        "{who}\t{role}\t{clinics}\tcreated {}{ended}",
+        created.to_rfc3339()
+    )
 }
 
 /// The first line of stdin, for `--password-stdin`.
@@ -862,21 +879,11 @@ async fn users(command: UsersCommand) -> Result<(), CliError> {
         UsersCommand::List { store } => {
             let store = open_store(&settings(&store, None)?).await?;
             for user in store.staff_users().await? {
-                let clinics: Vec<_> = user.clinics.iter().map(ClinicId::as_str).collect();
-                let disabled = user
-                    .disabled_at
-                    .map(|t| format!(" disabled {}", t.to_rfc3339()))
-                    .unwrap_or_default();
+                let disabled = user.disabled_at.map(|t| ("disabled", t));
+                let (email, role) = (user.email.as_str(), user.role.as_str());
                 println!(
-                    "{}\t{}\t{}\tcreated {}{disabled}",
-                    user.email,
-                    user.role,
-                    if clinics.is_empty() {
-                        "*".to_owned()
-                    } else {
-                        clinics.join(",")
-                    },
-                    user.created_at.to_rfc3339()
+                    "{}",
+                    listing(email, role, &user.clinics, user.created_at, disabled)
                 );
             }
         }
