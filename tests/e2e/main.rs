@@ -36,6 +36,7 @@ macro_rules! stories {
 
 // Declared after `stories!` so that each lists its own stories, named
 // `dashboard::sqlite::…` and `browser::…`: `scripts/test.sh dashboard` runs them alone.
+mod alerts;
 mod browser;
 mod dashboard;
 

@@ -607,6 +607,8 @@ type Received = Arc<std::sync::Mutex<Vec<(Option<String>, Value)>>>;
 pub struct Receiver {
     pub url: String,
     pub received: Received,
+    /// What it answers from now on (see [`Receiver::answer`]).
+    status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Receiver {
@@ -614,9 +616,16 @@ impl Receiver {
         Self::answering(200).await
     }
 
+    /// From now on, answer `status` (a receiver that was down comes back).
+    pub fn answer(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// A receiver that records every POST and answers `status`.
     pub async fn answering(status: u16) -> Receiver {
-        let status = axum::http::StatusCode::from_u16(status).unwrap();
+        let answer = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let status = answer.clone();
         let received: Received = Default::default();
         let log = received.clone();
         let app = axum::Router::new().route(
@@ -624,6 +633,10 @@ impl Receiver {
             axum::routing::post(
                 move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                     let log = log.clone();
+                    let status = axum::http::StatusCode::from_u16(
+                        status.load(std::sync::atomic::Ordering::SeqCst),
+                    )
+                    .unwrap();
                     async move {
                         let key = headers
                             .get("idempotency-key")
@@ -640,7 +653,11 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url, received }
+        Receiver {
+            url,
+            received,
+            status: answer,
+        }
     }
 
     pub fn messages(&self) -> Vec<Value> {
@@ -658,16 +675,49 @@ impl Receiver {
 pub struct SmtpSink {
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// With [`SmtpSink::start_starttls`]: its self-signed certificate, the PEM file a
+    /// client names as `ca_file` to trust it.
+    pub ca_file: Option<std::path::PathBuf>,
+    _certs: Option<tempfile::TempDir>,
     _child: tokio::process::Child,
 }
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        Self::start_with(&[], None).await
+    }
+
+    /// A sink that offers STARTTLS and requires it, with a self-signed certificate
+    /// for 127.0.0.1 made here; each message says which TLS version carried it
+    /// (`"tls"`).
+    pub async fn start_starttls() -> SmtpSink {
+        let certs = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .unwrap();
+        let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let options = [
+            "--tls-cert".to_owned(),
+            cert.display().to_string(),
+            "--tls-key".to_owned(),
+            key.display().to_string(),
+        ];
+        let mut sink = Self::start_with(&options, Some(certs)).await;
+        sink.ca_file = Some(cert);
+        sink
+    }
+
+    async fn start_with(options: &[String], certs: Option<tempfile::TempDir>) -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
         let mut child = tokio::process::Command::new("python3")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py"))
             .arg("0")
             .arg(dir.path())
+            .args(options)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -687,6 +737,8 @@ impl SmtpSink {
         SmtpSink {
             port,
             dir,
+            ca_file: None,
+            _certs: certs,
             _child: child,
         }
     }
@@ -862,5 +914,266 @@ impl TestApp {
             request = request.header(*name, *value);
         }
         page_of(request.send().await.expect("form reached the server")).await
+    }
+}
+
+// ---- alerts: a Sentry receiver, options from slotguard.toml, a server's log -------
+
+/// One envelope a [`SentryReceiver`] got, parsed as Sentry's envelope format has it:
+/// a header line, then items, each an item header line and a payload of `length`
+/// bytes.
+#[derive(Debug, Clone)]
+pub struct SentryEnvelope {
+    pub path: String,
+    /// The `X-Sentry-Auth` header's fields (`sentry_key`, `sentry_version`, …).
+    pub auth: std::collections::HashMap<String, String>,
+    pub content_type: String,
+    pub header: Value,
+    /// Each item's header and its payload (JSON).
+    pub items: Vec<(Value, Value)>,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+impl SentryEnvelope {
+    /// The payload of the envelope's `event` item.
+    pub fn event(&self) -> &Value {
+        &self
+            .items
+            .iter()
+            .find(|(header, _)| header["type"] == "event")
+            .unwrap_or_else(|| panic!("no event item in {self:?}"))
+            .1
+    }
+}
+
+/// An answer a [`SentryReceiver`] gives: a status and headers (`Retry-After`).
+pub type SentryAnswer = (u16, Vec<(&'static str, &'static str)>);
+
+/// A local HTTP server that speaks Sentry's envelope endpoint, `POST
+/// /api/{project}/envelope/`: it checks `X-Sentry-Auth` (401 without the project's
+/// key, as Sentry answers), parses each envelope, and gives the scripted answers in
+/// order, then 200 with the event id.
+pub struct SentryReceiver {
+    pub port: u16,
+    pub project: u64,
+    pub key: String,
+    envelopes: Arc<std::sync::Mutex<Vec<SentryEnvelope>>>,
+}
+
+impl SentryReceiver {
+    pub async fn start(answers: Vec<SentryAnswer>) -> SentryReceiver {
+        let (project, key) = (42u64, "3f2a9c1b8d7e4f60a1b2c3d4e5f60718".to_owned());
+        let envelopes: Arc<std::sync::Mutex<Vec<SentryEnvelope>>> = Default::default();
+        let answers = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            answers,
+        )));
+        let (log, expected_key) = (envelopes.clone(), key.clone());
+        let app = axum::Router::new().route(
+            "/api/{project}/envelope/",
+            axum::routing::post(
+                move |axum::extract::Path(path_project): axum::extract::Path<u64>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| {
+                    let (log, answers, expected_key) =
+                        (log.clone(), answers.clone(), expected_key.clone());
+                    async move {
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let auth = sentry_auth(&header("x-sentry-auth"));
+                        let authorised = path_project == project
+                            && auth.get("sentry_key") == Some(&expected_key);
+                        let (header_line, items) = parse_envelope(&body);
+                        let (status, extra) = if authorised {
+                            answers.lock().unwrap().pop_front().unwrap_or((200, vec![]))
+                        } else {
+                            (401, vec![])
+                        };
+                        log.lock().unwrap().push(SentryEnvelope {
+                            path: format!("/api/{path_project}/envelope/"),
+                            auth,
+                            content_type: header("content-type"),
+                            header: header_line.clone(),
+                            items,
+                            status,
+                        });
+                        let mut response = axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::from_u16(status).unwrap(),
+                            axum::Json(json!({"id": header_line["event_id"]})),
+                        ));
+                        for (name, value) in extra {
+                            response
+                                .headers_mut()
+                                .insert(name, axum::http::HeaderValue::from_static(value));
+                        }
+                        response
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        SentryReceiver {
+            port,
+            project,
+            key,
+            envelopes,
+        }
+    }
+
+    /// The DSN a project on this receiver has.
+    pub fn dsn(&self) -> String {
+        format!(
+            "http://{}@127.0.0.1:{}/{}",
+            self.key, self.port, self.project
+        )
+    }
+
+    /// Every envelope received so far, refused ones included.
+    pub fn envelopes(&self) -> Vec<SentryEnvelope> {
+        self.envelopes.lock().unwrap().clone()
+    }
+
+    /// The envelopes it accepted (answered 2xx).
+    pub fn accepted(&self) -> Vec<SentryEnvelope> {
+        self.envelopes()
+            .into_iter()
+            .filter(|e| (200..300).contains(&e.status))
+            .collect()
+    }
+}
+
+/// `Sentry sentry_key=…, sentry_version=7, …` as its fields.
+fn sentry_auth(header: &str) -> std::collections::HashMap<String, String> {
+    header
+        .strip_prefix("Sentry ")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// An envelope's header and items (item header, payload), by the format's rules: a
+/// payload is `length` bytes when its header says so, else up to the next newline.
+fn parse_envelope(body: &[u8]) -> (Value, Vec<(Value, Value)>) {
+    let line_end = |from: usize| {
+        body[from..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(body.len(), |p| from + p)
+    };
+    let end = line_end(0);
+    let header: Value = serde_json::from_slice(&body[..end]).expect("an envelope header");
+    let mut at = end + 1;
+    let mut items = Vec::new();
+    while at < body.len() {
+        let end = line_end(at);
+        if end == at {
+            at += 1;
+            continue;
+        }
+        let item: Value = serde_json::from_slice(&body[at..end]).expect("an item header");
+        at = end + 1;
+        let payload_end = match item["length"].as_u64() {
+            Some(length) => at + length as usize,
+            None => line_end(at),
+        };
+        assert!(
+            payload_end <= body.len(),
+            "an item longer than the envelope"
+        );
+        let payload = serde_json::from_slice(&body[at..payload_end]).unwrap_or(Value::Null);
+        items.push((item, payload));
+        at = payload_end + 1;
+    }
+    (header, items)
+}
+
+/// Options whose `[alerts]` come from `toml` (a slotguard.toml's text) through the
+/// same code as `serve`, with secrets from `env` instead of the process environment;
+/// detection and dispatch timed as [`test_options`] times them.
+pub fn alert_options(toml: &str, env: &[(&str, &str)], group_wait: Duration) -> Options {
+    #[derive(serde::Deserialize)]
+    struct File {
+        alerts: slotguard::app::AlertsConfig,
+    }
+    let file: File = toml::from_str(toml).expect("the test's slotguard.toml parses");
+    let vars: std::collections::HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let alerting = file
+        .alerts
+        .alerting_with_env(
+            &slotguard::alert::routes::ConfigLines::read("slotguard.toml", toml),
+            &|name| {
+                vars.get(name)
+                    .cloned()
+                    .ok_or(std::env::VarError::NotPresent)
+            },
+        )
+        .unwrap_or_else(|e| panic!("the test's alerts configuration builds:\n{e}"));
+    Options {
+        alerting,
+        ..test_options(&[], group_wait, true)
+    }
+}
+
+/// The lines a [`ServerProcess`] wrote to stderr, as they arrive.
+pub type LogLines = Arc<std::sync::Mutex<Vec<String>>>;
+
+impl ServerProcess {
+    /// [`ServerProcess::start_in`], keeping every line it logs.
+    pub async fn start_logged(
+        database: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (ServerProcess, LogLines) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start slotguard");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let logged: LogLines = Default::default();
+        let base = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                logged.lock().unwrap().push(line.clone());
+                if let Some(address) = line.strip_prefix("slotguard listening on ") {
+                    return address.to_owned();
+                }
+            }
+            panic!(
+                "slotguard exited before listening:\n{}",
+                logged.lock().unwrap().join("\n")
+            );
+        })
+        .await
+        .expect("slotguard started within 30 s");
+        let keep = logged.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        (
+            ServerProcess {
+                child,
+                base,
+                metrics_url: None,
+            },
+            logged,
+        )
     }
 }
