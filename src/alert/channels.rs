@@ -1492,6 +1492,11 @@ mod tests {
         ("SLOTGUARD_SMTP_PASSWORD", "mail-secret"),
         ("TWILIO_TOKEN", "twilio-token"),
         ("GATEWAY_KEY", "gateway-key"),
+        (
+            "SENTRY_DSN",
+            "https://0123456789abcdef@sentry.clinic.example/42",
+        ),
+        ("TYPO_DSN", "https://sentry.clinic.example/secret-project"),
     ];
 
     fn channels(toml_text: &str) -> Vec<Box<dyn Channel>> {
@@ -1958,6 +1963,27 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, DeliveryError::Transient(_)), "{error}");
+    }
+
+    #[test]
+    fn a_sentry_dsn_comes_from_the_environment_and_is_never_quoted() {
+        let built = channel("[[alerts.channels]]\nkind = \"sentry\"\nname = \"sentry\"\n");
+        assert_eq!((built.kind(), built.name()), ("sentry", "sentry"));
+        let missing = refusal(
+            "[[alerts.channels]]\nkind = \"sentry\"\nname = \"sentry\"\ndsn_env = \"NO_SUCH_DSN\"\n",
+        );
+        assert_contains(
+            &missing,
+            "environment variable NO_SUCH_DSN (named by dsn_env) is not set",
+        );
+        let wrong = refusal(
+            "[[alerts.channels]]\nkind = \"sentry\"\nname = \"sentry\"\ndsn_env = \"TYPO_DSN\"\n",
+        );
+        assert_contains(
+            &wrong,
+            "environment variable TYPO_DSN does not hold a Sentry DSN",
+        );
+        assert!(!wrong.contains("secret-project"), "{wrong}");
     }
 
     #[test]

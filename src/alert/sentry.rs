@@ -51,7 +51,7 @@ pub(super) fn channel(
     let field = if config.dsn_env.is_some() {
         "dsn_env"
     } else {
-        "dsn_env (default SENTRY_DSN)"
+        "the default dsn_env"
     };
     let raw = found.secret(env, field, variable)?;
     // The DSN is left out of the message: its key lets anyone send to the project.
