@@ -9,7 +9,7 @@
 //! - [`watch`]: mirroring an external app's appointment documents (Kloqo and files).
 //! - [`audit`]: the nightly audit, `slotguard audit` over a database or an export file,
 //!   and the three counts every audit reports.
-//! - [`alert`]: notifications and their channels (webhook, email, SMS, log).
+//! - [`alert`]: notifications, their routes and channels (webhook, email, SMS, Sentry, log).
 //! - [`metrics`]: booking outcomes as persisted rollups, `/api/v1/stats` and `/metrics`.
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
