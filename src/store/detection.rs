@@ -207,10 +207,13 @@ pub trait DetectionStore: Send + Sync {
         updated: &NotificationRow,
         attempt: &Attempt,
     ) -> Result<(), StoreError>;
+    /// Newest first (created, then id and channel); `after` continues a list after
+    /// that row (created, id, channel).
     async fn notifications(
         &self,
         state: Option<DeliveryState>,
         clinic: Option<&ClinicId>,
+        after: Option<&(DateTime<Utc>, String, String)>,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, StoreError>;
     /// Every channel's delivery of notification `id`.
@@ -799,16 +802,20 @@ impl $crate::store::detection::DetectionStore for $store {
         Ok(())
     }
 
-    async fn notifications(&self, state: Option<$crate::store::detection::DeliveryState>, clinic: Option<&ClinicId>, limit: u32) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
+    async fn notifications(&self, state: Option<$crate::store::detection::DeliveryState>, clinic: Option<&ClinicId>, after: Option<&(chrono::DateTime<chrono::Utc>, String, String)>, limit: u32) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
         use $crate::store::detection as d;
         sqlx::query(&format!(
             "SELECT {} FROM notifications WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR clinic_id = $2) \
+             AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND (id > $5 OR (id = $5 AND channel > $6)))) \
              ORDER BY created_at DESC, id, channel LIMIT $3",
             d::NOTIFICATION_COLUMNS
         ))
         .bind(state.map(d::DeliveryState::as_str))
         .bind(clinic.map(ClinicId::as_str))
         .bind(i64::from(limit))
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1.as_str()).unwrap_or(""))
+        .bind(after.map(|a| a.2.as_str()).unwrap_or(""))
         .fetch_all(&self.reader)
         .await?
         .iter()

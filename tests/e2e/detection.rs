@@ -146,6 +146,35 @@ pub async fn a_watched_duplicate_is_one_incident_alerted_on_every_channel_until_
             .unwrap()
             >= 1
     );
+
+    // The notification log pages too: one at a time, the same rows as all at once.
+    let everything = app
+        .get(&format!("/api/v1/notifications?clinicId={CLINIC}"))
+        .await
+        .body;
+    let all: Vec<Value> = everything["notifications"].as_array().unwrap().clone();
+    assert!(
+        all.len() >= 4 && everything["next"].is_null(),
+        "{everything}"
+    );
+    let mut paged = Vec::new();
+    let mut path = format!("/api/v1/notifications?clinicId={CLINIC}&limit=1");
+    while paged.len() <= all.len() {
+        let page = app.get(&path).await.body;
+        paged.extend(page["notifications"].as_array().unwrap().iter().cloned());
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        let cursor = serde_urlencoded::to_string([("cursor", next)]).unwrap();
+        path = format!("/api/v1/notifications?clinicId={CLINIC}&limit=1&{cursor}");
+    }
+    assert_eq!(
+        paged, all,
+        "every notification on exactly one page, in order"
+    );
+    let refused = app.get("/api/v1/notifications?cursor=nonsense").await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.body["error"]["details"]["field"], "cursor");
 }
 
 pub async fn two_duplicates_inside_group_wait_are_one_message(backend: Backend) {

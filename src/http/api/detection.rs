@@ -21,7 +21,6 @@ use crate::watch::kloqo::{parse_document, parse_document_with_id};
 
 /// Most documents one batch may carry.
 const MAX_BATCH: usize = 1000;
-const MAX_LIST: u32 = 1000;
 
 /// A source is named like an id: it appears in URLs and keys.
 fn source_name(raw: &str) -> Result<String, FieldError> {
@@ -155,19 +154,7 @@ pub async fn incidents(
     query: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
     let clinic = query.parse("clinicId", ClinicId::parse)?;
-    let limit = query
-        .parse("limit", |field, raw| {
-            raw.parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| {
-                    FieldError::new(
-                        field,
-                        format!("must be a whole number from 1 to {MAX_PAGE}"),
-                    )
-                })
-        })?
-        .unwrap_or(DEFAULT_PAGE);
+    let limit = page_limit(&query)?;
     let filter = IncidentQuery {
         scope: match principal.role {
             crate::store::Role::Admin => None,
@@ -298,13 +285,65 @@ pub async fn notifications(
                 .ok_or_else(|| FieldError::new("state", "must be pending, delivered or dead"))
         })
         .transpose()?;
+    let limit = page_limit(&query)?;
+    let after = query.parse("cursor", |field, raw| {
+        let bad = || {
+            FieldError::new(
+                field,
+                "is not a cursor this list made; start from the first page",
+            )
+        };
+        let mut parts = raw.splitn(3, '~');
+        let (at, id, channel) = (parts.next(), parts.next(), parts.next());
+        let at = at
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .ok_or_else(bad)?
+            .with_timezone(&Utc);
+        match (id, channel) {
+            (Some(id), Some(channel))
+                if !id.is_empty() && id.len() <= 64 && channel.len() <= 64 =>
+            {
+                Ok((at, id.to_owned(), channel.to_owned()))
+            }
+            _ => Err(bad()),
+        }
+    })?;
     principal.may(Action::RunClinicDay, clinic.as_ref())?;
-    let rows = state
+    let mut rows = state
         .bookings
         .store()
-        .notifications(delivery, clinic.as_ref(), MAX_LIST)
+        .notifications(delivery, clinic.as_ref(), after.as_ref(), limit + 1)
         .await?;
-    Ok(Json(json!({"notifications": rows})))
+    let next = (rows.len() > limit as usize).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|n| {
+            format!(
+                "{}~{}~{}",
+                n.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                n.id,
+                n.channel
+            )
+        })
+    });
+    Ok(Json(json!({"notifications": rows, "next": next.flatten()})))
+}
+
+/// `?limit=`: 1 to 1000, default 100.
+fn page_limit(query: &QueryParams) -> Result<u32, FieldError> {
+    Ok(query
+        .parse("limit", |field, raw| {
+            raw.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        field,
+                        format!("must be a whole number from 1 to {MAX_PAGE}"),
+                    )
+                })
+        })?
+        .unwrap_or(DEFAULT_PAGE))
 }
 
 /// `channel` of a retry, from the query or the body (`{"channel": "ops"}`); an
