@@ -15,6 +15,8 @@ pub struct Principal {
     pub role: Role,
     /// For `clinic` keys exactly one; for `booking` keys empty means every clinic.
     pub clinics: Vec<ClinicId>,
+    /// For `watch` keys: the clinics whose documents they may forward (empty: all).
+    pub watch_clinics: Vec<ClinicId>,
 }
 
 /// What a request wants to do, and to which clinic.
@@ -82,6 +84,18 @@ impl Principal {
             other => Err(Denied::Role(other.as_str())),
         }
     }
+
+    /// Whether the key may forward a document of `clinic` (a watch key held to
+    /// clinics may not open incidents elsewhere).
+    pub fn may_watch_clinic(&self, clinic: &ClinicId) -> Result<(), Denied> {
+        if self.role == Role::Watch
+            && !self.watch_clinics.is_empty()
+            && !self.watch_clinics.contains(clinic)
+        {
+            return Err(Denied::OtherClinic(format!("clinic {clinic}")));
+        }
+        Ok(())
+    }
 }
 
 /// A freshly made key: the text to hand out once, and the record to store.
@@ -103,6 +117,7 @@ pub fn new_key(role: Role, clinics: Vec<ClinicId>, now: DateTime<Utc>) -> NewKey
             id,
             role,
             clinics,
+            watch_clinics: Vec::new(),
             secret_hash: sha256_hex(secret.as_bytes()),
             created_at: now,
             revoked_at: None,
@@ -144,6 +159,7 @@ pub async fn authenticate(store: &dyn Store, token: &str) -> Result<Option<Princ
         key_id: record.id,
         role: record.role,
         clinics: record.clinics,
+        watch_clinics: record.watch_clinics,
     }))
 }
 
@@ -155,6 +171,7 @@ mod tests {
         Principal {
             key_id: "k".into(),
             role,
+            watch_clinics: Vec::new(),
             clinics: clinics
                 .iter()
                 .map(|c| ClinicId::parse("c", c).unwrap())

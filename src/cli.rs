@@ -212,11 +212,13 @@ pub enum KeysCommand {
         /// (availability, book, cancel); watch: an app's forwarder (the watch API).
         #[arg(long, value_parser = ["admin", "clinic", "booking", "watch"])]
         role: String,
-        /// Clinic the key is for (required for `clinic`; repeat to scope `booking`).
+        /// Clinic the key is for (required for `clinic`; repeat to scope `booking`, or a
+        /// `watch` key to those clinics' documents).
         #[arg(long = "clinic")]
         clinics: Vec<String>,
         /// Source a `watch` key may forward documents of (repeat for several; none
-        /// means every source).
+        /// means every source). With --clinic, the watch key may forward only those
+        /// clinics' documents.
         #[arg(long = "source")]
         sources: Vec<String>,
         #[command(flatten)]
@@ -736,12 +738,13 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
             };
             let mut clinics = parse("--clinic", &clinics)?;
             let sources = parse("--source", &sources)?;
+            // A watch key lists its sources where other keys list clinics; its own
+            // clinics, if any, hold it to those clinics' documents.
+            let mut watch_clinics = Vec::new();
             match (role, clinics.len(), sources.len()) {
-                (Role::Watch, 0, _) => clinics = sources,
-                (_, _, 1..) | (Role::Watch, _, _) => {
-                    return Err(CliError::Usage(
-                        "--source is for watch keys, --clinic for the others".into(),
-                    ))
+                (Role::Watch, _, _) => watch_clinics = std::mem::replace(&mut clinics, sources),
+                (_, _, 1..) => {
+                    return Err(CliError::Usage("--source is for watch keys only".into()))
                 }
                 (Role::Clinic, 1, _) | (Role::Booking, _, _) | (Role::Admin, 0, _) => {}
                 (Role::Clinic, _, _) => {
@@ -756,7 +759,8 @@ async fn keys(command: KeysCommand) -> Result<(), CliError> {
                 }
             }
             let store = open_store(&settings(&store, None)?).await?;
-            let key = new_key(role, clinics, clock.now());
+            let mut key = new_key(role, clinics, clock.now());
+            key.record.watch_clinics = watch_clinics;
             store.insert_api_key(&key.record).await?;
             println!("{}", key.text);
             eprintln!(

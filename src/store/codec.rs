@@ -229,7 +229,13 @@ where
     let role = row.text("role")?;
     let clinics: Vec<String> =
         serde_json::from_str(&row.text("clinics")?).map_err(|e| corrupt("clinics", e))?;
+    let watch_clinics: Vec<String> = serde_json::from_str(&row.text("watch_clinics")?)
+        .map_err(|e| corrupt("watch_clinics", e))?;
     Ok(ApiKeyRecord {
+        watch_clinics: watch_clinics
+            .iter()
+            .map(|c| ClinicId::parse("watch_clinics", c).map_err(|e| corrupt("clinic id", e)))
+            .collect::<Result<_, _>>()?,
         id: row.text("id")?,
         role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
         clinics: clinics
@@ -603,13 +609,14 @@ impl $crate::store::Store for $store {
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, role, clinics, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, role, clinics, secret_hash, created_at, watch_clinics) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.id)
         .bind(key.role.as_str())
         .bind($crate::store::codec::clinics_json(&key.clinics))
         .bind(&key.secret_hash)
         .bind(key.created_at)
+        .bind($crate::store::codec::clinics_json(&key.watch_clinics))
         .execute(&self.writer)
         .await?;
         Ok(())

@@ -161,6 +161,8 @@ pub trait DashboardStore: Send + Sync {
     async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError>;
     /// Doctors of a clinic that appear in incidents or watched documents.
     async fn seen_doctors(&self, clinic: &ClinicId) -> Result<Vec<DoctorId>, StoreError>;
+    /// The doctor-day a watched document is in, if it exists (deleted or not).
+    async fn watched_group(&self, source: &str, id: &str) -> Result<Option<Group>, StoreError>;
     /// Occupying watched documents of a doctor-day, by slot.
     async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError>;
     async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError>;
@@ -625,6 +627,16 @@ impl $crate::store::dashboard::DashboardStore for $store {
         .iter()
         .map(|r| $crate::domain::DoctorId::parse("doctor_id", &r.text("doctor_id")?).map_err(|e| $crate::store::codec::corrupt("doctor id", e)))
         .collect()
+    }
+
+    async fn watched_group(&self, source: &str, id: &str) -> Result<Option<$crate::detect::Group>, StoreError> {
+        sqlx::query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
+            .bind(source)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| $crate::store::detection::group(&r))
+            .transpose()
     }
 
     async fn watched_occupying(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::store::dashboard::WatchedRow>, StoreError> {

@@ -160,6 +160,9 @@ pub struct ApiKeyRecord {
     pub id: String,
     pub role: Role,
     pub clinics: Vec<ClinicId>,
+    /// For `watch` keys: the clinics whose documents they may forward (empty: every
+    /// clinic); their `clinics` are source names.
+    pub watch_clinics: Vec<ClinicId>,
     #[serde(skip)]
     pub secret_hash: String,
     pub created_at: DateTime<Utc>,

@@ -85,6 +85,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "notification retry",
             include_str!("../../migrations/sqlite/0007_notification_retry.sql"),
         ),
+        (
+            8,
+            "watch key clinics",
+            include_str!("../../migrations/sqlite/0008_watch_key_clinics.sql"),
+        ),
     ])
 }
 

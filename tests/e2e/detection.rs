@@ -714,3 +714,70 @@ pub async fn a_resolve_racing_the_detector_is_never_undone(backend: Backend) {
         assert_eq!(now["note"], format!("note of {id}"), "{now}");
     }
 }
+
+/// A watch key held to a clinic forwards that clinic's documents only: another
+/// clinic's document (one, in a batch, or a delete) is refused and nothing changes,
+/// so a forwarder cannot open incidents and send alerts about a clinic not its own.
+pub async fn a_watch_key_held_to_a_clinic_cannot_touch_another(backend: Backend) {
+    use slotguard::clock::Clock;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let store = app.app.state.bookings.store();
+    let source = slotguard::domain::ClinicId::parse("source", "kloqo").unwrap();
+    let mut key =
+        slotguard::auth::new_key(slotguard::store::Role::Watch, vec![source], app.clock.now());
+    key.record.watch_clinics = vec![slotguard::domain::ClinicId::parse("c", CLINIC).unwrap()];
+    store.insert_api_key(&key.record).await.unwrap();
+    let forwarder = key.text;
+    let send_as = |method: Method, path: String, body: Option<Value>| {
+        let (client, url, forwarder) = (app.client.clone(), app.url(&path), forwarder.clone());
+        async move { send(&client, method, &url, Some(&forwarder), body.as_ref(), &[]).await }
+    };
+    let own = document("own", 5, "Pending", 0);
+    let put_own = send_as(
+        Method::PUT,
+        "/api/v1/watch/kloqo/appointments/own".into(),
+        Some(own),
+    )
+    .await;
+    assert_eq!(put_own.status, StatusCode::OK, "{}", put_own.text);
+
+    let mut foreign = document("foreign", 5, "Pending", 0);
+    foreign["clinicId"] = json!("thrissur");
+    assert_eq!(
+        put(&app, &foreign).await.status,
+        StatusCode::OK,
+        "the admin may"
+    );
+    let before = app.row_counts().await;
+    let refused = [
+        send_as(
+            Method::PUT,
+            "/api/v1/watch/kloqo/appointments/foreign".into(),
+            Some(foreign.clone()),
+        )
+        .await,
+        send_as(
+            Method::POST,
+            "/api/v1/watch/kloqo/appointments:batch".into(),
+            Some(json!([document("own-2", 6, "Pending", 0), foreign.clone()])),
+        )
+        .await,
+        send_as(
+            Method::DELETE,
+            "/api/v1/watch/kloqo/appointments/foreign".into(),
+            None,
+        )
+        .await,
+    ];
+    for reply in refused {
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+        assert!(
+            reply.text.contains("thrissur"),
+            "names the clinic: {}",
+            reply.text
+        );
+    }
+    assert_eq!(app.row_counts().await, before, "nothing changed");
+}

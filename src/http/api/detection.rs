@@ -46,6 +46,7 @@ pub async fn watch_put(
     let source = source_name(&source)?;
     principal.may_watch(&source)?;
     let document = parse_document_with_id(&id, &body)?;
+    principal.may_watch_clinic(&document.clinic_id)?;
     let bookings = &state.bookings;
     document.check_not_future(bookings.now())?;
     let (applied, groups) = bookings
@@ -101,6 +102,9 @@ pub async fn watch_batch(
                 .map_err(|e| FieldError::new(format!("documents[{i}].{}", e.field), e.message))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for document in &documents {
+        principal.may_watch_clinic(&document.clinic_id)?;
+    }
     let (applied, groups) = bookings
         .store()
         .upsert_watched(&source, &documents, bookings.now())
@@ -122,6 +126,9 @@ pub async fn watch_delete(
     let source = source_name(&source)?;
     principal.may_watch(&source)?;
     let bookings = &state.bookings;
+    if let Some(group) = bookings.store().watched_group(&source, &id).await? {
+        principal.may_watch_clinic(&group.clinic_id)?;
+    }
     let group = bookings
         .store()
         .delete_watched(&source, &id, bookings.now())

@@ -101,7 +101,20 @@ async fn admin_page(
         .map(|k| KeyRow {
             id: k.id,
             role: k.role.as_str(),
-            clinics: list(&k.clinics),
+            clinics: if k.role == Role::Watch {
+                let sources = if k.clinics.is_empty() {
+                    "every source".to_owned()
+                } else {
+                    k.clinics
+                        .iter()
+                        .map(ClinicId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("{sources}; {}", list(&k.watch_clinics))
+            } else {
+                list(&k.clinics)
+            },
             created: When::new(k.created_at, tz),
             revoked: k.revoked_at.map(|t| When::new(t, tz)),
         })
@@ -250,11 +263,7 @@ pub async fn create_key(
         .ok_or_else(|| PageError::bad_request("role must be admin, clinic, booking or watch."))?;
     let clinics = clinics_of(f)?;
     let problem = match (role, clinics.len()) {
-        (Role::Clinic, 1) | (Role::Booking, _) | (Role::Watch, 0) | (Role::Admin, 0) => None,
-        (Role::Watch, _) => Some(
-            "A watch key made here forwards every source; to scope one to sources, use \
-             slotguard keys create --role watch --source NAME.",
-        ),
+        (Role::Clinic, 1) | (Role::Booking, _) | (Role::Watch, _) | (Role::Admin, 0) => None,
         (Role::Clinic, _) => Some("A clinic key needs exactly one clinic."),
         (Role::Admin, _) => Some("An admin key is for every clinic; choose no clinic."),
     };
@@ -268,7 +277,15 @@ pub async fn create_key(
         )
         .await;
     }
-    let key = new_key(role, clinics, state.bookings.now());
+    // A watch key made here forwards every source, of the clinics chosen (or all);
+    // `slotguard keys create --role watch --source NAME` holds one to sources.
+    let key = if role == Role::Watch {
+        let mut key = new_key(role, Vec::new(), state.bookings.now());
+        key.record.watch_clinics = clinics;
+        key
+    } else {
+        new_key(role, clinics, state.bookings.now())
+    };
     state.store().insert_api_key(&key.record).await?;
     answer(
         &state,
