@@ -43,11 +43,14 @@ pub struct WebState {
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// The overview's counts of closed days, kept a minute.
     pub past_days: Arc<pages::overview::PastDays>,
+    /// The overview's live part, rendered once per view until an incident changes.
+    pub rendered_overviews: Arc<pages::overview::Rendered>,
 }
 
 impl WebState {
     pub fn new(bookings: Arc<Bookings>, detector: Arc<Detector>, auditor: Arc<Auditor>) -> Self {
         Self {
+            rendered_overviews: Arc::new(pages::overview::Rendered::new(&detector)),
             bookings,
             detector,
             auditor,

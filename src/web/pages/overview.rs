@@ -33,7 +33,8 @@ const DETECTION_STALE: Duration = Duration::seconds(60);
 struct OverviewPage {
     chrome: Chrome,
     clinics: Vec<ClinicOption>,
-    body: OverviewBody,
+    /// [`OverviewBody`], rendered.
+    body: String,
 }
 
 /// The live part of the page, also served alone as `/fragments/overview`.
@@ -526,6 +527,89 @@ pub async fn audit_state<'a>(
         .collect())
 }
 
+/// The live part for this person's view, rendered, from [`Rendered`] when it holds it.
+async fn rendered_body(
+    state: &WebState,
+    visitor: &Visitor,
+    clinics: &Clinics,
+    clinic: Option<&ClinicId>,
+) -> Result<String, PageError> {
+    let key = (
+        visitor.staff.scope().map(<[ClinicId]>::to_vec),
+        clinic.cloned(),
+    );
+    state
+        .rendered_overviews
+        .get(key, async {
+            Ok(render(&body(state, visitor, clinics, clinic).await?)?.0)
+        })
+        .await
+}
+
+/// A view of the overview: the clinics the person sees (`None`: all) and the clinic
+/// chosen.
+type ViewKey = (Option<Vec<ClinicId>>, Option<ClinicId>);
+
+/// How long a rendered overview is served again while no incident changes.
+const RENDERED_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The overview's live part as last rendered for each view, while no incident has
+/// changed since and for at most [`RENDERED_KEPT`]: when one incident makes 200 open
+/// dashboards reload at once, the first renders it and the others get the same text
+/// (one set of reads and of memory instead of 200). An incident change empties it.
+pub struct Rendered {
+    changes: std::sync::Mutex<tokio::sync::broadcast::Receiver<crate::detect::IncidentChanged>>,
+    kept: tokio::sync::Mutex<std::collections::HashMap<ViewKey, (std::time::Instant, String)>>,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rendered")
+    }
+}
+
+impl Rendered {
+    pub fn new(detector: &crate::detect::Detector) -> Self {
+        Self {
+            changes: std::sync::Mutex::new(detector.subscribe()),
+            kept: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The kept text of `key`, or `render`'s, kept. One view renders at a time, so a
+    /// burst of the same request waits for the first instead of repeating it.
+    async fn get(
+        &self,
+        key: ViewKey,
+        render: impl std::future::Future<Output = Result<String, PageError>>,
+    ) -> Result<String, PageError> {
+        let mut kept = self.kept.lock().await;
+        let changed = {
+            let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut changed = false;
+            loop {
+                match changes.try_recv() {
+                    Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                        changed = true
+                    }
+                    Err(_) => break changed,
+                }
+            }
+        };
+        if changed || kept.len() > 256 {
+            kept.clear();
+        }
+        if let Some((at, html)) = kept.get(&key) {
+            if at.elapsed() < RENDERED_KEPT {
+                return Ok(html.clone());
+            }
+        }
+        let html = render.await?;
+        kept.insert(key, (std::time::Instant::now(), html.clone()));
+        Ok(html)
+    }
+}
+
 pub async fn page(
     State(state): State<WebState>,
     visitor: Visitor,
@@ -536,7 +620,7 @@ pub async fn page(
     let page = OverviewPage {
         chrome: Chrome::new(&visitor, "overview", "Overview"),
         clinics: clinic_options(state.store(), &clinics, &visitor.staff, clinic.as_ref()).await?,
-        body: body(&state, &visitor, &clinics, clinic.as_ref()).await?,
+        body: rendered_body(&state, &visitor, &clinics, clinic.as_ref()).await?,
     };
     Ok(render(&page)?.into_response())
 }
@@ -549,5 +633,7 @@ pub async fn fragment(
 ) -> Result<Html<String>, PageError> {
     let clinic = visible_clinic(&visitor.staff, query.get("clinic"), "clinic")?;
     let clinics = Clinics::load(state.store()).await?;
-    render(&body(&state, &visitor, &clinics, clinic.as_ref()).await?)
+    Ok(Html(
+        rendered_body(&state, &visitor, &clinics, clinic.as_ref()).await?,
+    ))
 }
