@@ -340,17 +340,23 @@ async fn body(
         .past_days
         .rows(store, scope.as_deref(), from, recent - Duration::days(1))
         .await?;
+    // Counts are needed up to today (a day's margin for clinics ahead of the display
+    // zone); incidents for the whole ISO week, for the week's card.
+    let tomorrow = display_today + Duration::days(1);
     for c in clinics_of(scope.as_deref()) {
-        let fresh = store.stats_rows(c, recent, to).await?;
+        let fresh = store.stats_rows(c, recent, tomorrow).await?;
         rows.day_outcomes.extend(fresh.day_outcomes);
         rows.hour_outcomes.extend(fresh.hour_outcomes);
         rows.appointments.extend(fresh.appointments);
         rows.incidents.extend(fresh.incidents);
-        rows.incidents.extend(
-            store
-                .incidents_dated(c, from, recent - Duration::days(1))
-                .await?,
-        );
+        let before = recent - Duration::days(1);
+        rows.incidents
+            .extend(store.incidents_dated(c, from, before).await?);
+        if to > tomorrow {
+            let after = tomorrow + Duration::days(1);
+            rows.incidents
+                .extend(store.incidents_dated(c, after, to).await?);
+        }
     }
     let rows = align_days(rows, clinics, now, display_today);
     let last30 = DateRange::new(display_today - Duration::days(DAYS - 1), display_today)?;
