@@ -189,7 +189,7 @@ impl Dispatcher {
             }
             if alerts.is_empty() {
                 self.store
-                    .queue_notifications(&outbox_ids, &id, &[], &[])
+                    .queue_notifications(&outbox_ids, &id, &[], &[], self.now())
                     .await?;
                 continue;
             }
@@ -200,7 +200,7 @@ impl Dispatcher {
             let rows = self.deliveries(&notification)?;
             let incident_ids: Vec<String> = alerts.iter().map(|i| i.id.clone()).collect();
             self.store
-                .queue_notifications(&outbox_ids, &id, &rows, &incident_ids)
+                .queue_notifications(&outbox_ids, &id, &rows, &incident_ids, self.now())
                 .await?;
         }
         Ok(())

@@ -188,13 +188,16 @@ pub trait DetectionStore: Send + Sync {
 
     async fn ungrouped_alerts(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Marks outbox entries as grouped into notification `rows[..].id` and queues the
-    /// rows (none when everything was silenced), in one transaction.
+    /// rows (none when everything was silenced, or no channel wants it), in one
+    /// transaction; `incident_ids` were told of at `at` (their reminders count from
+    /// then, whether or not a channel carried it).
     async fn queue_notifications(
         &self,
         outbox_ids: &[String],
         notification_id: &str,
         rows: &[NotificationRow],
         incident_ids: &[String],
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     async fn due_notifications(
         &self,
@@ -736,7 +739,7 @@ impl $crate::store::detection::DetectionStore for $store {
             .collect()
     }
 
-    async fn queue_notifications(&self, outbox_ids: &[String], notification_id: &str, rows: &[$crate::store::detection::NotificationRow], incident_ids: &[String]) -> Result<(), StoreError> {
+    async fn queue_notifications(&self, outbox_ids: &[String], notification_id: &str, rows: &[$crate::store::detection::NotificationRow], incident_ids: &[String], at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for id in outbox_ids {
             sqlx::query("UPDATE alert_outbox SET notification_id = $1 WHERE id = $2")
@@ -746,14 +749,14 @@ impl $crate::store::detection::DetectionStore for $store {
                 .await?;
         }
         $crate::store::detection::insert_notifications!(tx, rows);
-        if let Some(first) = rows.first() {
-            for id in incident_ids {
-                sqlx::query("UPDATE incidents SET last_notified_at = $1, revision = revision + 1 WHERE id = $2")
-                    .bind(first.created_at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        // Also with no delivery: a server with no channel (its log is the channel)
+        // reminds once per repeat interval, not at every pass.
+        for id in incident_ids {
+            sqlx::query("UPDATE incidents SET last_notified_at = $1, revision = revision + 1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -781,3 +781,45 @@ pub async fn a_watch_key_held_to_a_clinic_cannot_touch_another(backend: Backend)
     }
     assert_eq!(app.row_counts().await, before, "nothing changed");
 }
+
+/// With no alert channel, an open incident is still reminded of once per repeat
+/// interval (in the server's log), not at every pass of the dispatcher (before, a
+/// reminder nobody carried left the incident "never reminded", and it was queued and
+/// logged again every 30 s).
+pub async fn with_no_channel_an_open_incident_is_reminded_once_per_interval(backend: Backend) {
+    use slotguard::clock::Clock;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    for doc in [
+        document("doc-a", 5, "Pending", 0),
+        document("doc-b", 5, "Confirmed", 1),
+    ] {
+        assert_eq!(put(&app, &doc).await.status, StatusCode::OK);
+    }
+    let incident = eventually(10, "the incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+    let store = app.app.state.bookings.store();
+    let reminders = || async {
+        store
+            .outbox_events(&id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "reminder")
+            .count()
+    };
+    // Let the opening alert be grouped and handled, then five hours pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.clock.set(app.clock.now() + chrono::Duration::hours(5));
+    eventually(10, "the reminder", || async {
+        (reminders().await >= 1).then_some(())
+    })
+    .await;
+    // Many more passes of the dispatcher (every 50 ms in tests), no time passing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reminders().await, 1, "one reminder per interval");
+}
