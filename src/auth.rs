@@ -130,7 +130,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Constant-time comparison, so response timing says nothing about a secret.
-fn same_secret(a: &str, b: &str) -> bool {
+pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -42,7 +42,7 @@ impl Default for Settings {
 }
 
 /// Lease length; renewed at every pass, at least every `rescan_every`.
-const LEASE: chrono::Duration = chrono::Duration::seconds(5);
+pub const LEASE: chrono::Duration = chrono::Duration::seconds(5);
 
 /// Sends "this day changed" to the detector: in-process, and to other instances
 /// through the store (PostgreSQL NOTIFY).

@@ -18,9 +18,6 @@ use crate::detect::IncidentChanged;
 use super::session::Visitor;
 use super::WebState;
 
-/// How long the detector lease runs past its last renewal (`detect::detector`).
-const DETECTOR_LEASE: chrono::Duration = chrono::Duration::seconds(5);
-
 /// When some server's detector last made a pass: the detector lease is renewed at
 /// every pass, so its expiry minus its length.
 pub async fn last_detector_pass(
@@ -30,7 +27,7 @@ pub async fn last_detector_pass(
     Ok(store
         .detector_lease_expiry()
         .await?
-        .map(|expiry| (expiry - DETECTOR_LEASE).min(now)))
+        .map(|expiry| (expiry - crate::detect::detector::LEASE).min(now)))
 }
 
 /// How often [`follow_other_processes`] looks for incidents saved elsewhere.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::page::{render, Form, PageError};
 use super::{passwords, WebState};
-use crate::auth::sha256_hex;
+use crate::auth::{same_secret, sha256_hex};
 use crate::domain::{Email, Staff, StaffUser};
 use crate::store::dashboard::StaffSession;
 
@@ -116,14 +116,6 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));
     origin_host.is_some() && origin_host == host
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 fn random_secret() -> String {
@@ -250,7 +242,7 @@ impl FromRequest<WebState> for StaffForm {
             .map(str::to_owned);
         let form = Form::read(Request::from_parts(parts, body), state).await?;
         let token = header_token.or_else(|| form.get("csrf").map(str::to_owned));
-        if !token.is_some_and(|t| constant_time_eq(&t, &visitor.csrf)) {
+        if !token.is_some_and(|t| same_secret(&t, &visitor.csrf)) {
             return Err(forged());
         }
         Ok(StaffForm { visitor, form })

@@ -174,8 +174,7 @@ pub async fn page(
     let store = state.store();
     let clinics = Clinics::load(store).await?;
     let g = &incident.group;
-    let doctors =
-        DoctorNames::load(store, vec![(g.clinic_id.clone(), g.doctor_id.clone())]).await?;
+    let doctors = DoctorNames::load(store, vec![g.clinic_id.clone()]).await?;
     let names = staff.may(StaffAction::SeePatients, Some(&g.clinic_id));
     let members = store
         .member_rows(g, &incident.members)

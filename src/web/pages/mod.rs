@@ -61,12 +61,8 @@ pub fn found_by_label(found_by: FoundBy) -> &'static str {
 pub struct DoctorNames(HashMap<(ClinicId, DoctorId), String>);
 
 impl DoctorNames {
-    /// The names of these doctors, from one query over their clinics.
-    pub async fn load(
-        store: &dyn Store,
-        pairs: Vec<(ClinicId, DoctorId)>,
-    ) -> Result<Self, PageError> {
-        let mut clinics: Vec<ClinicId> = pairs.into_iter().map(|(c, _)| c).collect();
+    /// The names of the registered doctors of these clinics, from one query.
+    pub async fn load(store: &dyn Store, mut clinics: Vec<ClinicId>) -> Result<Self, PageError> {
         clinics.sort();
         clinics.dedup();
         if clinics.is_empty() {
@@ -146,11 +142,11 @@ impl IncidentRow {
         incidents: &[Incident],
         clinics: &Clinics,
     ) -> Result<Vec<Self>, PageError> {
-        let pairs = incidents
+        let shown = incidents
             .iter()
-            .map(|i| (i.group.clinic_id.clone(), i.group.doctor_id.clone()))
+            .map(|i| i.group.clinic_id.clone())
             .collect();
-        let doctors = DoctorNames::load(store, pairs).await?;
+        let doctors = DoctorNames::load(store, shown).await?;
         Ok(incidents
             .iter()
             .map(|i| Self::new(i, clinics, &doctors))
