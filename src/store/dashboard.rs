@@ -671,7 +671,7 @@ impl $crate::store::dashboard::DashboardStore for $store {
     }
 
     async fn incidents_dated(&self, clinic: Option<&ClinicId>, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<$crate::detect::Incident>, StoreError> {
-        sqlx::query($crate::store::metrics::INCIDENTS_DATED)
+        sqlx::query($crate::store::metrics::INCIDENTS_DATED.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
             .bind(to)

@@ -99,6 +99,22 @@ pub trait MetricsStore: Send + Sync {
         to: NaiveDate,
     ) -> Result<StatsRows, StoreError>;
     /// Booking attempts per doctor and outcome over local days `from..=to`.
+    /// The booking rollups alone of days `from..=to` (`appointments` and `incidents`
+    /// left empty), of one clinic or of all.
+    async fn booking_outcomes(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<StatsRows, StoreError>;
+    /// Appointments per day of one clinic over `from..=to` (days with none left out),
+    /// counted as `StatsRows::appointments` counts them.
+    async fn day_appointments(
+        &self,
+        clinic: &ClinicId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DayAppointments>, StoreError>;
     async fn doctor_outcomes(
         &self,
         clinic: Option<&ClinicId>,
@@ -224,34 +240,73 @@ where
         .collect()
 }
 
+/// One statement in two forms: over one clinic's rows (`clinic_id = $1`) or over every
+/// clinic's (`$1` bound as NULL). Each form gets a plan of its own, so the one-clinic
+/// form seeks the clinic's index instead of scanning every clinic's rows, as one text
+/// with `($1 IS NULL OR clinic_id = $1)` does on both backends.
+pub struct Scoped {
+    one: &'static str,
+    all: &'static str,
+}
+
+impl Scoped {
+    pub fn sql(&self, clinic: Option<&ClinicId>) -> &'static str {
+        match clinic {
+            Some(_) => self.one,
+            None => self.all,
+        }
+    }
+}
+
+/// `scoped!("… WHERE ", " AND …")`: the text around each place of the clinic filter.
+macro_rules! scoped {
+    ($first:literal $(, $rest:literal)*) => {
+        Scoped {
+            one: concat!($first $(, "clinic_id = $1", $rest)*),
+            all: concat!($first $(, "CAST($1 AS TEXT) IS NULL", $rest)*),
+        }
+    };
+}
+
 /// Sums are cast back to BIGINT: PostgreSQL's `SUM(bigint)` is `numeric`.
-pub const DAY_OUTCOMES: &str = "SELECT clinic_id, day, outcome, \
+pub const DAY_OUTCOMES: Scoped = scoped!(
+    "SELECT clinic_id, day, outcome, \
     CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
-    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-    GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome";
+    FROM booking_rollups WHERE ",
+    " AND day BETWEEN $2 AND $3 \
+    GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome"
+);
 
-pub const DOCTOR_OUTCOMES: &str = "SELECT clinic_id, doctor_id, outcome, \
+pub const DOCTOR_OUTCOMES: Scoped = scoped!(
+    "SELECT clinic_id, doctor_id, outcome, \
     CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
-    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-    GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome";
+    FROM booking_rollups WHERE ",
+    " AND day BETWEEN $2 AND $3 \
+    GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome"
+);
 
-pub const HOUR_OUTCOMES: &str = "SELECT day, CAST(hour AS BIGINT) AS hour, outcome, \
+pub const HOUR_OUTCOMES: Scoped = scoped!(
+    "SELECT day, CAST(hour AS BIGINT) AS hour, outcome, \
     CAST(SUM(count) AS BIGINT) AS count \
-    FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-    GROUP BY day, hour, outcome ORDER BY day, hour, outcome";
+    FROM booking_rollups WHERE ",
+    " AND day BETWEEN $2 AND $3 \
+    GROUP BY day, hour, outcome ORDER BY day, hour, outcome"
+);
 
-pub const DAY_APPOINTMENTS: &str = "SELECT clinic_id, date, COUNT(*) AS count FROM ( \
-      SELECT clinic_id, date FROM appointments \
-      WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
+pub const DAY_APPOINTMENTS: Scoped = scoped!(
+    "SELECT clinic_id, date, COUNT(*) AS count FROM ( \
+      SELECT clinic_id, date FROM appointments WHERE ",
+    " AND date BETWEEN $2 AND $3 \
     UNION ALL \
-      SELECT clinic_id, date FROM watched_appointments \
-      WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-      AND deleted = 0 AND is_break = 0 \
-    ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date";
+      SELECT clinic_id, date FROM watched_appointments WHERE ",
+    " AND date BETWEEN $2 AND $3 AND deleted = 0 AND is_break = 0 \
+    ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date"
+);
 
-pub const INCIDENTS_DATED: &str = "SELECT * FROM incidents \
-    WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) \
-    ORDER BY clinic_id, date, doctor_id, kind, key";
+pub const INCIDENTS_DATED: Scoped = scoped!(
+    "SELECT * FROM incidents WHERE ",
+    " AND date BETWEEN $2 AND $3 ORDER BY clinic_id, date, doctor_id, kind, key"
+);
 
 pub const ADD_ROLLUP: &str = "INSERT INTO booking_rollups \
     (clinic_id, day, hour, doctor_id, kind, outcome, count, retries, latency_us_sum) \
@@ -312,19 +367,58 @@ impl $crate::store::metrics::MetricsStore for $store {
         to: NaiveDate,
     ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
         use $crate::store::metrics as m;
-        let dated = |sql: &'static str| {
-            sqlx::query(sql)
+        let dated = |sql: &m::Scoped| {
+            sqlx::query(sql.sql(clinic))
                 .bind(clinic.map(ClinicId::as_str))
                 .bind(from)
                 .bind(to)
                 .fetch_all(&self.reader)
         };
         Ok(m::StatsRows {
-            day_outcomes: dated(m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
-            hour_outcomes: dated(m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
-            appointments: dated(m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
-            incidents: dated(m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
+            day_outcomes: dated(&m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
+            hour_outcomes: dated(&m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
+            appointments: dated(&m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
+            incidents: dated(&m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
         })
+    }
+
+    async fn booking_outcomes(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
+        use $crate::store::metrics as m;
+        let dated = |sql: &m::Scoped| {
+            sqlx::query(sql.sql(clinic))
+                .bind(clinic.map(ClinicId::as_str))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.reader)
+        };
+        Ok(m::StatsRows {
+            day_outcomes: dated(&m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
+            hour_outcomes: dated(&m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
+            ..m::StatsRows::default()
+        })
+    }
+
+    async fn day_appointments(
+        &self,
+        clinic: &ClinicId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<$crate::store::metrics::DayAppointments>, StoreError> {
+        use $crate::store::metrics as m;
+        sqlx::query(m::DAY_APPOINTMENTS.sql(Some(clinic)))
+            .bind(clinic.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(m::day_appointments)
+            .collect()
     }
 
     async fn doctor_outcomes(
@@ -333,7 +427,7 @@ impl $crate::store::metrics::MetricsStore for $store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<$crate::store::metrics::DoctorOutcome>, StoreError> {
-        sqlx::query($crate::store::metrics::DOCTOR_OUTCOMES)
+        sqlx::query($crate::store::metrics::DOCTOR_OUTCOMES.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
             .bind(to)

@@ -90,6 +90,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "watch key clinics",
             include_str!("../../migrations/sqlite/0008_watch_key_clinics.sql"),
         ),
+        (
+            9,
+            "incident changes",
+            include_str!("../../migrations/sqlite/0009_incident_changes.sql"),
+        ),
     ])
 }
 

@@ -39,12 +39,14 @@ const FOLLOW_OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
 /// Incidents saved by another process (a second `serve` on the same PostgreSQL, a
 /// `slotguard audit` or `watch import`) reach this process's live pages too: once a
 /// second, the incidents touched lately are compared with what was last seen of each,
-/// and what changed is announced as if the detector here had saved it.
+/// and what changed is announced as if the detector here had saved it. The same look
+/// tells the overview's kept day counts which days were written (`web::counts`).
 pub async fn follow_other_processes(state: super::WebState, mut stopped: watch::Receiver<bool>) {
     let mut seen: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
     let mut every = tokio::time::interval(FOLLOW_EVERY);
     let mut local = state.detector.subscribe();
     let mut first = true;
+    let mut refresh = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -56,6 +58,18 @@ pub async fn follow_other_processes(state: super::WebState, mut stopped: watch::
             seen.insert(change.incident_id, now);
         }
         let since = now - FOLLOW_OVERLAP;
+        match state.store().changed_groups(since).await {
+            Ok(groups) => state
+                .day_counts
+                .forget(groups.into_iter().map(|g| (g.clinic_id, g.date))),
+            Err(e) => tracing::debug!(error = %e, "could not look for days written elsewhere"),
+        }
+        if refresh.elapsed() >= super::counts::REFRESH_EVERY {
+            refresh = std::time::Instant::now();
+            if let Err(e) = state.day_counts.refresh(state.store()).await {
+                tracing::debug!(error = %e, "could not read the kept day counts again");
+            }
+        }
         let touched = match state.store().incidents_touched_since(since).await {
             Ok(t) => t,
             Err(e) => {

@@ -24,6 +24,7 @@ use crate::booking::Bookings;
 use crate::detect::Detector;
 
 pub mod accounts;
+pub mod counts;
 pub mod live;
 pub mod page;
 mod pages;
@@ -41,8 +42,8 @@ pub struct WebState {
     pub throttle: Arc<session::Throttle>,
     /// Turns true when the server shuts down: live streams end so it can.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
-    /// The overview's counts of closed days, kept a minute.
-    pub past_days: Arc<pages::overview::PastDays>,
+    /// The overview's day counts, kept until a write to their day is seen.
+    pub day_counts: Arc<counts::DayCounts>,
     /// The overview's live part, rendered once per view until an incident changes.
     pub rendered_overviews: Arc<pages::overview::Rendered>,
 }
@@ -56,7 +57,7 @@ impl WebState {
             auditor,
             throttle: Arc::new(session::Throttle::default()),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
-            past_days: Arc::default(),
+            day_counts: Arc::default(),
         }
     }
 

@@ -224,64 +224,16 @@ struct ClinicRank {
     retry_rate: String,
 }
 
-/// The clinics to read one by one: every clinic at once (`None`), or each of a scope.
-fn clinics_of(scope: Option<&[ClinicId]>) -> Vec<Option<&ClinicId>> {
-    match scope {
-        None => vec![None],
-        Some(list) => list.iter().map(Some).collect(),
-    }
-}
-
-/// The booking counts and appointment counts of closed days (before yesterday), kept
-/// a minute: they change only when a late document arrives for an old day, and
-/// reading a month of them is most of the overview's work.
-/// A view's closed days: its scope (`None`: every clinic) and first and last date.
-type PastKey = (Option<Vec<ClinicId>>, NaiveDate, NaiveDate);
-
-#[derive(Debug, Default)]
-pub struct PastDays {
-    kept: std::sync::Mutex<std::collections::HashMap<PastKey, (std::time::Instant, StatsRows)>>,
-}
-
-/// How long closed days' counts are kept.
-const PAST_DAYS_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
-/// Scopes kept at once (each person's view is one).
-const PAST_DAYS_SCOPES: usize = 256;
-
-impl PastDays {
-    /// Rows of `from..=to` for `scope`, without incidents (those are always read fresh).
-    async fn rows(
-        &self,
-        store: &dyn crate::store::Store,
-        scope: Option<&[ClinicId]>,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<StatsRows, PageError> {
-        let key = (scope.map(<[ClinicId]>::to_vec), from, to);
-        {
-            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, rows)) = kept.get(&key) {
-                if at.elapsed() < PAST_DAYS_KEPT {
-                    return Ok(rows.clone());
-                }
-            }
-        }
-        let mut rows = StatsRows::default();
-        for c in clinics_of(scope) {
-            let r = store.stats_rows(c, from, to).await?;
-            rows.day_outcomes.extend(r.day_outcomes);
-            rows.hour_outcomes.extend(r.hour_outcomes);
-            rows.appointments.extend(r.appointments);
-        }
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= PAST_DAYS_SCOPES {
-            kept.retain(|_, (at, _)| at.elapsed() < PAST_DAYS_KEPT);
-        }
-        if kept.len() < PAST_DAYS_SCOPES {
-            kept.insert(key, (std::time::Instant::now(), rows.clone()));
-        }
-        Ok(rows)
-    }
+/// Every clinic there is data of: the registered ones and those only seen in watched
+/// documents or incidents.
+async fn every_clinic(
+    store: &dyn crate::store::Store,
+    clinics: &Clinics,
+) -> Result<Vec<ClinicId>, PageError> {
+    let mut all: std::collections::BTreeSet<ClinicId> =
+        clinics.registered().map(|c| c.id.clone()).collect();
+    all.extend(store.seen_clinics().await?);
+    Ok(all.into_iter().collect())
 }
 
 /// Rows re-dated so that every clinic's own today falls on `display_today`: a
@@ -333,29 +285,32 @@ async fn body(
     let sunday = monday + Duration::days(6);
     let from = (display_today - Duration::days(DAYS - 1)).min(monday) - Duration::days(1);
     let to = sunday + Duration::days(1);
-    // Days before yesterday are closed: their booking counts and appointments are read
-    // at most once a minute (`PastDays`); the days since, and every incident, fresh.
+    // Days before yesterday are closed: their booking outcomes never change and are
+    // read once per view and day; appointment counts are kept per clinic and day until
+    // a write to that day is seen (`web::counts`); incidents are read fresh.
     let recent = display_today - Duration::days(1);
-    let mut rows = state
-        .past_days
-        .rows(store, scope.as_deref(), from, recent - Duration::days(1))
+    let tomorrow = display_today + Duration::days(1);
+    let counts = &state.day_counts;
+    let mut rows = counts
+        .closed_outcomes(store, scope.as_deref(), from, recent - Duration::days(1))
         .await?;
+    let fresh = crate::web::counts::outcomes(store, scope.as_deref(), recent, tomorrow).await?;
+    rows.day_outcomes.extend(fresh.day_outcomes);
+    rows.hour_outcomes.extend(fresh.hour_outcomes);
     // Counts are needed up to today (a day's margin for clinics ahead of the display
     // zone); incidents for the whole ISO week, for the week's card.
-    let tomorrow = display_today + Duration::days(1);
-    for c in clinics_of(scope.as_deref()) {
-        let fresh = store.stats_rows(c, recent, tomorrow).await?;
-        rows.day_outcomes.extend(fresh.day_outcomes);
-        rows.hour_outcomes.extend(fresh.hour_outcomes);
-        rows.appointments.extend(fresh.appointments);
-        rows.incidents.extend(fresh.incidents);
-        let before = recent - Duration::days(1);
-        rows.incidents
-            .extend(store.incidents_dated(c, from, before).await?);
-        if to > tomorrow {
-            let after = tomorrow + Duration::days(1);
-            rows.incidents
-                .extend(store.incidents_dated(c, after, to).await?);
+    let in_view = match &scope {
+        Some(list) => list.clone(),
+        None => every_clinic(store, clinics).await?,
+    };
+    rows.appointments = counts.appointments(store, &in_view, from, tomorrow).await?;
+    match &scope {
+        None => rows.incidents = store.incidents_dated(None, from, to).await?,
+        Some(list) => {
+            for c in list {
+                rows.incidents
+                    .extend(store.incidents_dated(Some(c), from, to).await?);
+            }
         }
     }
     let rows = align_days(rows, clinics, now, display_today);
