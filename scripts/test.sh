@@ -111,6 +111,10 @@ else
   export SLOTGUARD_TEST_POSTGRES=skip
 fi
 
+# The slow-client story holds ~2,600 sockets (clients and server in one process):
+# lift the soft open-files limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 rc=0
 cargo test "$@" || rc=$?
 

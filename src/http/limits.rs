@@ -24,6 +24,15 @@ pub struct LimitsConfig {
     pub failed_auth_per_minute: Option<f64>,
     /// And in one burst (default 50).
     pub failed_auth_burst: Option<f64>,
+    /// Seconds a client has to send a request's headers, and the longest a kept-alive
+    /// connection may sit idle (default 10).
+    pub header_timeout_seconds: Option<f64>,
+    /// Seconds a client has to send a request's whole body once its headers are in
+    /// (default 15).
+    pub body_timeout_seconds: Option<f64>,
+    /// Client connections open at once (default 10000; lowered to fit under the
+    /// process's open-files limit).
+    pub max_connections: Option<usize>,
 }
 
 /// A sustained rate and a burst.
@@ -37,6 +46,9 @@ pub struct Rate {
 pub struct Limits {
     pub per_key: Rate,
     pub failed_auth: Rate,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -50,7 +62,21 @@ impl Default for Limits {
                 per_second: 1.0,
                 burst: 50.0,
             },
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(15),
+            max_connections: 10_000,
         }
+    }
+}
+
+/// A timeout of 0.1 s to an hour, in seconds.
+fn seconds(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, String> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && (0.1..=3600.0).contains(&x) => Ok(Duration::from_secs_f64(x)),
+        Some(x) => Err(format!(
+            "limits.{name} = {x}: must be a number of seconds from 0.1 to 3600"
+        )),
     }
 }
 
@@ -82,6 +108,25 @@ impl LimitsConfig {
                     self.failed_auth_burst,
                     d.failed_auth.burst,
                 )?,
+            },
+            header_timeout: seconds(
+                "header_timeout_seconds",
+                self.header_timeout_seconds,
+                d.header_timeout,
+            )?,
+            body_timeout: seconds(
+                "body_timeout_seconds",
+                self.body_timeout_seconds,
+                d.body_timeout,
+            )?,
+            max_connections: match self.max_connections {
+                None => d.max_connections,
+                Some(n) if (1..=1_000_000).contains(&n) => n,
+                Some(n) => {
+                    return Err(format!(
+                        "limits.max_connections = {n}: must be from 1 to 1000000"
+                    ))
+                }
             },
         })
     }
@@ -147,6 +192,7 @@ const MAX_REMEMBERED: usize = 10_000;
 /// The limits of one server.
 #[derive(Debug)]
 pub struct RateLimits {
+    limits: Limits,
     keys: Buckets<String>,
     failures: Buckets<IpAddr>,
     /// SHA-256 of keys that authenticated lately, and when.
@@ -156,10 +202,16 @@ pub struct RateLimits {
 impl RateLimits {
     pub fn new(limits: Limits) -> Self {
         Self {
+            limits,
             keys: Buckets::new(limits.per_key),
             failures: Buckets::new(limits.failed_auth),
             good: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The limits these were made from (the timeouts and the connection cap too).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Notes that `token` authenticated.

@@ -24,6 +24,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod server;
 
 use error::ApiError;
 
@@ -132,7 +133,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn_with_state(state, shed_load))
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn_with_state(state, read_body))
         .layer(middleware::from_fn(printable_paths))
         .layer(middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -275,6 +277,64 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Reads a request's whole body (at most `BODY_LIMIT_BYTES`) within the body timeout
+/// before the request takes a handling permit in `shed_load`: a client sending its
+/// body slowly holds a connection, never a permit, and is answered 408 when its time
+/// is up.
+async fn read_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let timeout = state.limits.limits().body_timeout;
+    let (parts, body) = request.into_parts();
+    let refusal =
+        match tokio::time::timeout(timeout, axum::body::to_bytes(body, BODY_LIMIT_BYTES)).await {
+            Ok(Ok(bytes)) => {
+                let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+                return next.run(request).await;
+            }
+            Ok(Err(e)) if too_large(&e) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("The body is larger than {BODY_LIMIT_BYTES} bytes."),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                format!("The body could not be read: {e}."),
+            ),
+            Err(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                "The body did not arrive within {} seconds of the headers; send it again, whole.",
+                timeout.as_secs_f64()
+            ),
+            ),
+        };
+    let (status, code, message) = refusal;
+    let mut response = if is_api(parts.uri.path()) {
+        ApiError::new(status, code, message).into_response()
+    } else {
+        crate::web::PageError::new(status, message).into_response()
+    };
+    // The rest of the body is not read: the connection cannot carry another request.
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Whether reading a body failed for passing the size limit.
+fn too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Past `MAX_IN_FLIGHT` concurrent requests, answer 503 at once rather than queue
 /// without bound.
 async fn shed_load(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -306,7 +366,9 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value
 }
 
 /// Serves the API on `listener` until `shutdown` completes; requests under way then
-/// are finished before this returns.
+/// are finished before this returns. Headers must arrive within the header timeout
+/// and connections are capped (`server`), bodies within the body timeout
+/// (`read_body`): `[limits]` in slotguard.toml.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -314,14 +376,29 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Live dashboard streams never end by themselves: they are told to at shutdown.
     let closing = state.web.closing.clone();
-    axum::serve(
+    let limits = *state.limits.limits();
+    let open_files = server::open_files_limit();
+    let cap = server::connection_cap(limits.max_connections, open_files);
+    if cap < limits.max_connections {
+        tracing::warn!(
+            open_files,
+            configured = limits.max_connections,
+            cap,
+            "the open-files limit lowers the connection cap; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
+    server::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(state),
+        server::ConnectionLimits {
+            header_timeout: limits.header_timeout,
+            max_connections: cap,
+        },
+        async move {
+            shutdown.await;
+            closing.send_replace(true);
+        },
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        closing.send_replace(true);
-    })
     .await
 }
 
@@ -331,7 +408,11 @@ pub async fn serve_metrics(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, metrics_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = *state.limits.limits();
+    let cap = server::connection_cap(limits.max_connections, server::open_files_limit());
+    let connections = server::ConnectionLimits {
+        header_timeout: limits.header_timeout,
+        max_connections: cap,
+    };
+    server::serve(listener, metrics_router(state), connections, shutdown).await
 }

@@ -880,3 +880,166 @@ pub async fn bad_keys_are_rate_limited_per_address_and_keys_per_key(backend: Bac
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Issue 12: more clients than the server handles at once that send their headers
+/// and then their bodies a byte at a time, and more that connect and say nothing,
+/// hold connections, never the permits of requests being handled: a booking and
+/// `/healthz` are still answered. The slow bodies are answered 408 when the body
+/// timeout is up, the silent connections closed at the header timeout, and past the
+/// connection cap a new connection is closed at once, until some close.
+pub async fn slow_and_silent_clients_lock_nobody_out(backend: Backend) {
+    use slotguard::http::limits::Limits;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    let before = app.row_counts().await;
+    let limits = Limits {
+        header_timeout: std::time::Duration::from_secs(3),
+        body_timeout: std::time::Duration::from_secs(4),
+        ..Limits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let base = format!("http://{address}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = app.app.state.clone().with_limits(limits);
+    let server = tokio::spawn(slotguard::http::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+
+    // More slow senders than the 1,024 requests handled at once.
+    let slow_senders = slotguard::http::MAX_IN_FLIGHT + 76;
+    let head = format!(
+        "POST {BOOK} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{",
+        app.admin_key
+    );
+    let mut slow = Vec::new();
+    for _ in 0..slow_senders {
+        let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    // Each slow sender sends one more byte: still far from its 200.
+    for s in &mut slow {
+        s.write_all(b" ").await.unwrap();
+    }
+
+    let health = app
+        .client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "/healthz is answered");
+    let booked = app
+        .client
+        .post(format!("{base}{BOOK}"))
+        .bearer_auth(&app.admin_key)
+        .json(&booking(json!({"slotIndex": 9})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        booked.status(),
+        StatusCode::CREATED,
+        "a booking is answered"
+    );
+
+    // Each slow sender gets a 408 in the error envelope when its time is up.
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for mut s in slow {
+        let mut text = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut text))
+                .await;
+        assert!(read.is_ok(), "a slow sender's connection was left open");
+        let text = String::from_utf8_lossy(&text);
+        let status = text.lines().next().unwrap_or("(nothing)").to_owned();
+        if status.contains("408") {
+            assert!(text.contains("\"body_timeout\""), "{text}");
+        }
+        *answers.entry(status).or_default() += 1;
+    }
+    assert_eq!(
+        answers,
+        [("HTTP/1.1 408 Request Timeout".to_owned(), slow_senders)].into(),
+        "every slow sender is answered 408"
+    );
+    // The silent ones are closed at the header timeout, having been sent nothing.
+    for mut s in silent {
+        let mut text = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut text))
+                .await;
+        assert!(read.is_ok(), "an idle connection was left open");
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // A listener that holds 20 connections: the 21st is closed at once, and once the
+    // 20 go quiet past the header timeout, new clients are served again.
+    let capped = Limits {
+        header_timeout: std::time::Duration::from_secs(2),
+        max_connections: 20,
+        ..Limits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = app.app.state.clone().with_limits(capped);
+    let server = tokio::spawn(slotguard::http::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let probe = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = |mut s: tokio::net::TcpStream| async move {
+        s.write_all(probe.as_bytes()).await.ok();
+        let mut text = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut text))
+            .await;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let over = tokio::net::TcpStream::connect(address).await.unwrap();
+    assert_eq!(
+        answer(over).await,
+        "",
+        "past the cap a connection is closed unanswered"
+    );
+    let served = eventually(
+        30,
+        "a connection served once the idle ones are closed",
+        || async {
+            let s = tokio::net::TcpStream::connect(address).await.unwrap();
+            let status = answer(s).await;
+            status.contains("200").then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(served, "HTTP/1.1 200 OK");
+    drop(idle);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    let mut after = app.row_counts().await;
+    assert_eq!(
+        after["appointments"],
+        json!(before["appointments"].as_i64().unwrap() + 1)
+    );
+    after["appointments"] = before["appointments"].clone();
+    assert_eq!(after, before, "the slow senders wrote nothing");
+}

@@ -7,6 +7,7 @@ mod audit;
 mod audit_file;
 mod booking;
 mod detection;
+mod fuzz;
 mod inputs;
 mod loadtest;
 mod metrics;
@@ -77,6 +78,8 @@ stories! {
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
     inputs::bad_keys_are_rate_limited_per_address_and_keys_per_key,
+    inputs::slow_and_silent_clients_lock_nobody_out,
+    fuzz::random_bodies_and_query_strings_never_panic_or_get_a_5xx,
     processes::a_server_killed_after_answering_201_loses_none_of_them,
     processes::a_short_load_run_checks_clean_and_a_lost_booking_is_caught,
     processes::an_alert_survives_crashes_and_is_delivered_once,
