@@ -13,8 +13,8 @@
 #      and /incidents?state=open, one request at a time on one keep-alive connection,
 #      round-robin, 200 rounds after 20 warm-up rounds (capped at $max_seconds);
 #      p50/p99/max, body bytes, p99 ÷ /healthz p99, and the server's own logged time
-#      per request; then 3 requests of / each over a minute after the last (the
-#      overview keeps closed days' counts a minute);
+#      per request (the very first GET of / on its own: nothing kept yet); then 3
+#      requests of / each over a minute after the last (each renders the overview anew);
 #   2. live updates on the same server: 200 concurrent GET /events streams; per trial
 #      two Kloqo documents PUT into one free slot through the watch API (a new
 #      incident), and the time from the second PUT's answer to each stream's

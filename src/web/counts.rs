@@ -7,6 +7,9 @@
 //!   render re-reads just them. A document moved from one day to another is seen on
 //!   its new day only, so every kept day is also re-read in the background every
 //!   [`REFRESH_EVERY`], off the request path.
+//! - Incidents per clinic over the view's dates: kept until an incident of that
+//!   clinic changes (the detector's change feed, which `live`'s follower extends to
+//!   incidents saved by other processes).
 //! - Booking outcomes of closed days (before yesterday in the view's zone) per view:
 //!   a day's rollups are written while the day is today, and a flush is at most
 //!   seconds late, so a closed day's never change; they are kept until the view's
@@ -16,7 +19,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use chrono::{Duration, NaiveDate};
+use tokio::sync::broadcast;
 
+use crate::detect::{Incident, IncidentChanged};
 use crate::domain::ClinicId;
 use crate::store::metrics::{DayAppointments, StatsRows};
 use crate::store::{Store, StoreError};
@@ -31,13 +36,82 @@ const VIEWS_KEPT: usize = 256;
 /// A view's closed days: its clinics (`None`: every clinic) and first and last date.
 type ClosedKey = (Option<Vec<ClinicId>>, NaiveDate, NaiveDate);
 
-#[derive(Debug, Default)]
+/// One clinic's incidents dated `from..=to`, as last read.
+#[derive(Debug)]
+struct KeptIncidents {
+    from: NaiveDate,
+    to: NaiveDate,
+    incidents: Vec<Incident>,
+}
+
+#[derive(Debug)]
 pub struct DayCounts {
     appointments: Mutex<HashMap<(ClinicId, NaiveDate), u64>>,
     closed: Mutex<HashMap<ClosedKey, StatsRows>>,
+    incidents: Mutex<HashMap<ClinicId, KeptIncidents>>,
+    /// Incident changes saved here or seen from other processes (`live`'s follower):
+    /// each makes its clinic's incidents be read again.
+    changes: Mutex<broadcast::Receiver<IncidentChanged>>,
 }
 
 impl DayCounts {
+    pub fn new(changes: broadcast::Receiver<IncidentChanged>) -> Self {
+        Self {
+            appointments: Mutex::default(),
+            closed: Mutex::default(),
+            incidents: Mutex::default(),
+            changes: Mutex::new(changes),
+        }
+    }
+
+    /// Incidents of `clinics` dated `from..=to`, reading again only the clinics whose
+    /// incidents changed since they were last read (or that were read for other dates).
+    pub async fn incidents(
+        &self,
+        store: &dyn Store,
+        clinics: &[ClinicId],
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Incident>, StoreError> {
+        {
+            let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = self.lock_incidents();
+            loop {
+                match changes.try_recv() {
+                    Ok(change) => {
+                        kept.remove(&change.clinic_id);
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => kept.clear(),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut all = Vec::new();
+        for clinic in clinics {
+            let hit = self
+                .lock_incidents()
+                .get(clinic)
+                .filter(|k| (k.from, k.to) == (from, to))
+                .map(|k| k.incidents.clone());
+            match hit {
+                Some(incidents) => all.extend(incidents),
+                None => {
+                    let incidents = store.incidents_dated(Some(clinic), from, to).await?;
+                    all.extend(incidents.iter().cloned());
+                    self.lock_incidents().insert(
+                        clinic.clone(),
+                        KeptIncidents {
+                            from,
+                            to,
+                            incidents,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Appointments of `clinics` on each day of `from..=to` (days with none left out),
     /// reading only the days not kept, one statement per clinic.
     pub async fn appointments(
@@ -156,6 +230,10 @@ impl DayCounts {
         self.appointments.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_incidents(&self) -> std::sync::MutexGuard<'_, HashMap<ClinicId, KeptIncidents>> {
+        self.incidents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_closed(&self) -> std::sync::MutexGuard<'_, HashMap<ClosedKey, StatsRows>> {
         self.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -214,7 +292,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let counts = DayCounts::default();
+        let counts = DayCounts::new(tokio::sync::broadcast::channel(1).1);
         async fn kept(
             counts: &DayCounts,
             store: &dyn Store,

@@ -42,7 +42,7 @@ pub struct WebState {
     pub throttle: Arc<session::Throttle>,
     /// Turns true when the server shuts down: live streams end so it can.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
-    /// The overview's day counts, kept until a write to their day is seen.
+    /// The overview's day counts and incidents, kept until a write to them is seen.
     pub day_counts: Arc<counts::DayCounts>,
     /// The overview's live part, rendered once per view until an incident changes.
     pub rendered_overviews: Arc<pages::overview::Rendered>,
@@ -52,12 +52,12 @@ impl WebState {
     pub fn new(bookings: Arc<Bookings>, detector: Arc<Detector>, auditor: Arc<Auditor>) -> Self {
         Self {
             rendered_overviews: Arc::new(pages::overview::Rendered::new(&detector)),
+            day_counts: Arc::new(counts::DayCounts::new(detector.subscribe())),
             bookings,
             detector,
             auditor,
             throttle: Arc::new(session::Throttle::default()),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
-            day_counts: Arc::default(),
         }
     }
 

@@ -287,7 +287,8 @@ async fn body(
     let to = sunday + Duration::days(1);
     // Days before yesterday are closed: their booking outcomes never change and are
     // read once per view and day; appointment counts are kept per clinic and day until
-    // a write to that day is seen (`web::counts`); incidents are read fresh.
+    // a write to that day is seen, incidents per clinic until one of its changes
+    // (`web::counts`).
     let recent = display_today - Duration::days(1);
     let tomorrow = display_today + Duration::days(1);
     let counts = &state.day_counts;
@@ -304,15 +305,7 @@ async fn body(
         None => every_clinic(store, clinics).await?,
     };
     rows.appointments = counts.appointments(store, &in_view, from, tomorrow).await?;
-    match &scope {
-        None => rows.incidents = store.incidents_dated(None, from, to).await?,
-        Some(list) => {
-            for c in list {
-                rows.incidents
-                    .extend(store.incidents_dated(Some(c), from, to).await?);
-            }
-        }
-    }
+    rows.incidents = counts.incidents(store, &in_view, from, to).await?;
     let rows = align_days(rows, clinics, now, display_today);
     let last30 = DateRange::new(display_today - Duration::days(DAYS - 1), display_today)?;
     let today = DateRange::new(display_today, display_today)?;
