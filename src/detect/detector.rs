@@ -41,6 +41,9 @@ impl Default for Settings {
     }
 }
 
+/// The watermark of the re-scan: every doctor-day written before it has been checked.
+pub const WATERMARK: &str = "detector";
+
 /// Lease length; renewed at every pass, at least every `rescan_every`.
 pub const LEASE: chrono::Duration = chrono::Duration::seconds(5);
 
@@ -279,12 +282,35 @@ impl Detector {
         }
     }
 
-    async fn check_all(&self, groups: impl IntoIterator<Item = Group>) {
+    /// Checks every group; whether all were checked.
+    async fn check_all(&self, groups: impl IntoIterator<Item = Group>) -> bool {
+        let mut all = true;
         for group in groups {
             if let Err(e) = self.check(&group, FoundBy::Realtime).await {
                 tracing::warn!(error = %e, clinic = %group.clinic_id, "detection failed; the re-scan will retry");
+                all = false;
             }
         }
+        all
+    }
+
+    /// One re-scan: every doctor-day written since the watermark (or within the
+    /// re-scan window, if that reaches further back, for writes committed late), then
+    /// the watermark moved to this pass's start once all were checked. After an
+    /// outage of any length the first pass checks everything written meanwhile.
+    async fn rescan(&self) -> Result<(), StoreError> {
+        let started = self.clock.now();
+        let window = chrono::Duration::from_std(self.settings.rescan_window)
+            .unwrap_or(chrono::Duration::minutes(2));
+        let since = match self.store.watermark(WATERMARK).await? {
+            Some(checked) => checked.min(started - window),
+            None => started - window,
+        };
+        let groups = self.store.changed_groups(since).await?;
+        if self.check_all(groups).await {
+            self.store.set_watermark(WATERMARK, started).await?;
+        }
+        Ok(())
     }
 
     /// Runs until `stopped` turns true.
@@ -310,10 +336,8 @@ impl Detector {
                 }
                 _ = rescan.tick() => {
                     if self.lead().await {
-                        let window = chrono::Duration::from_std(self.settings.rescan_window).unwrap_or(chrono::Duration::minutes(2));
-                        match self.store.changed_groups(self.clock.now() - window).await {
-                            Ok(groups) => self.check_all(groups).await,
-                            Err(e) => tracing::warn!(error = %e, "re-scan failed"),
+                        if let Err(e) = self.rescan().await {
+                            tracing::warn!(error = %e, "re-scan failed");
                         }
                     }
                 }

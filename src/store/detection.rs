@@ -186,6 +186,11 @@ pub trait DetectionStore: Send + Sync {
     /// takes over at once instead of waiting for it to run out.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// Until when watermark `name` says everything has been checked (`None`: never).
+    async fn watermark(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Moves watermark `name` to `until` (never backwards).
+    async fn set_watermark(&self, name: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
+
     async fn ungrouped_alerts(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Marks outbox entries as grouped into notification `rows[..].id` and queues the
     /// rows (none when everything was silenced, or no channel wants it), in one
@@ -717,6 +722,29 @@ impl $crate::store::detection::DetectionStore for $store {
             .bind(holder)
             .execute(&self.writer)
             .await?;
+        Ok(())
+    }
+
+    async fn watermark(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        use $crate::store::codec::DecodeRow;
+        sqlx::query("SELECT checked_until FROM watermarks WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.writer)
+            .await?
+            .map(|r| r.instant("checked_until"))
+            .transpose()
+    }
+
+    async fn set_watermark(&self, name: &str, until: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO watermarks (name, checked_until) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET checked_until = excluded.checked_until \
+             WHERE excluded.checked_until > watermarks.checked_until",
+        )
+        .bind(name)
+        .bind(until)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 

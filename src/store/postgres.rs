@@ -77,6 +77,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "incident changes",
             include_str!("../../migrations/postgres/0009_incident_changes.sql"),
         ),
+        (
+            10,
+            "watermarks",
+            include_str!("../../migrations/postgres/0010_watermarks.sql"),
+        ),
     ])
 }
 

@@ -95,6 +95,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "incident changes",
             include_str!("../../migrations/sqlite/0009_incident_changes.sql"),
         ),
+        (
+            10,
+            "watermarks",
+            include_str!("../../migrations/sqlite/0010_watermarks.sql"),
+        ),
     ])
 }
 

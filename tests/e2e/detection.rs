@@ -823,3 +823,59 @@ pub async fn with_no_channel_an_open_incident_is_reminded_once_per_interval(back
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(reminders().await, 1, "one reminder per interval");
 }
+
+/// Issue 13, item 4: a server that acknowledged two watched writes making a duplicate
+/// and died before checking them (its wake-up lost), then stayed down far longer
+/// than the re-scan window: the next server checks every doctor-day written since
+/// the persisted watermark, and the duplicate is found.
+pub async fn a_duplicate_written_before_a_long_outage_is_found_at_the_next_start(backend: Backend) {
+    let Some(db) = test_db(backend).await else {
+        return;
+    };
+    // A server whose detector only re-scans once an hour and ignores wake-ups: it
+    // makes its first pass at start, then acknowledges the writes and checks nothing.
+    let deaf = slotguard::app::Options {
+        detect: slotguard::detect::detector::Settings {
+            wakeups: false,
+            rescan_every: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        ..test_options(&[], Duration::ZERO, false)
+    };
+    let first = start_app_at(db, deaf, kolkata(DAY, 5, 0)).await;
+    let store = first.app.state.bookings.store();
+    eventually(30, "the first server's first pass", || async {
+        store
+            .watermark(slotguard::detect::detector::WATERMARK)
+            .await
+            .unwrap()
+    })
+    .await;
+    first.clock.set(kolkata(DAY, 5, 1));
+    for id in ["a", "b"] {
+        let reply = put(&first, &document(id, 5, "Pending", 0)).await;
+        assert!(reply.status.is_success(), "{}", reply.text);
+    }
+    let db = first.stop().await;
+
+    // Back an hour later: far past the 120 s re-scan window.
+    let next = start_app_at(
+        db,
+        test_options(&[], Duration::ZERO, true),
+        kolkata(DAY, 6, 1),
+    )
+    .await;
+    let found = eventually(30, "the duplicate found after the outage", || async {
+        let list = next.get("/api/v1/incidents").await;
+        let incidents = list.body["incidents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!incidents.is_empty()).then_some(incidents)
+    })
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["kind"], "slot", "{found:?}");
+    assert_eq!(found[0]["key"], "5", "{found:?}");
+    assert_eq!(found[0]["members"].as_array().map(Vec::len), Some(2));
+}

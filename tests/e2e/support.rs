@@ -199,6 +199,11 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Option<TestAp
 
 /// Serves slotguard in this process over `db` (fresh, or one a stopped app left).
 pub async fn start_app(db: TestDb, options: Options) -> TestApp {
+    start_app_at(db, options, kolkata(DAY, 6, 0)).await
+}
+
+/// [`start_app`] with its clock standing at `now` from the start.
+pub async fn start_app_at(db: TestDb, options: Options, now: DateTime<Utc>) -> TestApp {
     let store: Arc<dyn store::Store> = Arc::from(
         store::open(&db.url, SqliteSync::Full)
             .await
@@ -206,7 +211,7 @@ pub async fn start_app(db: TestDb, options: Options) -> TestApp {
     );
     let key = slotguard::auth::new_key(Role::Admin, vec![], Utc::now());
     store.insert_api_key(&key.record).await.unwrap();
-    let clock = Arc::new(FixedClock::at(kolkata(DAY, 6, 0)));
+    let clock = Arc::new(FixedClock::at(now));
     let app = App::start(store, clock.clone(), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
