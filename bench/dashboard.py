@@ -881,7 +881,7 @@ AUDIT_RUN_COLUMNS = ("id, clinic_id, local_date, trigger, runner, status, starte
 
 def page_queries(today, clinic, doctor, since):
     """The statements GET / and GET /incidents run, as src/ had them when this was
-    written (commit 4363f36: the overview keeps closed days' counts a minute), with the
+    written (the overview keeps what it read in web/counts.rs), with the
     values the overview computes for an admin (every clinic, the display day in
     Asia/Kolkata): (name, how often, SQL with $n, [(type, value)]). Update this list
     when the pages' queries change."""
@@ -891,28 +891,25 @@ def page_queries(today, clinic, doctor, since):
     to = sunday + timedelta(days=1)
     recent = today - timedelta(days=1)
     closed = [("text", None), ("date", frm.isoformat()), ("date", (recent - timedelta(days=1)).isoformat())]
-    fresh = [("text", None), ("date", recent.isoformat()), ("date", to.isoformat())]
-    day_outcomes = ("SELECT clinic_id, day, outcome, CAST(SUM(count) AS BIGINT) AS count, "
-                    "CAST(SUM(retries) AS BIGINT) AS retries FROM booking_rollups WHERE day BETWEEN $2 AND $3 "
-                    "AND ($1 IS NULL OR clinic_id = $1) GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome")
-    hour_outcomes = ("SELECT day, CAST(hour AS BIGINT) AS hour, outcome, CAST(SUM(count) AS BIGINT) AS count "
-                     "FROM booking_rollups WHERE day BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) "
-                     "GROUP BY day, hour, outcome ORDER BY day, hour, outcome")
+    fresh = [("text", None), ("date", recent.isoformat()), ("date", (today + timedelta(days=1)).isoformat())]
+    outcomes = ("SELECT clinic_id, day, CAST(hour AS BIGINT) AS hour, outcome, CAST(SUM(count) AS BIGINT) AS count, "
+                "CAST(SUM(retries) AS BIGINT) AS retries FROM booking_rollups WHERE CAST($1 AS TEXT) IS NULL "
+                "AND day BETWEEN $2 AND $3 GROUP BY day, clinic_id, hour, outcome")
+    one_clinic = [("text", clinic), ("date", frm.isoformat()), ("date", to.isoformat())]
     day_appointments = ("SELECT clinic_id, date, COUNT(*) AS count FROM ( SELECT clinic_id, date FROM appointments "
-                        "WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) UNION ALL SELECT clinic_id, "
-                        "date FROM watched_appointments WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) "
+                        "WHERE clinic_id = $1 AND date BETWEEN $2 AND $3 UNION ALL SELECT clinic_id, "
+                        "date FROM watched_appointments WHERE clinic_id = $1 AND date BETWEEN $2 AND $3 "
                         "AND deleted = 0 AND is_break = 0 ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date")
-    incidents_dated = ("SELECT * FROM incidents WHERE date BETWEEN $2 AND $3 AND ($1 IS NULL OR clinic_id = $1) "
+    incidents_dated = ("SELECT * FROM incidents WHERE clinic_id = $1 AND date BETWEEN $2 AND $3 "
                        "ORDER BY clinic_id, date, doctor_id, kind, key")
     return [
-        ("overview, closed days (kept a minute): DAY_OUTCOMES (store/metrics.rs)", "once a minute", day_outcomes, closed),
-        ("overview, closed days (kept a minute): HOUR_OUTCOMES", "once a minute", hour_outcomes, closed),
-        ("overview, closed days (kept a minute): DAY_APPOINTMENTS", "once a minute", day_appointments, closed),
-        ("overview, yesterday to next Monday: DAY_OUTCOMES", "every overview", day_outcomes, fresh),
-        ("overview, yesterday to next Monday: HOUR_OUTCOMES", "every overview", hour_outcomes, fresh),
-        ("overview, yesterday to next Monday: DAY_APPOINTMENTS", "every overview", day_appointments, fresh),
-        ("overview, yesterday to next Monday: INCIDENTS_DATED", "every overview", incidents_dated, fresh),
-        ("overview, closed days: incidents_dated (store/dashboard.rs)", "every overview", incidents_dated, closed),
+        ("overview, closed days: OUTCOMES (store/metrics.rs), kept per view until the dates move on",
+         "once a day per view", outcomes, closed),
+        ("overview, yesterday to tomorrow: OUTCOMES", "every render", outcomes, fresh),
+        ("overview: DAY_APPOINTMENTS of one clinic, kept per clinic and day until one is written (web/counts.rs)",
+         "per clinic, for the days written since the last render", day_appointments, one_clinic),
+        ("overview: INCIDENTS_DATED of one clinic, kept per clinic until one of its incidents changes",
+         "per clinic whose incidents changed", incidents_dated, one_clinic),
         ("overview: incident_tallies (store/dashboard.rs)", "every overview",
          "SELECT clinic_id, state, COUNT(*) AS n FROM incidents GROUP BY clinic_id, state", []),
         ("overview: freshness, audit runs of the last 3 days (web/pages/overview.rs audit_state)", "every overview",

@@ -162,19 +162,6 @@ where
     ClinicId::parse("clinic_id", &row.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))
 }
 
-pub fn day_outcome<R: DecodeRow>(row: &R) -> Result<DayOutcome, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
-    Ok(DayOutcome {
-        clinic_id: clinic_id(row)?,
-        day: row.date("day")?,
-        outcome: row.text("outcome")?,
-        count: count(row, "count")?,
-        retries: count(row, "retries")?,
-    })
-}
-
 pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError>
 where
     for<'a> &'a str: ColumnIndex<R>,
@@ -189,20 +176,52 @@ where
     })
 }
 
-pub fn hour_outcome<R: DecodeRow>(row: &R) -> Result<HourOutcome, StoreError>
+/// Rows of [`OUTCOMES`] summed into day outcomes (per clinic, day and outcome) and
+/// hour outcomes (per day, hour and outcome, over the clinics read), each in key order.
+pub fn outcomes_of<R: DecodeRow>(
+    rows: &[R],
+) -> Result<(Vec<DayOutcome>, Vec<HourOutcome>), StoreError>
 where
     for<'a> &'a str: ColumnIndex<R>,
 {
-    let hour = row.int("hour")?;
-    Ok(HourOutcome {
-        day: row.date("day")?,
-        hour: u32::try_from(hour)
+    let mut days: BTreeMap<(ClinicId, NaiveDate, String), (u64, u64)> = BTreeMap::new();
+    let mut hours: BTreeMap<(NaiveDate, u32, String), u64> = BTreeMap::new();
+    for row in rows {
+        let day = row.date("day")?;
+        let hour = row.int("hour")?;
+        let hour = u32::try_from(hour)
             .ok()
             .filter(|h| *h < 24)
-            .ok_or_else(|| corrupt("hour", hour))?,
-        outcome: row.text("outcome")?,
-        count: count(row, "count")?,
-    })
+            .ok_or_else(|| corrupt("hour", hour))?;
+        let outcome = row.text("outcome")?;
+        let (n, retries) = (count(row, "count")?, count(row, "retries")?);
+        let summed = days
+            .entry((clinic_id(row)?, day, outcome.clone()))
+            .or_default();
+        summed.0 += n;
+        summed.1 += retries;
+        *hours.entry((day, hour, outcome)).or_default() += n;
+    }
+    Ok((
+        days.into_iter()
+            .map(|((clinic_id, day, outcome), (count, retries))| DayOutcome {
+                clinic_id,
+                day,
+                outcome,
+                count,
+                retries,
+            })
+            .collect(),
+        hours
+            .into_iter()
+            .map(|((day, hour, outcome), count)| HourOutcome {
+                day,
+                hour,
+                outcome,
+                count,
+            })
+            .collect(),
+    ))
 }
 
 pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError>
@@ -268,13 +287,15 @@ macro_rules! scoped {
     };
 }
 
-/// Sums are cast back to BIGINT: PostgreSQL's `SUM(bigint)` is `numeric`.
-pub const DAY_OUTCOMES: Scoped = scoped!(
-    "SELECT clinic_id, day, outcome, \
+/// Booking outcomes per clinic, day, hour and outcome (doctors and kinds summed), in
+/// the order of `booking_rollups_by_day` so no sort is needed: both the day outcomes
+/// and the hour outcomes come from this one read ([`outcomes_of`]). Sums are cast back
+/// to BIGINT: PostgreSQL's `SUM(bigint)` is `numeric`.
+pub const OUTCOMES: Scoped = scoped!(
+    "SELECT clinic_id, day, CAST(hour AS BIGINT) AS hour, outcome, \
     CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
     FROM booking_rollups WHERE ",
-    " AND day BETWEEN $2 AND $3 \
-    GROUP BY clinic_id, day, outcome ORDER BY clinic_id, day, outcome"
+    " AND day BETWEEN $2 AND $3 GROUP BY day, clinic_id, hour, outcome"
 );
 
 pub const DOCTOR_OUTCOMES: Scoped = scoped!(
@@ -283,14 +304,6 @@ pub const DOCTOR_OUTCOMES: Scoped = scoped!(
     FROM booking_rollups WHERE ",
     " AND day BETWEEN $2 AND $3 \
     GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome"
-);
-
-pub const HOUR_OUTCOMES: Scoped = scoped!(
-    "SELECT day, CAST(hour AS BIGINT) AS hour, outcome, \
-    CAST(SUM(count) AS BIGINT) AS count \
-    FROM booking_rollups WHERE ",
-    " AND day BETWEEN $2 AND $3 \
-    GROUP BY day, hour, outcome ORDER BY day, hour, outcome"
 );
 
 pub const DAY_APPOINTMENTS: Scoped = scoped!(
@@ -374,9 +387,10 @@ impl $crate::store::metrics::MetricsStore for $store {
                 .bind(to)
                 .fetch_all(&self.reader)
         };
+        let (day_outcomes, hour_outcomes) = m::outcomes_of(&dated(&m::OUTCOMES).await?)?;
         Ok(m::StatsRows {
-            day_outcomes: dated(&m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
-            hour_outcomes: dated(&m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
+            day_outcomes,
+            hour_outcomes,
             appointments: dated(&m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
             incidents: dated(&m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
         })
@@ -396,9 +410,10 @@ impl $crate::store::metrics::MetricsStore for $store {
                 .bind(to)
                 .fetch_all(&self.reader)
         };
+        let (day_outcomes, hour_outcomes) = m::outcomes_of(&dated(&m::OUTCOMES).await?)?;
         Ok(m::StatsRows {
-            day_outcomes: dated(&m::DAY_OUTCOMES).await?.iter().map(m::day_outcome).collect::<Result<_, _>>()?,
-            hour_outcomes: dated(&m::HOUR_OUTCOMES).await?.iter().map(m::hour_outcome).collect::<Result<_, _>>()?,
+            day_outcomes,
+            hour_outcomes,
             ..m::StatsRows::default()
         })
     }

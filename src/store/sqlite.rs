@@ -100,6 +100,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "watermarks",
             include_str!("../../migrations/sqlite/0010_watermarks.sql"),
         ),
+        (
+            11,
+            "rollups by day covering",
+            include_str!("../../migrations/sqlite/0011_rollups_by_day_covering.sql"),
+        ),
     ])
 }
 
