@@ -61,6 +61,20 @@ impl Status {
         Status::parse("status", raw).map_or(true, Status::is_occupying)
     }
 
+    /// How far along the day a status written by another app is: 0 waiting
+    /// (`Pending`, or a status slotguard does not know), 1 called (`Confirmed`,
+    /// `Skipped`), 2 `InConsultation`, 3 done (`Completed`, `Cancelled`, `No-show`).
+    /// When two versions of a document carry the same time, the later stage is
+    /// taken as the newer: an appointment does not go back.
+    pub fn stage(raw: &str) -> u8 {
+        match Status::parse("status", raw) {
+            Ok(Status::Pending) | Err(_) => 0,
+            Ok(Status::Confirmed | Status::Skipped) => 1,
+            Ok(Status::InConsultation) => 2,
+            Ok(Status::Completed | Status::Cancelled | Status::NoShow) => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "Pending",

@@ -412,16 +412,19 @@ pub const DUPLICATES: &str = "WITH occ AS ( \
 
 pub const UPSERT_WATCHED: &str = "INSERT INTO watched_appointments (source, id, clinic_id, doctor_id, date, \
     session_index, slot_index, token_number, status, occupying, is_break, booked_via, created_at, updated_at, \
-    version, deleted, received_at, document) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, $17) \
+    version, deleted, received_at, document, update_time, stage, fingerprint) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, $17, $18, $19, $20) \
     ON CONFLICT (source, id) DO UPDATE SET clinic_id = excluded.clinic_id, doctor_id = excluded.doctor_id, \
     date = excluded.date, session_index = excluded.session_index, slot_index = excluded.slot_index, \
     token_number = excluded.token_number, status = excluded.status, occupying = excluded.occupying, \
     is_break = excluded.is_break, booked_via = excluded.booked_via, created_at = excluded.created_at, \
     updated_at = excluded.updated_at, version = excluded.version, deleted = 0, \
-    received_at = excluded.received_at, document = excluded.document \
-    WHERE excluded.version IS NULL OR watched_appointments.version IS NULL \
-    OR excluded.version >= watched_appointments.version";
+    received_at = excluded.received_at, document = excluded.document, \
+    update_time = excluded.update_time, stage = excluded.stage, fingerprint = excluded.fingerprint \
+    WHERE COALESCE(excluded.version, -9223372036854775807) > COALESCE(watched_appointments.version, -9223372036854775807) \
+    OR (COALESCE(excluded.version, -9223372036854775807) = COALESCE(watched_appointments.version, -9223372036854775807) \
+    AND (excluded.stage > watched_appointments.stage \
+    OR (excluded.stage = watched_appointments.stage AND excluded.fingerprint >= watched_appointments.fingerprint)))";
 
 /// Inserts a new incident (revision 0), or saves a change over the revision it was
 /// made from, bumping it; a change made from an older revision updates nothing (the
@@ -441,10 +444,24 @@ pub const UPSERT_INCIDENT: &str = "INSERT INTO incidents (id, clinic_id, doctor_
 pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, state, attempts, \
     next_attempt_at, last_error, delivered_at, created_at, retry_from, retried_at, retried_by";
 
-/// µs since the epoch of a document's own newest timestamp: the version that keeps
-/// the newest event.
+/// The [`crate::watch::EventOrder`] of a stored document (`version`, `stage`,
+/// `fingerprint` columns).
+pub fn stored_order<R: DecodeRow>(row: &R) -> Result<crate::watch::EventOrder, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let stage = row.int("stage")?;
+    Ok(crate::watch::EventOrder {
+        version: row.opt_int("version")?,
+        stage: u8::try_from(stage).map_err(|_| super::codec::corrupt("stage", stage))?,
+        fingerprint: row.text("fingerprint")?,
+    })
+}
+
+/// µs since the epoch of the document's version ([`WatchedAppointment::version`]):
+/// what keeps the newest event.
 pub fn version_of(w: &WatchedAppointment) -> Option<i64> {
-    w.updated_at.or(w.created_at).map(|t| t.timestamp_micros())
+    w.version()
 }
 
 /// Queues notification rows in transaction `tx`. A row already there (same id and
@@ -495,13 +512,16 @@ impl $crate::store::detection::DetectionStore for $store {
         let mut applied = Vec::with_capacity(documents.len());
         let mut groups = std::collections::BTreeSet::new();
         for w in documents {
-            if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
+            let order = w.order();
+            let mut stored = None;
+            if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
                 .bind(source)
                 .bind(&w.id)
                 .fetch_optional(&mut *tx)
                 .await?
             {
                 groups.insert(d::group(&row)?);
+                stored = Some(d::stored_order(&row)?);
             }
             let done = sqlx::query(d::UPSERT_WATCHED)
                 .bind(source)
@@ -521,9 +541,27 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(d::version_of(w))
                 .bind(received_at)
                 .bind(w.document.to_string())
+                .bind(w.update_time)
+                .bind(i64::from(order.stage))
+                .bind(&order.fingerprint)
                 .execute(&mut *tx)
                 .await?;
-            applied.push(done.rows_affected() > 0);
+            let kept = done.rows_affected() > 0;
+            if let Some(stored) = stored.filter(|s| s.version == order.version || !kept) {
+                // Out of order, or the same version twice: say which was kept and why.
+                let (winner, loser) = if kept { (&order, &stored) } else { (&stored, &order) };
+                tracing::info!(
+                    target: "slotguard::watch",
+                    source,
+                    id = %w.id,
+                    kept = if kept { "the event received" } else { "the stored version" },
+                    decided_by = winner.decided_by(loser),
+                    received_version = ?order.version,
+                    stored_version = ?stored.version,
+                    "two versions of a document put in order"
+                );
+            }
+            applied.push(kept);
             groups.insert($crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date });
         }
         tx.commit().await?;

@@ -105,6 +105,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "rollups by day covering",
             include_str!("../../migrations/sqlite/0011_rollups_by_day_covering.sql"),
         ),
+        (
+            12,
+            "event order",
+            include_str!("../../migrations/sqlite/0012_event_order.sql"),
+        ),
     ])
 }
 

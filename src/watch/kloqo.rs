@@ -77,6 +77,7 @@ fn parse_fields(
         booked_via: held.booked_via.map(str::to_owned),
         created_at: timestamp(fields, "createdAt")?,
         updated_at: timestamp(fields, "updatedAt")?,
+        update_time: timestamp(fields, "updateTime")?,
         document: doc.clone(),
     })
 }
@@ -490,13 +491,19 @@ fn timestamp(
             ))
         }
     };
+    check_year(field, instant)?;
+    Ok(Some(instant))
+}
+
+/// Refuses a time outside [`EARLIEST_YEAR`]..=[`LATEST_YEAR`].
+pub fn check_year(field: &str, instant: DateTime<Utc>) -> Result<(), FieldError> {
     if !(EARLIEST_YEAR..=LATEST_YEAR).contains(&chrono::Datelike::year(&instant)) {
         return Err(FieldError::new(
             field,
             format!("must be a time between the years {EARLIEST_YEAR} and {LATEST_YEAR}"),
         ));
     }
-    Ok(Some(instant))
+    Ok(())
 }
 
 /// The years a document's own timestamps may fall in: a booking app's data, not a

@@ -34,7 +34,39 @@ pub struct WatchedAppointment {
     pub booked_via: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// When the source itself last wrote the document (Firestore's `updateTime`,
+    /// sent by the forwarder as the `X-Update-Time` header or an `updateTime` field):
+    /// the surest order of two events.
+    pub update_time: Option<DateTime<Utc>>,
     pub document: serde_json::Value,
+}
+
+/// Where two events of one document are put in order: the newest version first (the
+/// source's `updateTime`, else the document's `updatedAt`, else its `createdAt`);
+/// for the same version the later stage of the day ([`crate::domain::Status::stage`]);
+/// then the document's text (its SHA-256), so that whichever order two events arrive
+/// in, the same one is kept.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventOrder {
+    /// µs since the epoch; `None` (no time at all) comes first.
+    pub version: Option<i64>,
+    pub stage: u8,
+    pub fingerprint: String,
+}
+
+impl EventOrder {
+    /// What decided between `self` (kept) and `other`, for the trace.
+    pub fn decided_by(&self, other: &EventOrder) -> &'static str {
+        if self.version != other.version {
+            "version"
+        } else if self.stage != other.stage {
+            "same version: the later stage of the day"
+        } else if self.fingerprint != other.fingerprint {
+            "same version and stage: the document text (SHA-256)"
+        } else {
+            "the same event again"
+        }
+    }
 }
 
 /// How far ahead of the server's clock a document's own timestamps may be (clocks
@@ -42,12 +74,31 @@ pub struct WatchedAppointment {
 pub const MAX_FUTURE: chrono::Duration = chrono::Duration::days(1);
 
 impl WatchedAppointment {
+    /// The version that orders this document's events: µs since the epoch of the
+    /// source's `updateTime`, else `updatedAt`, else `createdAt`.
+    pub fn version(&self) -> Option<i64> {
+        self.update_time
+            .or(self.updated_at)
+            .or(self.created_at)
+            .map(|t| t.timestamp_micros())
+    }
+
+    pub fn order(&self) -> EventOrder {
+        use sha2::Digest;
+        EventOrder {
+            version: self.version(),
+            stage: crate::domain::Status::stage(&self.status),
+            fingerprint: hex::encode(sha2::Sha256::digest(self.document.to_string().as_bytes())),
+        }
+    }
+
     /// Refuses a document whose `createdAt` or `updatedAt` is more than [`MAX_FUTURE`]
     /// after `now`.
     pub fn check_not_future(&self, now: DateTime<Utc>) -> Result<(), crate::domain::FieldError> {
         for (field, at) in [
             ("createdAt", self.created_at),
             ("updatedAt", self.updated_at),
+            ("updateTime", self.update_time),
         ] {
             if at.is_some_and(|t| t > now + MAX_FUTURE) {
                 return Err(crate::domain::FieldError::new(
@@ -57,5 +108,57 @@ impl WatchedAppointment {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::kloqo::parse_document;
+    use serde_json::json;
+
+    fn event(status: &str, extra: serde_json::Value) -> super::WatchedAppointment {
+        let mut doc = json!({"id": "a", "clinicId": "kochi", "doctorId": "dr-asha",
+            "date": "1 December 2026", "slotIndex": 5, "status": status,
+            "createdAt": "2026-12-01T03:00:00Z"});
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        parse_document(&doc).unwrap()
+    }
+
+    #[test]
+    fn the_sources_time_then_updated_at_then_created_at_order_two_events() {
+        let later_write = event("Pending", json!({"updateTime": "2026-12-01T04:00:00Z"}));
+        let earlier_write = event(
+            "Cancelled",
+            json!({"updateTime": "2026-12-01T03:59:59Z", "updatedAt": "2026-12-01T05:00:00Z"}),
+        );
+        assert!(
+            later_write.order() > earlier_write.order(),
+            "updateTime beats updatedAt"
+        );
+        let updated = event("Pending", json!({"updatedAt": "2026-12-01T03:30:00Z"}));
+        assert!(updated.order() > event("Cancelled", json!({})).order());
+    }
+
+    #[test]
+    fn the_same_version_is_ordered_by_stage_then_text_whatever_came_first() {
+        let (pending, confirmed, cancelled) = (
+            event("Pending", json!({})),
+            event("Confirmed", json!({})),
+            event("Cancelled", json!({})),
+        );
+        assert!(cancelled.order() > confirmed.order() && confirmed.order() > pending.order());
+        assert_eq!(
+            cancelled.order().decided_by(&pending.order()),
+            "same version: the later stage of the day"
+        );
+        let (a, b) = (
+            event("Pending", json!({"slotIndex": 6})),
+            event("Pending", json!({"slotIndex": 7})),
+        );
+        assert_ne!(a.order(), b.order(), "different texts never tie");
+        assert_eq!(a.order().max(b.order()), b.order().max(a.order()));
+        assert_eq!(a.order(), event("Pending", json!({"slotIndex": 6})).order());
     }
 }

@@ -879,3 +879,148 @@ pub async fn a_duplicate_written_before_a_long_outage_is_found_at_the_next_start
     assert_eq!(found[0]["key"], "5", "{found:?}");
     assert_eq!(found[0]["members"].as_array().map(Vec::len), Some(2));
 }
+
+/// A Kloqo document as most of the sample's changed ones are: no `updatedAt`, so
+/// the document alone cannot say which of two events is newer.
+fn undated(id: &str, slot: u32, status: &str) -> Value {
+    let mut doc = document(id, slot, status, 0);
+    doc.as_object_mut().unwrap().remove("updatedAt");
+    doc
+}
+
+async fn put_at(app: &TestApp, doc: &Value, update_time: &str) -> Reply {
+    let path = format!(
+        "/api/v1/watch/kloqo/appointments/{}",
+        doc["id"].as_str().unwrap()
+    );
+    send(
+        &app.client,
+        Method::PUT,
+        &app.url(&path),
+        Some(&app.admin_key),
+        Some(doc),
+        &[("X-Update-Time", update_time)],
+    )
+    .await
+}
+
+/// The open incidents' slots, once detection has settled.
+async fn open_slots(app: &TestApp) -> Vec<String> {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut slots: Vec<String> = incidents(app)
+        .await
+        .iter()
+        .filter(|i| i["state"] != "resolved")
+        .map(|i| i["key"].as_str().unwrap().to_owned())
+        .collect();
+    slots.sort();
+    slots
+}
+
+/// Issue 13, item 3: events of one document arriving out of order. With the
+/// source's write time (`X-Update-Time`, Firestore's updateTime) the older event
+/// never overwrites the newer; with no time that can order them, the later stage of
+/// the day wins whichever arrives last, so the end state does not depend on arrival.
+pub async fn events_out_of_order_never_undo_a_newer_one(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // Slot 5: doc-a double-books doc-z, is cancelled, then its older Pending event
+    // arrives late. It must not reopen the incident.
+    put(&app, &undated("doc-z", 5, "Pending")).await;
+    put_at(
+        &app,
+        &undated("doc-a", 5, "Pending"),
+        "2026-12-01T04:00:00Z",
+    )
+    .await;
+    assert_eq!(open_slots(&app).await, ["5"]);
+    put_at(
+        &app,
+        &undated("doc-a", 5, "Cancelled"),
+        "2026-12-01T04:05:00.5Z",
+    )
+    .await;
+    let late = put_at(
+        &app,
+        &undated("doc-a", 5, "Pending"),
+        "2026-12-01T04:00:00Z",
+    )
+    .await;
+    assert_eq!(late.body["applied"], false, "{}", late.text);
+    assert_eq!(
+        open_slots(&app).await,
+        Vec::<String>::new(),
+        "no phantom on slot 5"
+    );
+
+    // Slot 10: doc-m moves from slot 11 onto doc-w's slot 10, then its older event
+    // (still in slot 11) arrives late. The double booking must stay seen.
+    put(&app, &undated("doc-w", 10, "Pending")).await;
+    put_at(
+        &app,
+        &undated("doc-m", 11, "Pending"),
+        "2026-12-01T04:10:00Z",
+    )
+    .await;
+    put_at(
+        &app,
+        &undated("doc-m", 10, "Pending"),
+        "2026-12-01T04:20:00Z",
+    )
+    .await;
+    let late = put_at(
+        &app,
+        &undated("doc-m", 11, "Pending"),
+        "2026-12-01T04:10:00Z",
+    )
+    .await;
+    assert_eq!(late.body["applied"], false, "{}", late.text);
+    assert_eq!(
+        open_slots(&app).await,
+        ["10"],
+        "the move onto slot 10 is not hidden"
+    );
+
+    // No time to order them by (same createdAt, no updatedAt, no header): slot 20
+    // gets Cancelled then Pending, slot 21 Pending then Cancelled. Both end
+    // cancelled: no incident on either, whatever the order of arrival.
+    put(&app, &undated("doc-y", 20, "Pending")).await;
+    put(&app, &undated("doc-x", 21, "Pending")).await;
+    put(&app, &undated("doc-c", 20, "Cancelled")).await;
+    let tie = put(&app, &undated("doc-c", 20, "Pending")).await;
+    assert_eq!(tie.body["applied"], false, "{}", tie.text);
+    put(&app, &undated("doc-d", 21, "Pending")).await;
+    put(&app, &undated("doc-d", 21, "Cancelled")).await;
+    assert_eq!(
+        open_slots(&app).await,
+        ["10"],
+        "slots 20 and 21 end alike, with no incident"
+    );
+
+    // A malformed header is refused, naming it, and stores nothing.
+    let bad = put_at(&app, &undated("doc-q", 30, "Pending"), "yesterday").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert_eq!(bad.body["error"]["details"]["field"], "X-Update-Time");
+    let far = put_at(
+        &app,
+        &undated("doc-q", 30, "Pending"),
+        "9999-01-01T00:00:00Z",
+    )
+    .await;
+    assert_eq!(far.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", far.text);
+    let stored = send(
+        &app.client,
+        Method::DELETE,
+        &app.url("/api/v1/watch/kloqo/appointments/doc-q"),
+        Some(&app.admin_key),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        stored.status,
+        StatusCode::NOT_FOUND,
+        "doc-q was never stored"
+    );
+}

@@ -70,6 +70,7 @@ stories! {
     detection::a_watch_key_held_to_a_clinic_cannot_touch_another,
     detection::with_no_channel_an_open_incident_is_reminded_once_per_interval,
     detection::a_duplicate_written_before_a_long_outage_is_found_at_the_next_start,
+    detection::events_out_of_order_never_undo_a_newer_one,
     audit::the_audit_runs_at_23_00_india_time_and_opens_what_detection_missed,
     audit::a_clean_day_says_so_and_an_audit_on_demand_resolves_a_fixed_duplicate,
     audit::nights_missed_while_no_server_ran_are_caught_up_at_start,

@@ -35,17 +35,49 @@ async fn wake(state: &AppState, groups: impl IntoIterator<Item = Group>) {
     }
 }
 
+/// The header a forwarder sends the source's own write time in (Firestore's
+/// `updateTime` of the change it forwards).
+const UPDATE_TIME_HEADER: &str = "x-update-time";
+
+/// `X-Update-Time`, if sent: an RFC 3339 time within the years documents may carry.
+fn update_time_header(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<DateTime<Utc>>, FieldError> {
+    let Some(raw) = headers.get(UPDATE_TIME_HEADER) else {
+        return Ok(None);
+    };
+    let refused = || {
+        FieldError::new(
+            "X-Update-Time",
+            "must be an RFC 3339 time such as 2026-12-01T04:30:00.123456Z (Firestore's updateTime)",
+        )
+    };
+    let at = raw
+        .to_str()
+        .ok()
+        .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(refused)?;
+    crate::watch::kloqo::check_year("X-Update-Time", at)?;
+    Ok(Some(at))
+}
+
 /// `PUT /watch/{source}/appointments/{id}`: one document, upserted; an older
 /// version than the stored one is acknowledged and ignored (`applied: false`).
+/// `X-Update-Time` (the source's write time) orders it before anything in the body.
 pub async fn watch_put(
     State(state): State<AppState>,
     principal: Principal,
     Path((source, id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     JsonDocument(body): JsonDocument,
 ) -> Result<Json<Value>, ApiError> {
     let source = source_name(&source)?;
     principal.may_watch(&source)?;
-    let document = parse_document_with_id(&id, &body)?;
+    let mut document = parse_document_with_id(&id, &body)?;
+    if let Some(at) = update_time_header(&headers)? {
+        document.update_time = Some(at);
+    }
     principal.may_watch_clinic(&document.clinic_id)?;
     let bookings = &state.bookings;
     document.check_not_future(bookings.now())?;
