@@ -138,18 +138,20 @@ pub fn audit_file(
     };
     let mut scan = Scan::default();
     let mut unreadable = Unreadable::default();
+    let mut read = 0u64;
     let findings = match format {
         Format::Jsonl => {
             import::read_lines(path, progress, |line| {
                 let mut fields = SlotFields::default();
-                let read = line_fields(line.text, &mut fields).and_then(|()| {
+                let added = line_fields(line.text, &mut fields).and_then(|()| {
                     // The line is found again by its offset, should its id be needed.
                     add(&mut scan, &fields, line.offset)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 });
-                if let Err(reason) = read {
-                    unreadable.add(Position::Line(line.number), reason);
+                match added {
+                    Ok(()) => read += 1,
+                    Err(reason) => unreadable.add(Position::Line(line.number), reason),
                 }
             })?;
             scan.finish(|offsets| ids_at(path, offsets))?
@@ -159,7 +161,7 @@ pub fn audit_file(
             // kept, as those are the only ones a duplicate can name.
             let mut ids = Vec::new();
             import::read_with_progress(path, format, progress, |record| {
-                let read = record.and_then(|record| {
+                let added = record.and_then(|record| {
                     let row = ids.len() as u64;
                     SlotFields::from_document(&record.document)
                         .and_then(|fields| {
@@ -172,8 +174,9 @@ pub fn audit_file(
                             reason: e.to_string(),
                         })
                 });
-                if let Err(e) = read {
-                    unreadable.add(e.position, e.reason);
+                match added {
+                    Ok(()) => read += 1,
+                    Err(e) => unreadable.add(e.position, e.reason),
                 }
             })?;
             scan.finish(|rows| {
@@ -182,7 +185,7 @@ pub fn audit_file(
             })?
         }
     };
-    if findings.counts.appointments_checked == 0 && unreadable.count == 0 {
+    if read == 0 && unreadable.count == 0 {
         return Err(FileAuditError::Empty(path.to_owned()));
     }
     Ok(FileAudit {
