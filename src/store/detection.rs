@@ -405,6 +405,8 @@ pub const DUPLICATES: &str = "WITH occ AS ( \
       WHERE token_number IN (SELECT token_number FROM occ WHERE token_number IS NOT NULL \
       GROUP BY token_number HAVING COUNT(*) > 1)";
 
+/// Stores a document unless the stored copy is newer: the `WHERE` is
+/// `watch::supersedes` (of `watch::version`s), which `audit --file` applies too.
 pub const UPSERT_WATCHED: &str = "INSERT INTO watched_appointments (source, id, clinic_id, doctor_id, date, \
     session_index, slot_index, token_number, status, occupying, is_break, booked_via, created_at, updated_at, \
     version, deleted, received_at, document) \
@@ -435,12 +437,6 @@ pub const UPSERT_INCIDENT: &str = "INSERT INTO incidents (id, clinic_id, doctor_
 
 pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, state, attempts, \
     next_attempt_at, last_error, delivered_at, created_at, retry_from, retried_at, retried_by";
-
-/// µs since the epoch of a document's own newest timestamp: the version that keeps
-/// the newest event.
-pub fn version_of(w: &WatchedAppointment) -> Option<i64> {
-    w.updated_at.or(w.created_at).map(|t| t.timestamp_micros())
-}
 
 /// Queues notification rows in transaction `tx`. A row already there (same id and
 /// channel: a notice queued twice) is left as it is, so it is delivered once.
@@ -513,7 +509,7 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(w.booked_via.as_deref())
                 .bind(w.created_at)
                 .bind(w.updated_at)
-                .bind(d::version_of(w))
+                .bind(w.version())
                 .bind(received_at)
                 .bind(w.document.to_string())
                 .execute(&mut *tx)

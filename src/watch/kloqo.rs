@@ -81,6 +81,17 @@ fn parse_fields(
     })
 }
 
+/// The [`super::version`] of a document, from `createdAt` and `updatedAt` read as
+/// [`parse_document`] reads them; for `audit --file`, which reads them only for an id
+/// listed more than once.
+pub fn document_version(doc: &Value) -> Result<Option<i64>, FieldError> {
+    let fields = object(doc)?;
+    Ok(super::version(
+        timestamp(fields, "createdAt")?,
+        timestamp(fields, "updatedAt")?,
+    ))
+}
+
 /// A JSON value as the rules below read it: scalars as written, arrays and objects
 /// only by kind. Borrowed, so `audit --file` can read a line without building a tree.
 #[derive(Debug, Clone, PartialEq)]

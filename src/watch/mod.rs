@@ -41,7 +41,34 @@ pub struct WatchedAppointment {
 /// drift; a document dated next year would outrank every later real update of it).
 pub const MAX_FUTURE: chrono::Duration = chrono::Duration::days(1);
 
+/// A document's version: µs since the epoch of its own newest timestamp, `updatedAt`,
+/// else `createdAt`; `None` without either. The mirror keeps the newest version of each
+/// document ([`supersedes`]), and so does an audit of a file that lists one id twice.
+pub fn version(
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+) -> Option<i64> {
+    updated_at.or(created_at).map(|t| t.timestamp_micros())
+}
+
+/// Whether a copy of a document at version `incoming` takes the place of the copy kept
+/// at version `kept`: unless both have a version and the incoming one is older. Of equal
+/// versions the later copy wins, and a copy without timestamps always does (so events
+/// that arrive twice or out of order leave the newest). `store::detection::UPSERT_WATCHED`
+/// is this rule in SQL; `audit --file` applies it to the copies of an id in file order.
+pub fn supersedes(kept: Option<i64>, incoming: Option<i64>) -> bool {
+    match (kept, incoming) {
+        (Some(kept), Some(incoming)) => incoming >= kept,
+        _ => true,
+    }
+}
+
 impl WatchedAppointment {
+    /// This document's [`version`].
+    pub fn version(&self) -> Option<i64> {
+        version(self.created_at, self.updated_at)
+    }
+
     /// Refuses a document whose `createdAt` or `updatedAt` is more than [`MAX_FUTURE`]
     /// after `now`.
     pub fn check_not_future(&self, now: DateTime<Utc>) -> Result<(), crate::domain::FieldError> {
