@@ -9,6 +9,9 @@
 //!   how many bookings would have to move for the day to be clean.
 //! - `affectedRows`: distinct appointments in at least one group: how many patients
 //!   the clinic has to call.
+//!
+//! And what they are out of, `appointmentsChecked` ([`is_checked`]): the same number in
+//! `audit --file`, the audit runs, `/api/v1/stats` and the weekly report.
 
 use std::collections::BTreeSet;
 
@@ -17,10 +20,30 @@ use serde::{Deserialize, Serialize};
 use crate::detect::reconcile::same_double_booking_once;
 use crate::detect::{Duplicate, MemberRef};
 
+/// Whether an appointment counts in `appointmentsChecked`, defined once: every
+/// appointment of the day, native or watched, whatever its status (a cancelled one was
+/// checked too), once per id (the newest copy of a document, as the mirror keeps it),
+/// except a watched document its app deleted (the mirror keeps a tombstone, `deleted`)
+/// and a Kloqo break placeholder (`is_break`: a slot kept free, no patient). Native
+/// appointments are never either. The stores count by [`watched_checked!`], this rule
+/// as SQL.
+pub const fn is_checked(is_break: bool, deleted: bool) -> bool {
+    !is_break && !deleted
+}
+
+/// [`is_checked`] as a condition on `watched_appointments` rows, for the SQL texts that
+/// count appointments (`concat!`-able; native rows all count).
+macro_rules! watched_checked {
+    () => {
+        "deleted = 0 AND is_break = 0"
+    };
+}
+pub(crate) use watched_checked;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
-    /// Appointments read (occupying or not), whatever their outcome.
+    /// Appointments of the day, per [`is_checked`], whatever their outcome.
     pub appointments_checked: u64,
     pub duplicate_groups: u64,
     pub extra_rows: u64,

@@ -1,7 +1,8 @@
 //! `slotguard audit --file`: an export (Kloqo's JSON array, JSON Lines or CSV) checked
 //! for duplicate slots and tokens with no database. Every record is read by the rules
 //! the watch API uses ([`kloqo::slot_holder`]); JSON Lines, the format of big exports,
-//! on a fast path that decodes only the fields those rules read and keeps no record.
+//! on a fast path that decodes only the fields those rules read and keeps no record
+//! (the rare lines whose id is listed twice are read again whole, for their version).
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write as _};
@@ -11,7 +12,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::counts::Counts;
-use super::scan::{Findings, Scan};
+use super::scan::{DocumentCopy, Findings, Scan};
 use super::skim::skim;
 use super::Output;
 use crate::detect::reconcile::same_double_booking_once;
@@ -138,33 +139,48 @@ pub fn audit_file(
     };
     let mut scan = Scan::default();
     let mut unreadable = Unreadable::default();
-    let findings = match format {
+    let mut read = 0u64;
+    let finished = match format {
         Format::Jsonl => {
             import::read_lines(path, progress, |line| {
                 let mut fields = SlotFields::default();
-                let read = line_fields(line.text, &mut fields).and_then(|()| {
+                let added = line_fields(line.text, &mut fields).and_then(|()| {
                     // The line is found again by its offset, should its id be needed.
                     add(&mut scan, &fields, line.offset)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 });
-                if let Err(reason) = read {
-                    unreadable.add(Position::Line(line.number), reason);
+                match added {
+                    Ok(()) => read += 1,
+                    Err(reason) => unreadable.add(Position::Line(line.number), reason),
                 }
             })?;
-            scan.finish(|offsets| ids_at(path, offsets))?
+            let finished = scan.finish(
+                |offsets| copies_at(path, offsets),
+                |offsets| ids_at(path, offsets),
+            )?;
+            let offsets: Vec<u64> = finished.unreadable.iter().map(|(o, _)| *o).collect();
+            let lines = line_numbers(path, &offsets)?;
+            for (line, (_, e)) in lines.into_iter().zip(&finished.unreadable) {
+                unreadable.add(Position::Line(line), e.to_string());
+            }
+            finished
         }
         Format::Kloqo | Format::Csv => {
-            // These readers build each document anyway; the ids of occupying ones are
-            // kept, as those are the only ones a duplicate can name.
-            let mut ids = Vec::new();
+            // These readers build each document anyway; its id and version are kept,
+            // as the file is not read again.
+            let mut kept: Vec<Kept> = Vec::new();
             import::read_with_progress(path, format, progress, |record| {
-                let read = record.and_then(|record| {
-                    let row = ids.len() as u64;
+                let added = record.and_then(|record| {
+                    let row = kept.len() as u64;
                     SlotFields::from_document(&record.document)
                         .and_then(|fields| {
-                            let occupying = add(&mut scan, &fields, row)?;
-                            ids.extend(occupying.map(str::to_owned));
+                            let id = add(&mut scan, &fields, row)?;
+                            kept.push(Kept {
+                                id: id.to_owned(),
+                                position: record.position,
+                                order: kloqo::document_order(&record.document),
+                            });
                             Ok(())
                         })
                         .map_err(|e| RecordError {
@@ -172,38 +188,66 @@ pub fn audit_file(
                             reason: e.to_string(),
                         })
                 });
-                if let Err(e) = read {
-                    unreadable.add(e.position, e.reason);
+                match added {
+                    Ok(()) => read += 1,
+                    Err(e) => unreadable.add(e.position, e.reason),
                 }
             })?;
-            scan.finish(|rows| {
-                let ids = rows.iter().map(|row| ids[*row as usize].clone());
-                Ok::<_, FileAuditError>(ids.collect())
-            })?
+            let finished = scan.finish(
+                |rows| {
+                    let copies = rows.iter().map(|row| {
+                        let kept = &kept[*row as usize];
+                        DocumentCopy {
+                            row: *row,
+                            id: kept.id.clone(),
+                            order: kept.order.clone(),
+                        }
+                    });
+                    Ok::<_, FileAuditError>(copies.collect())
+                },
+                |rows| {
+                    Ok(rows
+                        .iter()
+                        .map(|row| kept[*row as usize].id.clone())
+                        .collect())
+                },
+            )?;
+            for (row, e) in &finished.unreadable {
+                unreadable.add(kept[*row as usize].position, e.to_string());
+            }
+            finished
         }
     };
-    if findings.counts.appointments_checked == 0 && unreadable.count == 0 {
+    if read == 0 && unreadable.count == 0 {
         return Err(FileAuditError::Empty(path.to_owned()));
     }
+    // Copies whose version could not be read are found after the rest of the file.
+    unreadable.listed.sort_by_key(|e| match e.position {
+        Position::Index(index) => index as u64,
+        Position::Line(line) => line,
+    });
     Ok(FileAudit {
         path: path.to_owned(),
         format,
-        findings,
+        findings: finished.findings,
         unreadable,
     })
 }
 
-/// One document's part in the audit, read as the watch API reads it. Returns its id
-/// when it occupies a slot, since only then can a duplicate name it.
-fn add<'f>(
-    scan: &mut Scan,
-    fields: &'f SlotFields<'_>,
-    row: u64,
-) -> Result<Option<&'f str>, FieldError> {
+/// What an audit of a Kloqo array or a CSV file keeps of each appointment, for the end:
+/// the file is not read again.
+struct Kept {
+    id: String,
+    position: Position,
+    order: Result<crate::watch::EventOrder, FieldError>,
+}
+
+/// One document's part in the audit, read as the watch API reads it. Returns its id.
+fn add<'f>(scan: &mut Scan, fields: &'f SlotFields<'_>, row: u64) -> Result<&'f str, FieldError> {
     let id = kloqo::appointment_id(fields)?;
     let held = kloqo::slot_holder(fields)?;
-    scan.add(&held, row)?;
-    Ok(held.occupying.then_some(id))
+    scan.add(id, &held, row)?;
+    Ok(id)
 }
 
 /// The fields of a JSON Lines line: skimmed, or read by serde_json when the skim is
@@ -216,6 +260,58 @@ fn line_fields<'l>(line: &'l [u8], fields: &mut SlotFields<'l>) -> Result<(), St
         .map_err(|e| format!("is not UTF-8 text (column {})", e.valid_up_to() + 1))?;
     *fields = serde_json::from_str(text).map_err(|e| import::line_error(line, &e))?;
     Ok(())
+}
+
+/// The JSON Lines records at `offsets` read again whole, as copies of a document whose
+/// id may be listed more than once (their version is read only now).
+fn copies_at(path: &Path, offsets: &[u64]) -> Result<Vec<DocumentCopy>, FileAuditError> {
+    let mut copies = Vec::with_capacity(offsets.len());
+    let mut changed = None;
+    import::read_lines_at(path, offsets, |offset, line| {
+        let document: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        let copy = document.as_ref().and_then(|document| {
+            let fields = SlotFields::from_document(document).ok()?;
+            Some(DocumentCopy {
+                row: offset,
+                id: kloqo::appointment_id(&fields).ok()?.to_owned(),
+                order: kloqo::document_order(document),
+            })
+        });
+        match copy {
+            Some(copy) => copies.push(copy),
+            None => {
+                changed.get_or_insert(offset);
+            }
+        }
+    })?;
+    match changed {
+        Some(offset) => Err(FileAuditError::Changed {
+            path: path.to_owned(),
+            offset,
+        }),
+        None => Ok(copies),
+    }
+}
+
+/// The line numbers of the JSON Lines lines at `offsets` (ascending), counted by
+/// reading the file again: only for the rare record reported after the first pass.
+fn line_numbers(path: &Path, offsets: &[u64]) -> Result<Vec<u64>, FileAuditError> {
+    let mut numbers = Vec::with_capacity(offsets.len());
+    if !offsets.is_empty() {
+        import::read_lines(path, None, |line| {
+            if offsets.binary_search(&line.offset).is_ok() {
+                numbers.push(line.number);
+            }
+        })?;
+    }
+    if numbers.len() == offsets.len() {
+        Ok(numbers)
+    } else {
+        Err(FileAuditError::Changed {
+            path: path.to_owned(),
+            offset: offsets[numbers.len()],
+        })
+    }
 }
 
 /// The ids of the JSON Lines records at `offsets`, read again.
@@ -543,6 +639,67 @@ mod tests {
             assert_eq!(audit.findings, audits[0].findings, "{}", audit.format);
         }
         assert_eq!(audits[0].findings.counts.appointments_checked, 3);
+    }
+
+    #[test]
+    fn an_id_listed_twice_is_its_newest_copy_in_all_three_formats() {
+        let changed = |mut doc: Value, at: &str| {
+            doc["updatedAt"] = json!(at);
+            doc
+        };
+        let documents = [
+            appointment("b", 5, "A1-006"),
+            changed(appointment("a", 7, "A1-008"), "2026-11-30T10:00:00Z"),
+            changed(appointment("a", 5, "A1-006"), "2026-11-30T09:00:00Z"),
+            changed(appointment("c", 9, "A1-010"), "2026-11-30T09:00:00Z"),
+            changed(appointment("c", 5, "A1-006"), "soon"),
+        ];
+        let columns = [
+            "id",
+            "clinicId",
+            "doctorId",
+            "date",
+            "slotIndex",
+            "tokenNumber",
+            "status",
+            "updatedAt",
+        ];
+        let mut csv = columns.join(",") + "\n";
+        for d in &documents {
+            let row: Vec<String> = columns
+                .iter()
+                .map(|f| {
+                    d[f].as_str()
+                        .map_or_else(|| d[f].to_string(), str::to_owned)
+                })
+                .collect();
+            csv.push_str(&(row.join(",") + "\n"));
+        }
+        for (audit, position) in [
+            (
+                audit_of("day.json", &serde_json::to_string(&documents).unwrap()),
+                Position::Index(4),
+            ),
+            (audit_of("day.jsonl", &jsonl(&documents)), Position::Line(5)),
+            (audit_of("day.csv", &csv), Position::Line(6)),
+        ] {
+            let audit = audit.unwrap();
+            let counts = audit.findings.counts;
+            assert!(counts.is_clean(), "{}: {:?}", audit.format, audit.findings);
+            assert_eq!(counts.appointments_checked, 3, "{}", audit.format);
+            let unreadable: Vec<String> = audit
+                .unreadable
+                .listed
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(
+                unreadable,
+                [format!("{position}: updatedAt: must be an RFC 3339 time such as 2026-01-18T09:30:00Z, or a Firestore timestamp")],
+                "{}",
+                audit.format
+            );
+        }
     }
 
     #[test]

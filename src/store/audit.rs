@@ -216,9 +216,13 @@ pub fn token_duplicates_of_day() -> String {
     )
 }
 
-pub const APPOINTMENTS_OF_DAY: &str = "SELECT \
-    (SELECT COUNT(*) FROM appointments WHERE clinic_id = $1 AND date = $2) + \
-    (SELECT COUNT(*) FROM watched_appointments WHERE clinic_id = $1 AND date = $2 AND deleted = 0) AS n";
+/// The clinic's `appointmentsChecked` of one local day (`audit::counts::is_checked`).
+pub const APPOINTMENTS_OF_DAY: &str = concat!(
+    "SELECT (SELECT COUNT(*) FROM appointments WHERE clinic_id = $1 AND date = $2) + \
+    (SELECT COUNT(*) FROM watched_appointments WHERE clinic_id = $1 AND date = $2 AND ",
+    crate::audit::counts::watched_checked!(),
+    ") AS n"
+);
 
 /// Splits the member rows of the day's duplicate queries by doctor and folds each
 /// doctor-day's rows into its duplicates.

@@ -410,6 +410,9 @@ pub const DUPLICATES: &str = "WITH occ AS ( \
       WHERE token_number IN (SELECT token_number FROM occ WHERE token_number IS NOT NULL \
       GROUP BY token_number HAVING COUNT(*) > 1)";
 
+/// Stores a document unless the stored copy orders after it: the `WHERE` is
+/// `watch::supersedes` over `watch::EventOrder`s (version, stage, fingerprint), which
+/// `audit --file` applies too.
 pub const UPSERT_WATCHED: &str = "INSERT INTO watched_appointments (source, id, clinic_id, doctor_id, date, \
     session_index, slot_index, token_number, status, occupying, is_break, booked_via, created_at, updated_at, \
     version, deleted, received_at, document, update_time, stage, fingerprint) \
@@ -456,12 +459,6 @@ where
         stage: u8::try_from(stage).map_err(|_| super::codec::corrupt("stage", stage))?,
         fingerprint: row.text("fingerprint")?,
     })
-}
-
-/// µs since the epoch of the document's version ([`WatchedAppointment::version`]):
-/// what keeps the newest event.
-pub fn version_of(w: &WatchedAppointment) -> Option<i64> {
-    w.version()
 }
 
 /// Queues notification rows in transaction `tx`. A row already there (same id and
@@ -538,7 +535,7 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(w.booked_via.as_deref())
                 .bind(w.created_at)
                 .bind(w.updated_at)
-                .bind(d::version_of(w))
+                .bind(w.version())
                 .bind(received_at)
                 .bind(w.document.to_string())
                 .bind(w.update_time)

@@ -55,8 +55,7 @@ pub struct DayAppointments {
 pub struct StatsRows {
     pub day_outcomes: Vec<DayOutcome>,
     pub hour_outcomes: Vec<HourOutcome>,
-    /// Native appointments whatever their status, and watched documents not
-    /// deleted, Kloqo's break placeholders left out.
+    /// `appointmentsChecked` per clinic and date (`audit::counts::is_checked`).
     pub appointments: Vec<DayAppointments>,
     /// Incidents about appointments of those dates, whatever their state.
     pub incidents: Vec<Incident>,
@@ -277,9 +276,10 @@ impl Scoped {
     }
 }
 
-/// `scoped!("… WHERE ", " AND …")`: the text around each place of the clinic filter.
+/// `scoped!("… WHERE ", " AND …")`: the text around each place of the clinic filter
+/// (each a literal, or a `concat!` of them).
 macro_rules! scoped {
-    ($first:literal $(, $rest:literal)*) => {
+    ($first:literal $(, $rest:expr)*) => {
         Scoped {
             one: concat!($first $(, "clinic_id = $1", $rest)*),
             all: concat!($first $(, "CAST($1 AS TEXT) IS NULL", $rest)*),
@@ -306,14 +306,18 @@ pub const DOCTOR_OUTCOMES: Scoped = scoped!(
     GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome"
 );
 
+/// `appointmentsChecked` per clinic and date (`audit::counts::is_checked`).
 pub const DAY_APPOINTMENTS: Scoped = scoped!(
     "SELECT clinic_id, date, COUNT(*) AS count FROM ( \
       SELECT clinic_id, date FROM appointments WHERE ",
     " AND date BETWEEN $2 AND $3 \
     UNION ALL \
       SELECT clinic_id, date FROM watched_appointments WHERE ",
-    " AND date BETWEEN $2 AND $3 AND deleted = 0 AND is_break = 0 \
-    ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date"
+    concat!(
+        " AND date BETWEEN $2 AND $3 AND ",
+        crate::audit::counts::watched_checked!(),
+        " ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date"
+    )
 );
 
 pub const INCIDENTS_DATED: Scoped = scoped!(

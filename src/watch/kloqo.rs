@@ -82,6 +82,19 @@ fn parse_fields(
     })
 }
 
+/// The [`super::EventOrder`] of a document, its times read as [`parse_document`]
+/// reads them (`updateTime`, else `updatedAt`, else `createdAt`); for `audit --file`,
+/// which reads them only for an id listed more than once.
+pub fn document_order(doc: &Value) -> Result<super::EventOrder, FieldError> {
+    let fields = object(doc)?;
+    let version = timestamp(fields, "updateTime")?
+        .or(timestamp(fields, "updatedAt")?)
+        .or(timestamp(fields, "createdAt")?)
+        .map(|t| t.timestamp_micros());
+    let status = get(fields, "status").and_then(Value::as_str).unwrap_or("");
+    Ok(super::EventOrder::of(version, status, doc))
+}
+
 /// A JSON value as the rules below read it: scalars as written, arrays and objects
 /// only by kind. Borrowed, so `audit --file` can read a line without building a tree.
 #[derive(Debug, Clone, PartialEq)]

@@ -55,6 +55,16 @@ pub struct EventOrder {
 }
 
 impl EventOrder {
+    /// The order of a document at `version` whose status is `status`.
+    pub fn of(version: Option<i64>, status: &str, document: &serde_json::Value) -> Self {
+        use sha2::Digest;
+        EventOrder {
+            version,
+            stage: crate::domain::Status::stage(status),
+            fingerprint: hex::encode(sha2::Sha256::digest(document.to_string().as_bytes())),
+        }
+    }
+
     /// What decided between `self` (kept) and `other`, for the trace.
     pub fn decided_by(&self, other: &EventOrder) -> &'static str {
         if self.version != other.version {
@@ -73,6 +83,14 @@ impl EventOrder {
 /// drift; a document dated next year would outrank every later real update of it).
 pub const MAX_FUTURE: chrono::Duration = chrono::Duration::days(1);
 
+/// Whether a copy of a document ordered `incoming` takes the place of the copy kept,
+/// ordered `kept`: when it orders at or after it ([`EventOrder`]), so whichever order
+/// copies arrive in, the same one is kept. `store::detection::UPSERT_WATCHED` is this
+/// rule in SQL; `audit --file` applies it to the copies of an id a file lists.
+pub fn supersedes(kept: &EventOrder, incoming: &EventOrder) -> bool {
+    incoming >= kept
+}
+
 impl WatchedAppointment {
     /// The version that orders this document's events: µs since the epoch of the
     /// source's `updateTime`, else `updatedAt`, else `createdAt`.
@@ -84,12 +102,7 @@ impl WatchedAppointment {
     }
 
     pub fn order(&self) -> EventOrder {
-        use sha2::Digest;
-        EventOrder {
-            version: self.version(),
-            stage: crate::domain::Status::stage(&self.status),
-            fingerprint: hex::encode(sha2::Sha256::digest(self.document.to_string().as_bytes())),
-        }
+        EventOrder::of(self.version(), &self.status, &self.document)
     }
 
     /// Refuses a document whose `createdAt` or `updatedAt` is more than [`MAX_FUTURE`]

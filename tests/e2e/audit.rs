@@ -688,3 +688,282 @@ pub async fn the_weekly_report_matches_the_bookings_and_goes_out_monday_09_00_on
     .await;
     assert_eq!(code, 2);
 }
+
+/// Kloqo's document `id` of `doctor` in `slot` of [`DAY`], as changed `seconds` after a
+/// fixed instant: a change-log export lists each change of a document.
+fn change(id: &str, doctor: &str, slot: u32, seconds: i64) -> Value {
+    let mut doc = document(id, slot, "Pending", seconds);
+    doc["doctorId"] = json!(doctor);
+    doc
+}
+
+fn confirmed(mut doc: Value) -> Value {
+    doc["status"] = json!("Confirmed");
+    doc
+}
+
+fn as_jsonl(documents: &[Value]) -> String {
+    documents.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// `slotguard audit --file` of `file` as JSON; its exit code and report.
+async fn audit_file(file: &std::path::Path) -> (i32, Value) {
+    let (code, out) = slotguard(&[
+        "audit",
+        "--file",
+        file.to_str().unwrap(),
+        "--output",
+        "json",
+    ])
+    .await;
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (code, report)
+}
+
+/// `slotguard watch import` of `file` as Kloqo's documents into the app's database.
+async fn watch_import(app: &TestApp, file: &std::path::Path) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_slotguard"))
+        .args([
+            "watch",
+            "import",
+            "--source",
+            "kloqo",
+            "--quiet",
+            "--database",
+        ])
+        .arg(&app.db.url)
+        .arg(file)
+        .output()
+        .await
+        .expect("run slotguard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An audit of [`DAY`] on demand: its run and findings.
+async fn audit_day(app: &TestApp) -> Value {
+    let reply = app
+        .post("/api/v1/audits", json!({"clinicId": CLINIC, "date": DAY}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.body
+}
+
+/// The four counts of an audit run or report.
+fn counts(of: &Value) -> Value {
+    json!({
+        "appointmentsChecked": of["appointmentsChecked"],
+        "duplicateGroups": of["duplicateGroups"],
+        "extraRows": of["extraRows"],
+        "affectedRows": of["affectedRows"],
+    })
+}
+
+pub async fn an_export_listing_one_id_twice_audits_as_the_mirror_keeps_it(backend: Backend) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    // Each doctor has a patient in slot 5 and a document listed twice, in slot 5 and
+    // in slot 7.
+    let export = [
+        // The older copy doubles slot 5, the newer is in slot 7: clean, in either order.
+        change("x1", "dr-1", 5, 0),
+        change("a1", "dr-1", 5, 0),
+        change("a1", "dr-1", 7, 60),
+        change("x2", "dr-2", 5, 0),
+        change("a2", "dr-2", 7, 60),
+        change("a2", "dr-2", 5, 0),
+        // The newer copy doubles slot 5: a double booking, in either order.
+        change("x3", "dr-3", 5, 0),
+        change("a3", "dr-3", 7, 0),
+        change("a3", "dr-3", 5, 60),
+        change("x4", "dr-4", 5, 0),
+        change("a4", "dr-4", 5, 60),
+        change("a4", "dr-4", 7, 0),
+        // Two copies of one version: the later stage of the day is kept (Confirmed,
+        // in slot 7, over Pending in slot 5), in either order: clean.
+        change("x5", "dr-5", 5, 0),
+        change("a5", "dr-5", 5, 30),
+        confirmed(change("a5", "dr-5", 7, 30)),
+        change("x6", "dr-6", 5, 0),
+        confirmed(change("a6", "dr-6", 7, 30)),
+        change("a6", "dr-6", 5, 30),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("changes.jsonl");
+    std::fs::write(&lines, as_jsonl(&export)).unwrap();
+    let array = dir.path().join("changes.json");
+    std::fs::write(&array, serde_json::to_vec_pretty(&export).unwrap()).unwrap();
+
+    watch_import(&app, &lines).await;
+    let database = audit_day(&app).await;
+    let expected =
+        json!({"appointmentsChecked": 12, "duplicateGroups": 2, "extraRows": 2, "affectedRows": 4});
+    assert_eq!(counts(&database["run"]), expected, "{database}");
+    let doubled = |doctor: &str, members: [&str; 2]| json!({"doctorId": doctor, "kind": "slot", "key": "5", "members": members});
+    let database_findings: Vec<Value> = database["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let ids: Vec<&str> = f["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap())
+                .collect();
+            json!({"doctorId": f["doctorId"], "kind": f["kind"], "key": f["key"], "members": ids})
+        })
+        .collect();
+    assert_eq!(
+        database_findings,
+        [doubled("dr-3", ["a3", "x3"]), doubled("dr-4", ["a4", "x4"]),]
+    );
+
+    for file in [&lines, &array] {
+        let (code, report) = audit_file(file).await;
+        assert_eq!(code, 1, "{report}");
+        assert_eq!(
+            report["counts"],
+            expected,
+            "{}: the file audit counts what the database audit counts",
+            file.display()
+        );
+        let file_findings: Vec<Value> = report["duplicates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| json!({"doctorId": d["doctorId"], "kind": d["kind"], "key": d["key"], "members": d["members"]}))
+            .collect();
+        assert_eq!(file_findings, database_findings, "{}", file.display());
+    }
+}
+
+pub async fn appointments_checked_is_one_number_in_the_file_audit_audit_run_stats_and_weekly_report(
+    backend: Backend,
+) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    // Two bookings of slotguard's own, one of them cancelled.
+    let mut native = Vec::new();
+    for slot in [2, 3] {
+        let booked = app
+            .post(
+                "/api/v1/appointments",
+                json!({"clinicId": CLINIC, "doctorId": "dr-asha", "date": DAY, "slotIndex": slot, "patientName": "Anu"}),
+            )
+            .await;
+        assert_eq!(booked.status, StatusCode::CREATED, "{}", booked.text);
+        native.push(booked.body["id"].as_str().unwrap().to_owned());
+    }
+    let cancelled = app
+        .post(
+            &format!("/api/v1/appointments/{}/cancel", native[1]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+
+    // Kloqo's day: a double booking of slot 5, a cancelled appointment, a break, and a
+    // document moved from slot 8 to 9 (listed twice, as a change-log export does).
+    let mut placeholder = document("w-break", 7, "Completed", 0);
+    placeholder["tokenNumber"] = json!("Break");
+    placeholder["bookedVia"] = json!("BreakBlock");
+    let kloqo = [
+        document("w-pending", 5, "Pending", 0),
+        document("w-double", 5, "Confirmed", 0),
+        document("w-cancelled", 6, "Cancelled", 0),
+        placeholder,
+        document("w-moved", 8, "Pending", 0),
+        document("w-moved", 9, "Pending", 60),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let kloqo_file = dir.path().join("kloqo.jsonl");
+    std::fs::write(&kloqo_file, as_jsonl(&kloqo)).unwrap();
+    watch_import(&app, &kloqo_file).await;
+    // And one Kloqo deleted after it was forwarded: the mirror keeps its tombstone.
+    assert_eq!(
+        put(&app, &document("w-deleted", 10, "Pending", 0))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let deleted = send(
+        &app.client,
+        Method::DELETE,
+        &app.url("/api/v1/watch/kloqo/appointments/w-deleted"),
+        Some(&app.admin_key),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+
+    // The whole day as one export: slotguard's appointments (the API's fields are
+    // Kloqo's) and Kloqo's documents; the deleted one is no longer in it.
+    let listed = app
+        .get(&format!(
+            "/api/v1/appointments?clinicId={CLINIC}&date={DAY}"
+        ))
+        .await;
+    let mut day = listed.body["appointments"].as_array().unwrap().clone();
+    assert_eq!(day.len(), 2, "{}", listed.text);
+    day.extend(kloqo);
+    let day_file = dir.path().join("day.jsonl");
+    std::fs::write(&day_file, as_jsonl(&day)).unwrap();
+
+    // Every appointment of the day whatever its status, once per id: the two native
+    // ones and w-pending, w-double, w-cancelled, w-moved. Not the break placeholder,
+    // not the deleted document.
+    let checked = json!(6);
+    let (code, file_report) = audit_file(&day_file).await;
+    assert_eq!(code, 1, "{file_report}");
+    let audited = audit_day(&app).await;
+    let run = &audited["run"];
+    assert_eq!(
+        file_report["counts"],
+        json!({"appointmentsChecked": checked, "duplicateGroups": 1, "extraRows": 1, "affectedRows": 2}),
+        "the file audit"
+    );
+    assert_eq!(counts(run), file_report["counts"], "the audit run");
+
+    let stats = app
+        .get(&format!(
+            "/api/v1/stats?clinicId={CLINIC}&from={DAY}&to={DAY}"
+        ))
+        .await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.text);
+    let rate = &stats.body["duplicateRate"];
+    assert_eq!(rate["appointmentsChecked"], checked, "the stats: {rate}");
+    assert_eq!(rate["days"][0]["appointmentsChecked"], checked);
+    assert_eq!(stats.body["clinics"][0]["appointmentsChecked"], checked);
+
+    let report = app
+        .get(&format!(
+            "/api/v1/reports/weekly?week=2026-W49&clinicId={CLINIC}&format=json"
+        ))
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text);
+    let tuesday = &report.body["days"][1];
+    assert_eq!(tuesday["date"], DAY);
+    assert_eq!(
+        tuesday["appointmentsChecked"], checked,
+        "the weekly report's day"
+    );
+    let runs = report.body["auditRuns"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0]["appointmentsChecked"], checked,
+        "the audit run in the same report"
+    );
+}

@@ -77,6 +77,8 @@ stories! {
     audit::a_day_without_a_successful_audit_by_23_30_alerts_and_a_stuck_run_is_taken_over,
     audit::slotguard_audit_prints_the_day_and_exits_1_on_duplicates,
     audit::the_weekly_report_matches_the_bookings_and_goes_out_monday_09_00_once,
+    audit::an_export_listing_one_id_twice_audits_as_the_mirror_keeps_it,
+    audit::appointments_checked_is_one_number_in_the_file_audit_audit_run_stats_and_weekly_report,
     inputs::bad_inputs_get_the_documented_4xx_and_change_nothing,
     inputs::keys_are_held_to_their_role_and_clinic,
     inputs::bad_keys_are_rate_limited_per_address_and_keys_per_key,
