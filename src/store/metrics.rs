@@ -175,17 +175,20 @@ where
     })
 }
 
-/// Rows of [`OUTCOMES`] summed into day outcomes (per clinic, day and outcome) and
-/// hour outcomes (per day, hour and outcome, over the clinics read), each in key order.
-pub fn outcomes_of<R: DecodeRow>(
-    rows: &[R],
-) -> Result<(Vec<DayOutcome>, Vec<HourOutcome>), StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
-    let mut days: BTreeMap<(ClinicId, NaiveDate, String), (u64, u64)> = BTreeMap::new();
-    let mut hours: BTreeMap<(NaiveDate, u32, String), u64> = BTreeMap::new();
-    for row in rows {
+/// Rows of [`OUTCOMES`] summed, as they stream in, into day outcomes (per clinic, day
+/// and outcome) and hour outcomes (per day, hour and outcome, over the clinics read).
+/// Summed row by row so a month of every clinic's rollups never sits in memory at once.
+#[derive(Debug, Default)]
+pub struct OutcomeSums {
+    days: BTreeMap<(ClinicId, NaiveDate, String), (u64, u64)>,
+    hours: BTreeMap<(NaiveDate, u32, String), u64>,
+}
+
+impl OutcomeSums {
+    pub fn add<R: DecodeRow>(&mut self, row: &R) -> Result<(), StoreError>
+    where
+        for<'a> &'a str: ColumnIndex<R>,
+    {
         let day = row.date("day")?;
         let hour = row.int("hour")?;
         let hour = u32::try_from(hour)
@@ -194,33 +197,40 @@ where
             .ok_or_else(|| corrupt("hour", hour))?;
         let outcome = row.text("outcome")?;
         let (n, retries) = (count(row, "count")?, count(row, "retries")?);
-        let summed = days
+        let summed = self
+            .days
             .entry((clinic_id(row)?, day, outcome.clone()))
             .or_default();
         summed.0 += n;
         summed.1 += retries;
-        *hours.entry((day, hour, outcome)).or_default() += n;
+        *self.hours.entry((day, hour, outcome)).or_default() += n;
+        Ok(())
     }
-    Ok((
-        days.into_iter()
-            .map(|((clinic_id, day, outcome), (count, retries))| DayOutcome {
-                clinic_id,
-                day,
-                outcome,
-                count,
-                retries,
-            })
-            .collect(),
-        hours
-            .into_iter()
-            .map(|((day, hour, outcome), count)| HourOutcome {
-                day,
-                hour,
-                outcome,
-                count,
-            })
-            .collect(),
-    ))
+
+    /// The sums, each in key order.
+    pub fn finish(self) -> (Vec<DayOutcome>, Vec<HourOutcome>) {
+        (
+            self.days
+                .into_iter()
+                .map(|((clinic_id, day, outcome), (count, retries))| DayOutcome {
+                    clinic_id,
+                    day,
+                    outcome,
+                    count,
+                    retries,
+                })
+                .collect(),
+            self.hours
+                .into_iter()
+                .map(|((day, hour, outcome), count)| HourOutcome {
+                    day,
+                    hour,
+                    outcome,
+                    count,
+                })
+                .collect(),
+        )
+    }
 }
 
 pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError>
@@ -391,7 +401,7 @@ impl $crate::store::metrics::MetricsStore for $store {
                 .bind(to)
                 .fetch_all(&self.reader)
         };
-        let (day_outcomes, hour_outcomes) = m::outcomes_of(&dated(&m::OUTCOMES).await?)?;
+        let (day_outcomes, hour_outcomes) = self.booking_outcomes(clinic, from, to).await.map(|r| (r.day_outcomes, r.hour_outcomes))?;
         Ok(m::StatsRows {
             day_outcomes,
             hour_outcomes,
@@ -407,14 +417,17 @@ impl $crate::store::metrics::MetricsStore for $store {
         to: NaiveDate,
     ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
         use $crate::store::metrics as m;
-        let dated = |sql: &m::Scoped| {
-            sqlx::query(sql.sql(clinic))
-                .bind(clinic.map(ClinicId::as_str))
-                .bind(from)
-                .bind(to)
-                .fetch_all(&self.reader)
-        };
-        let (day_outcomes, hour_outcomes) = m::outcomes_of(&dated(&m::OUTCOMES).await?)?;
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(m::OUTCOMES.sql(clinic))
+            .bind(clinic.map(ClinicId::as_str))
+            .bind(from)
+            .bind(to)
+            .fetch(&self.reader);
+        let mut sums = m::OutcomeSums::default();
+        while let Some(row) = rows.try_next().await? {
+            sums.add(&row)?;
+        }
+        let (day_outcomes, hour_outcomes) = sums.finish();
         Ok(m::StatsRows {
             day_outcomes,
             hour_outcomes,
