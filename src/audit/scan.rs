@@ -144,7 +144,7 @@ impl Scan {
             .number(held.clinic_id, |raw| ClinicId::parse("clinicId", raw))?;
         let doctor = self
             .doctors
-            .number(held.doctor_id, |raw| DoctorId::parse("doctorId", raw))?;
+            .number(&held.doctor.key_text(), |_| held.doctor.key())?;
         let checked = counts::is_checked(held.is_break, false);
         self.checked += u64::from(checked);
         self.listed.push(Listed::new(id, checked, row));

@@ -81,6 +81,7 @@ fn field_index(name: &[u8]) -> Option<usize> {
         b"tokenNumber" => 6,
         b"bookedVia" => 7,
         b"cancelledByBreak" => 8,
+        b"doctor" => 9,
         _ => return None,
     };
     Some(index)

@@ -38,6 +38,48 @@ macro_rules! client_id {
 client_id!(ClinicId, "clinic");
 client_id!(DoctorId, "doctor");
 
+/// Longest doctor name a document may be keyed by.
+const MAX_NAME_CHARS: usize = 128;
+
+impl DoctorId {
+    /// What starts a doctor key made from a name: `:` is never in a client's id, so a
+    /// name key cannot be mistaken for one.
+    pub const BY_NAME: &'static str = "name:";
+
+    /// The key of a doctor another app names only by `doctor` (Kloqo's documents
+    /// without `doctorId`; Kloqo's own duplicate checks key on the name): `name:`
+    /// and the name as written, spaces at its ends trimmed. Within one clinic, one
+    /// name is one doctor.
+    pub fn by_name(field: &str, name: &str) -> Result<Self, FieldError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "must be the doctor's name, 1 to {MAX_NAME_CHARS} characters with no control characters"
+                ),
+            ));
+        }
+        Ok(Self(format!("{}{name}", Self::BY_NAME)))
+    }
+
+    /// A doctor id or a name key, as the store holds them.
+    pub fn parse_stored(field: &str, raw: &str) -> Result<Self, FieldError> {
+        match raw.strip_prefix(Self::BY_NAME) {
+            Some(name) => Self::by_name(field, name),
+            None => Self::parse(field, raw),
+        }
+    }
+
+    /// The doctor's name when this key was made from one.
+    pub fn name(&self) -> Option<&str> {
+        self.0.strip_prefix(Self::BY_NAME)
+    }
+}
+
 fn parse_client_id(field: &str, raw: &str) -> Result<String, FieldError> {
     let ok = !raw.is_empty()
         && raw.len() <= MAX_ID_CHARS
@@ -102,6 +144,28 @@ mod tests {
             &"a".repeat(65),
         ] {
             assert!(ClinicId::parse("id", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_doctor_named_only_by_name_gets_a_key_no_client_id_can_be() {
+        let key = DoctorId::by_name("doctor", "  Dr. Asha Menon ").unwrap();
+        assert_eq!(key.as_str(), "name:Dr. Asha Menon");
+        assert_eq!(key.name(), Some("Dr. Asha Menon"));
+        assert!(
+            DoctorId::parse("doctorId", key.as_str()).is_err(),
+            "never a client id"
+        );
+        assert_eq!(
+            DoctorId::parse_stored("doctor_id", key.as_str()).unwrap(),
+            key
+        );
+        assert_eq!(DoctorId::parse("id", "dr-asha").unwrap().name(), None);
+        for bad in ["", "   ", "a\u{0}b", &"x".repeat(129)] {
+            assert!(
+                DoctorId::by_name("doctor", bad).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 

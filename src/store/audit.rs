@@ -246,7 +246,7 @@ where
         .map(|(doctor, rows)| {
             let group = Group {
                 clinic_id: clinic.clone(),
-                doctor_id: DoctorId::parse("doctor_id", &doctor)
+                doctor_id: DoctorId::parse_stored("doctor_id", &doctor)
                     .map_err(|e| corrupt("doctor id", e))?,
                 date,
             };

@@ -625,7 +625,7 @@ impl $crate::store::dashboard::DashboardStore for $store {
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|r| $crate::domain::DoctorId::parse("doctor_id", &r.text("doctor_id")?).map_err(|e| $crate::store::codec::corrupt("doctor id", e)))
+        .map(|r| $crate::domain::DoctorId::parse_stored("doctor_id", &r.text("doctor_id")?).map_err(|e| $crate::store::codec::corrupt("doctor id", e)))
         .collect()
     }
 

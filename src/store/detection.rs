@@ -262,7 +262,7 @@ where
     Ok(Group {
         clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
             .map_err(|e| corrupt("clinic id", e))?,
-        doctor_id: DoctorId::parse("doctor_id", &row.text("doctor_id")?)
+        doctor_id: DoctorId::parse_stored("doctor_id", &row.text("doctor_id")?)
             .map_err(|e| corrupt("doctor id", e))?,
         date: row.date("date")?,
     })

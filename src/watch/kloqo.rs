@@ -59,7 +59,7 @@ fn parse_fields(
 ) -> Result<WatchedAppointment, FieldError> {
     let held = slot_holder(slot_fields)?;
     let clinic_id = ClinicId::parse("clinicId", held.clinic_id)?;
-    let doctor_id = DoctorId::parse("doctorId", held.doctor_id)?;
+    let doctor_id = held.doctor.key()?;
     let session_index = get(fields, "sessionIndex")
         .map(|v| index("sessionIndex", &Json::from(v)))
         .transpose()?;
@@ -218,6 +218,9 @@ pub struct SlotFields<'a> {
     pub booked_via: Option<Json<'a>>,
     #[serde(borrow)]
     pub cancelled_by_break: Option<Json<'a>>,
+    /// The doctor's name: the key of a document that has no `doctorId`.
+    #[serde(borrow)]
+    pub doctor: Option<Json<'a>>,
 }
 
 impl<'a> SlotFields<'a> {
@@ -238,7 +241,7 @@ impl<'a> SlotFields<'a> {
 
     /// The names of these fields as documents spell them, in the order of
     /// [`SlotFields::field_at`].
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "id",
         "clinicId",
         "doctorId",
@@ -248,6 +251,7 @@ impl<'a> SlotFields<'a> {
         "tokenNumber",
         "bookedVia",
         "cancelledByBreak",
+        "doctor",
     ];
 
     /// Where the field named `name` goes, when it is one of these.
@@ -268,6 +272,7 @@ impl<'a> SlotFields<'a> {
             6 => &mut self.token_number,
             7 => &mut self.booked_via,
             8 => &mut self.cancelled_by_break,
+            9 => &mut self.doctor,
             _ => return None,
         })
     }
@@ -279,7 +284,7 @@ pub struct SlotHolder<'a> {
     /// As written: [`ClinicId::parse`] and [`DoctorId::parse`] read them, so readers
     /// that meet one id millions of times can parse it once.
     pub clinic_id: &'a str,
-    pub doctor_id: &'a str,
+    pub doctor: DoctorRef<'a>,
     pub date: NaiveDate,
     pub slot_index: u32,
     pub status: &'a str,
@@ -291,12 +296,52 @@ pub struct SlotHolder<'a> {
     pub occupying: bool,
 }
 
+/// Which doctor a document is of: its `doctorId`, or, without one, its `doctor` (the
+/// name), as Kloqo's own duplicate checks key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoctorRef<'a> {
+    Id(&'a str),
+    Name(&'a str),
+}
+
+impl DoctorRef<'_> {
+    /// The doctor's key: the id, or [`DoctorId::by_name`].
+    pub fn key(&self) -> Result<DoctorId, FieldError> {
+        match self {
+            DoctorRef::Id(id) => DoctorId::parse("doctorId", id),
+            DoctorRef::Name(name) => DoctorId::by_name("doctor", name),
+        }
+    }
+
+    /// The key as text, for readers that meet one doctor many times and parse it once.
+    pub fn key_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            DoctorRef::Id(id) => std::borrow::Cow::Borrowed(id),
+            DoctorRef::Name(name) => {
+                std::borrow::Cow::Owned(format!("{}{}", DoctorId::BY_NAME, name.trim()))
+            }
+        }
+    }
+}
+
 /// The one reading of which slot and token a Kloqo document holds, shared by the
 /// watch API, `watch import` and `audit --file`, so that they cannot disagree on
 /// what a duplicate is.
 pub fn slot_holder<'a>(fields: &'a SlotFields<'_>) -> Result<SlotHolder<'a>, FieldError> {
     let clinic_id = required_str(&fields.clinic_id, "clinicId")?;
-    let doctor_id = required_str(&fields.doctor_id, "doctorId")?;
+    let doctor = match (
+        optional_str(&fields.doctor_id, "doctorId")?,
+        optional_str(&fields.doctor, "doctor")?,
+    ) {
+        (Some(id), _) => DoctorRef::Id(id),
+        (None, Some(name)) => DoctorRef::Name(name),
+        (None, None) => {
+            return Err(FieldError::new(
+                "doctorId",
+                "is required (or doctor, the doctor's name, to key the document by name)",
+            ))
+        }
+    };
     let date = kloqo_date("date", required_str(&fields.date, "date")?)?;
     let slot_index = index("slotIndex", required(&fields.slot_index, "slotIndex")?)?;
     let status = label("status", required_str(&fields.status, "status")?)?;
@@ -316,7 +361,7 @@ pub fn slot_holder<'a>(fields: &'a SlotFields<'_>) -> Result<SlotHolder<'a>, Fie
     let moved_by_break = !is_break && fields.cancelled_by_break == Some(Json::Bool(true));
     Ok(SlotHolder {
         clinic_id,
-        doctor_id,
+        doctor,
         date,
         slot_index,
         status,

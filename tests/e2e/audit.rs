@@ -967,3 +967,103 @@ pub async fn appointments_checked_is_one_number_in_the_file_audit_audit_run_stat
         "the audit run in the same report"
     );
 }
+
+/// A Kloqo document that names its doctor only by `doctor`, as Kloqo's own queries
+/// key every duplicate check on the name.
+fn named(id: &str, doctor: &str, slot: u32) -> Value {
+    let mut doc = document(id, slot, "Pending", 0);
+    let fields = doc.as_object_mut().unwrap();
+    fields.remove("doctorId");
+    fields.insert("doctor".into(), json!(doctor));
+    doc
+}
+
+/// Issue 13, item 1: documents without `doctorId` are keyed by their doctor's name
+/// within their clinic (`name:Asha Menon`), and said so, in the watch API, `watch
+/// import` and `audit --file`; a document with neither is refused naming `doctorId`.
+pub async fn documents_naming_their_doctor_only_by_name_are_checked_by_that_name(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, test_options(&[], Duration::ZERO, true)).await else {
+        return;
+    };
+    app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
+        .await;
+    // The watch API: two patients of Dr. Asha Menon in slot 5, by name only.
+    for id in ["n1", "n2"] {
+        let reply = put(&app, &named(id, "Asha Menon", 5)).await;
+        assert!(reply.status.is_success(), "{}", reply.text);
+    }
+    let found = eventually(10, "the name-keyed incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(found["doctorId"], "name:Asha Menon", "{found}");
+    assert_eq!(found["key"], "5");
+    // The same name with spaces around it is the same doctor; another name is not.
+    put(&app, &named("n3", " Asha Menon ", 8)).await;
+    put(&app, &named("n4", "Asha Menon", 8)).await;
+    put(&app, &named("n5", "Ravi Kumar", 9)).await;
+    put(&app, &named("n6", "Asha Menon", 9)).await;
+    let keys = eventually(10, "slot 8's incident too", || async {
+        let mut keys: Vec<String> = incidents(&app)
+            .await
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    i["doctorId"].as_str().unwrap(),
+                    i["key"].as_str().unwrap()
+                )
+            })
+            .collect();
+        keys.sort();
+        (keys.len() >= 2).then_some(keys)
+    })
+    .await;
+    assert_eq!(keys, ["name:Asha Menon 5", "name:Asha Menon 8"]);
+    let mut neither = named("n7", "x", 3);
+    neither.as_object_mut().unwrap().remove("doctor");
+    let refused = put(&app, &neither).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.body["error"]["details"]["field"], "doctorId");
+
+    // An export of Dr. Ravi Kumar's day by name, with one document keyed by id: the
+    // file audit finds the name-keyed double booking (exit 1, not 2) ...
+    let export = [
+        named("r1", "Ravi Kumar", 6),
+        named("r2", "Ravi Kumar", 6),
+        document("r3", 6, "Pending", 0),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("by-name.jsonl");
+    std::fs::write(&file, as_jsonl(&export)).unwrap();
+    let (code, report) = audit_file(&file).await;
+    assert_eq!(code, 1, "{report}");
+    let found: Vec<(String, String)> = report["duplicates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["doctorId"].as_str().unwrap().to_owned(),
+                d["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(found, [("name:Ravi Kumar".to_owned(), "6".to_owned())]);
+    // ... and so does the database audit after `watch import` of the same file.
+    watch_import(&app, &file).await;
+    let audited = audit_day(&app).await;
+    let by_name: Vec<&Value> = audited["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["doctorId"] == "name:Ravi Kumar")
+        .collect();
+    assert_eq!(by_name.len(), 1, "{audited}");
+    assert_eq!(by_name[0]["key"], "6");
+}

@@ -102,7 +102,7 @@ pub async fn page(
             .map(|c| clinics.today(c, now))
             .unwrap_or_else(|| now.date_naive()),
     };
-    let requested_doctor = query.parse_opt("doctor", DoctorId::parse)?;
+    let requested_doctor = query.parse_opt("doctor", DoctorId::parse_stored)?;
     let mut doctors = Vec::new();
     if let Some(c) = &clinic {
         let mut known: BTreeMap<DoctorId, String> = store

@@ -62,7 +62,7 @@ impl Filters {
         Ok(Self {
             query: IncidentQuery {
                 scope: staff.scope().map(<[_]>::to_vec),
-                doctor: q.parse_opt("doctor", DoctorId::parse)?,
+                doctor: q.parse_opt("doctor", DoctorId::parse_stored)?,
                 clinic,
                 state,
                 kind,
