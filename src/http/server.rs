@@ -84,16 +84,16 @@ pub async fn serve(
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, %remote, "connection ended");
-                        }
-                        break;
-                    }
-                    _ = closed.wait_for(|c| *c) => connection.as_mut().graceful_shutdown(),
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = async { drop(closed.wait_for(|c| *c).await) } => {
+                    // Shutting down: finish the request under way, take no other.
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
                 }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %remote, "connection ended");
             }
         });
     }
