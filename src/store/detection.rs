@@ -596,7 +596,7 @@ impl $crate::store::detection::DetectionStore for $store {
             .bind(group.clinic_id.as_str())
             .bind(group.doctor_id.as_str())
             .bind(group.date)
-            .fetch_all(&self.writer)
+            .fetch_all(&self.reader)
             .await?;
         $crate::store::detection::fold_duplicates(&rows)
     }
@@ -607,7 +607,7 @@ impl $crate::store::detection::DetectionStore for $store {
             .bind(group.clinic_id.as_str())
             .bind(group.doctor_id.as_str())
             .bind(group.date)
-            .fetch_all(&self.writer)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(d::incident)

@@ -243,7 +243,7 @@ pub async fn nights_missed_while_no_server_ran_are_caught_up_at_start(backend: B
     let mut restarted = options(&webhook);
     restarted.audit.tick = Duration::from_millis(100);
     let second = start_on(&app.db.url, later, restarted).await;
-    let caught_up = eventually(20, "both missed nights audited", || async {
+    let caught_up = eventually(60, "both missed nights audited", || async {
         let runs = app
             .get(&format!(
                 "/api/v1/audits?clinicId={CLINIC}&from=2026-11-30&to=2026-12-03"
