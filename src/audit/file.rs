@@ -262,26 +262,19 @@ fn line_fields<'l>(line: &'l [u8], fields: &mut SlotFields<'l>) -> Result<(), St
     Ok(())
 }
 
-/// The JSON Lines records at `offsets` read again whole, as copies of a document whose
-/// id may be listed more than once (their version is read only now).
-fn copies_at(path: &Path, offsets: &[u64]) -> Result<Vec<DocumentCopy>, FileAuditError> {
-    let mut copies = Vec::with_capacity(offsets.len());
+/// The JSON Lines records at `offsets` read again, each by `read`; a record that no
+/// longer reads (the file changed since the first pass) is an error naming its offset.
+fn reread<T>(
+    path: &Path,
+    offsets: &[u64],
+    mut read: impl FnMut(u64, &[u8]) -> Option<T>,
+) -> Result<Vec<T>, FileAuditError> {
+    let mut found = Vec::with_capacity(offsets.len());
     let mut changed = None;
-    import::read_lines_at(path, offsets, |offset, line| {
-        let document: Option<serde_json::Value> = serde_json::from_slice(line).ok();
-        let copy = document.as_ref().and_then(|document| {
-            let fields = SlotFields::from_document(document).ok()?;
-            Some(DocumentCopy {
-                row: offset,
-                id: kloqo::appointment_id(&fields).ok()?.to_owned(),
-                order: kloqo::document_order(document),
-            })
-        });
-        match copy {
-            Some(copy) => copies.push(copy),
-            None => {
-                changed.get_or_insert(offset);
-            }
+    import::read_lines_at(path, offsets, |offset, line| match read(offset, line) {
+        Some(value) => found.push(value),
+        None => {
+            changed.get_or_insert(offset);
         }
     })?;
     match changed {
@@ -289,8 +282,22 @@ fn copies_at(path: &Path, offsets: &[u64]) -> Result<Vec<DocumentCopy>, FileAudi
             path: path.to_owned(),
             offset,
         }),
-        None => Ok(copies),
+        None => Ok(found),
     }
+}
+
+/// The JSON Lines records at `offsets` read again whole, as copies of a document whose
+/// id may be listed more than once (their version is read only now).
+fn copies_at(path: &Path, offsets: &[u64]) -> Result<Vec<DocumentCopy>, FileAuditError> {
+    reread(path, offsets, |offset, line| {
+        let document: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let fields = SlotFields::from_document(&document).ok()?;
+        Some(DocumentCopy {
+            row: offset,
+            id: kloqo::appointment_id(&fields).ok()?.to_owned(),
+            order: kloqo::document_order(&document),
+        })
+    })
 }
 
 /// The line numbers of the JSON Lines lines at `offsets` (ascending), counted by
@@ -316,25 +323,11 @@ fn line_numbers(path: &Path, offsets: &[u64]) -> Result<Vec<u64>, FileAuditError
 
 /// The ids of the JSON Lines records at `offsets`, read again.
 fn ids_at(path: &Path, offsets: &[u64]) -> Result<Vec<String>, FileAuditError> {
-    let mut ids = Vec::with_capacity(offsets.len());
-    let mut changed = None;
-    import::read_lines_at(path, offsets, |offset, line| {
+    reread(path, offsets, |_, line| {
         let mut fields = SlotFields::default();
-        let read = line_fields(line, &mut fields).is_ok();
-        match read.then(|| kloqo::appointment_id(&fields).ok()).flatten() {
-            Some(id) => ids.push(id.to_owned()),
-            None => {
-                changed.get_or_insert(offset);
-            }
-        }
-    })?;
-    match changed {
-        Some(offset) => Err(FileAuditError::Changed {
-            path: path.to_owned(),
-            offset,
-        }),
-        None => Ok(ids),
-    }
+        line_fields(line, &mut fields).ok()?;
+        Some(kloqo::appointment_id(&fields).ok()?.to_owned())
+    })
 }
 
 /// A double booking as the report lists it: one line per group the counts count.

@@ -376,29 +376,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Live dashboard streams never end by themselves: they are told to at shutdown.
     let closing = state.web.closing.clone();
-    let limits = *state.limits.limits();
-    let open_files = server::open_files_limit();
-    let cap = server::connection_cap(limits.max_connections, open_files);
-    if cap < limits.max_connections {
-        tracing::warn!(
-            open_files,
-            configured = limits.max_connections,
-            cap,
-            "the open-files limit lowers the connection cap; raise it (ulimit -n, LimitNOFILE=)"
-        );
-    }
-    server::serve(
-        listener,
-        router(state),
-        server::ConnectionLimits {
-            header_timeout: limits.header_timeout,
-            max_connections: cap,
-        },
-        async move {
-            shutdown.await;
-            closing.send_replace(true);
-        },
-    )
+    let connections = server::ConnectionLimits::of(state.limits.limits());
+    server::serve(listener, router(state), connections, async move {
+        shutdown.await;
+        closing.send_replace(true);
+    })
     .await
 }
 
@@ -408,11 +390,6 @@ pub async fn serve_metrics(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = *state.limits.limits();
-    let cap = server::connection_cap(limits.max_connections, server::open_files_limit());
-    let connections = server::ConnectionLimits {
-        header_timeout: limits.header_timeout,
-        max_connections: cap,
-    };
+    let connections = server::ConnectionLimits::of(state.limits.limits());
     server::serve(listener, metrics_router(state), connections, shutdown).await
 }

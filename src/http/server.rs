@@ -28,6 +28,27 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
+impl ConnectionLimits {
+    /// The `[limits]` of a listener, its connection cap fitted under this process's
+    /// open-files limit ([`connection_cap`]), with a warning when that lowers it.
+    pub fn of(limits: &super::limits::Limits) -> Self {
+        let open_files = open_files_limit();
+        let cap = connection_cap(limits.max_connections, open_files);
+        if cap < limits.max_connections {
+            tracing::warn!(
+                open_files,
+                configured = limits.max_connections,
+                cap,
+                "the open-files limit lowers the connection cap; raise it (ulimit -n, LimitNOFILE=)"
+            );
+        }
+        Self {
+            header_timeout: limits.header_timeout,
+            max_connections: cap,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; requests under way are
 /// then finished (idle connections closed) before this returns.
 pub async fn serve(

@@ -97,7 +97,6 @@ pub trait MetricsStore: Send + Sync {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<StatsRows, StoreError>;
-    /// Booking attempts per doctor and outcome over local days `from..=to`.
     /// The booking rollups alone of days `from..=to` (`appointments` and `incidents`
     /// left empty), of one clinic or of all.
     async fn booking_outcomes(
@@ -114,6 +113,7 @@ pub trait MetricsStore: Send + Sync {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<DayAppointments>, StoreError>;
+    /// Booking attempts per doctor and outcome over local days `from..=to`.
     async fn doctor_outcomes(
         &self,
         clinic: Option<&ClinicId>,
@@ -401,12 +401,11 @@ impl $crate::store::metrics::MetricsStore for $store {
                 .bind(to)
                 .fetch_all(&self.reader)
         };
-        let (day_outcomes, hour_outcomes) = self.booking_outcomes(clinic, from, to).await.map(|r| (r.day_outcomes, r.hour_outcomes))?;
+        let outcomes = self.booking_outcomes(clinic, from, to).await?;
         Ok(m::StatsRows {
-            day_outcomes,
-            hour_outcomes,
             appointments: dated(&m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
             incidents: dated(&m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
+            ..outcomes
         })
     }
 

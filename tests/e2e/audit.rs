@@ -13,7 +13,7 @@ use slotguard::clock::FixedClock;
 use slotguard::store::audit::{AuditRun, RunStatus, Trigger};
 use slotguard::store::{self, SqliteSync};
 
-use crate::detection::{document, incidents, put};
+use crate::detection::{delete_document, document, incidents, put};
 use crate::support::*;
 
 const CLINIC: &str = "kochi";
@@ -898,15 +898,7 @@ pub async fn appointments_checked_is_one_number_in_the_file_audit_audit_run_stat
             .status,
         StatusCode::OK
     );
-    let deleted = send(
-        &app.client,
-        Method::DELETE,
-        &app.url("/api/v1/watch/kloqo/appointments/w-deleted"),
-        Some(&app.admin_key),
-        None,
-        &[],
-    )
-    .await;
+    let deleted = delete_document(&app, "w-deleted").await;
     assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
 
     // The whole day as one export: slotguard's appointments (the API's fields are

@@ -24,17 +24,36 @@ pub fn document(id: &str, slot: u32, status: &str, updated_seconds: i64) -> Valu
 }
 
 pub async fn put(app: &TestApp, doc: &Value) -> Reply {
-    let path = format!(
-        "/api/v1/watch/kloqo/appointments/{}",
-        doc["id"].as_str().unwrap()
-    );
-    send(
-        &app.client,
+    watch_call(
+        app,
         Method::PUT,
-        &app.url(&path),
-        Some(&app.admin_key),
+        doc["id"].as_str().unwrap(),
         Some(doc),
         &[],
+    )
+    .await
+}
+
+/// `DELETE` of watched document `id`, with the admin key.
+pub async fn delete_document(app: &TestApp, id: &str) -> Reply {
+    watch_call(app, Method::DELETE, id, None, &[]).await
+}
+
+async fn watch_call(
+    app: &TestApp,
+    method: Method,
+    id: &str,
+    doc: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let path = format!("/api/v1/watch/kloqo/appointments/{id}");
+    send(
+        &app.client,
+        method,
+        &app.url(&path),
+        Some(&app.admin_key),
+        doc,
+        headers,
     )
     .await
 }
@@ -889,19 +908,9 @@ fn undated(id: &str, slot: u32, status: &str) -> Value {
 }
 
 async fn put_at(app: &TestApp, doc: &Value, update_time: &str) -> Reply {
-    let path = format!(
-        "/api/v1/watch/kloqo/appointments/{}",
-        doc["id"].as_str().unwrap()
-    );
-    send(
-        &app.client,
-        Method::PUT,
-        &app.url(&path),
-        Some(&app.admin_key),
-        Some(doc),
-        &[("X-Update-Time", update_time)],
-    )
-    .await
+    let id = doc["id"].as_str().unwrap();
+    let headers = [("X-Update-Time", update_time)];
+    watch_call(app, Method::PUT, id, Some(doc), &headers).await
 }
 
 /// The open incidents' slots, once detection has settled.
@@ -1009,15 +1018,7 @@ pub async fn events_out_of_order_never_undo_a_newer_one(backend: Backend) {
     )
     .await;
     assert_eq!(far.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", far.text);
-    let stored = send(
-        &app.client,
-        Method::DELETE,
-        &app.url("/api/v1/watch/kloqo/appointments/doc-q"),
-        Some(&app.admin_key),
-        None,
-        &[],
-    )
-    .await;
+    let stored = delete_document(&app, "doc-q").await;
     assert_eq!(
         stored.status,
         StatusCode::NOT_FOUND,
