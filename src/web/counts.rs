@@ -9,7 +9,8 @@
 //!   [`REFRESH_EVERY`], off the request path.
 //! - Incidents per clinic over the view's dates: kept until an incident of that
 //!   clinic changes (the detector's change feed, which `live`'s follower extends to
-//!   incidents saved by other processes).
+//!   incidents saved by other processes). Such a change also forgets the clinic's
+//!   appointment counts: the write behind it may not have been reported yet.
 //! - Booking outcomes of closed days (before yesterday in the view's zone) per view:
 //!   a day's rollups are written while the day is today, and a flush is at most
 //!   seconds late, so a closed day's never change; they are kept until the view's
@@ -64,6 +65,34 @@ impl DayCounts {
         }
     }
 
+    /// Forgets what the incident changes announced since the last look make stale: the
+    /// clinic's incidents, and its appointment counts too, since an incident comes
+    /// from a write the follower may not have reported yet (a page reloading on the
+    /// incident must not show the duplicate beside "0 appointments checked").
+    fn take_changes(&self) {
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clinics = std::collections::BTreeSet::new();
+        let mut all = false;
+        loop {
+            match changes.try_recv() {
+                Ok(change) => {
+                    clinics.insert(change.clinic_id);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => all = true,
+                Err(_) => break,
+            }
+        }
+        drop(changes);
+        if all {
+            self.lock_incidents().clear();
+            self.lock_appointments().clear();
+        } else if !clinics.is_empty() {
+            self.lock_incidents().retain(|c, _| !clinics.contains(c));
+            self.lock_appointments()
+                .retain(|(c, _), _| !clinics.contains(c));
+        }
+    }
+
     /// Incidents of `clinics` dated `from..=to`, reading again only the clinics whose
     /// incidents changed since they were last read (or that were read for other dates).
     pub async fn incidents(
@@ -73,19 +102,7 @@ impl DayCounts {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<Incident>, StoreError> {
-        {
-            let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-            let mut kept = self.lock_incidents();
-            loop {
-                match changes.try_recv() {
-                    Ok(change) => {
-                        kept.remove(&change.clinic_id);
-                    }
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => kept.clear(),
-                    Err(_) => break,
-                }
-            }
-        }
+        self.take_changes();
         let mut all = Vec::new();
         for clinic in clinics {
             let hit = self
@@ -121,6 +138,7 @@ impl DayCounts {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<DayAppointments>, StoreError> {
+        self.take_changes();
         let missing: BTreeMap<&ClinicId, (NaiveDate, NaiveDate)> = {
             let kept = self.lock_appointments();
             clinics
@@ -292,7 +310,8 @@ mod tests {
             )
             .await
             .unwrap();
-        let counts = DayCounts::new(tokio::sync::broadcast::channel(1).1);
+        let (announce, changes) = tokio::sync::broadcast::channel(16);
+        let counts = DayCounts::new(changes);
         async fn kept(
             counts: &DayCounts,
             store: &dyn Store,
@@ -335,5 +354,28 @@ mod tests {
         assert_eq!(read(&counts).await, vec![(day(2), 2), (day(3), 1)]);
         counts.refresh(store.as_ref()).await.unwrap();
         assert_eq!(read(&counts).await, vec![(day(2), 1), (day(3), 1)]);
+
+        // An incident of the clinic, announced before the follower reports the write
+        // behind it, makes its counts be read again too.
+        store
+            .upsert_watched(
+                "kloqo",
+                &[document("c", "3 November 2026", 1)],
+                at("2026-11-29T10:07:00Z"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            read(&counts).await,
+            vec![(day(2), 1), (day(3), 1)],
+            "still kept"
+        );
+        announce
+            .send(IncidentChanged {
+                incident_id: "i-1".into(),
+                clinic_id: kochi.clone(),
+            })
+            .unwrap();
+        assert_eq!(read(&counts).await, vec![(day(2), 1), (day(3), 2)]);
     }
 }
