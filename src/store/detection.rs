@@ -642,7 +642,12 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(i.revision)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+                .map_err(|e| match $crate::store::codec::unique_violation(&e) {
+                    // Another checker (the audit, another server's detector) opened the
+                    // same incident first: decide again from what is stored now.
+                    Some(_) => StoreError::Changed("the incident was opened meanwhile"),
+                    None => StoreError::Database(e),
+                })?;
             if saved.rows_affected() == 0 {
                 // Someone saved a newer revision since this change was decided; the
                 // transaction rolls back as it is dropped.
