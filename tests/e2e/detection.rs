@@ -167,6 +167,20 @@ pub async fn a_watched_duplicate_is_one_incident_alerted_on_every_channel_until_
     );
 
     // The notification log pages too: one at a time, the same rows as all at once.
+    // Compared once the dispatcher has settled, so no row changes between the reads.
+    eventually(10, "every notification settled", || async {
+        let pending = app
+            .get(&format!(
+                "/api/v1/notifications?clinicId={CLINIC}&state=pending"
+            ))
+            .await
+            .body;
+        pending["notifications"]
+            .as_array()
+            .is_some_and(|rows| rows.is_empty())
+            .then_some(())
+    })
+    .await;
     let everything = app
         .get(&format!("/api/v1/notifications?clinicId={CLINIC}"))
         .await
