@@ -92,6 +92,10 @@ pub struct IncidentChanged {
 /// Saves of one incident change tried before giving up on a busy incident.
 const MAX_ATTEMPTS: u32 = 8;
 
+/// Doctor-days checked (read, decided and saved) together. A burst touches many days
+/// at once; one statement over many days costs little more than over one.
+const BATCH: usize = crate::store::detection::DAYS_PER_STATEMENT;
+
 /// Listeners that fall this far behind miss changes and reload instead.
 const FEED_CAPACITY: usize = 1024;
 
@@ -228,19 +232,37 @@ impl Detector {
     /// process) changed one of the day's incidents between the read and the save, the
     /// save is refused and the day is read and decided again.
     pub async fn check(&self, group: &Group, found_by: FoundBy) -> Result<Changes, StoreError> {
+        self.check_days(std::slice::from_ref(group), found_by).await
+    }
+
+    /// Checks doctor-days together: their duplicates read in one statement, their
+    /// incidents in another, every change saved in one transaction. A refused save
+    /// (an incident changed meanwhile) reads and decides them all again.
+    async fn check_days(&self, days: &[Group], found_by: FoundBy) -> Result<Changes, StoreError> {
         let mut attempt = 1;
         loop {
-            match self.check_once(group, found_by).await {
+            match self.check_once(days, found_by).await {
                 Err(StoreError::Changed(_)) if attempt < MAX_ATTEMPTS => attempt += 1,
                 done => return done,
             }
         }
     }
 
-    async fn check_once(&self, group: &Group, found_by: FoundBy) -> Result<Changes, StoreError> {
-        let found = self.store.duplicates(group).await?;
-        let existing = self.store.group_incidents(group).await?;
-        let changes = reconcile(group, &found, &existing, self.clock.now(), found_by);
+    async fn check_once(&self, days: &[Group], found_by: FoundBy) -> Result<Changes, StoreError> {
+        let mut found = self.store.duplicates_of(days).await?;
+        let mut existing = self.store.incidents_of(days).await?;
+        let now = self.clock.now();
+        let mut changes = Changes::default();
+        for day in days {
+            let found = found.remove(day).unwrap_or_default();
+            let existing = existing.remove(day).unwrap_or_default();
+            if found.is_empty() && existing.is_empty() {
+                continue;
+            }
+            let day_changes = reconcile(day, &found, &existing, now, found_by);
+            changes.incidents.extend(day_changes.incidents);
+            changes.outbox.extend(day_changes.outbox);
+        }
         if !changes.is_empty() {
             self.save(&changes).await?;
             let mut latency = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
@@ -282,13 +304,27 @@ impl Detector {
         }
     }
 
-    /// Checks every group; whether all were checked.
+    /// Checks every group, `BATCH` days at a time; whether all were checked.
     async fn check_all(&self, groups: impl IntoIterator<Item = Group>) -> bool {
+        let groups: Vec<Group> = groups.into_iter().collect();
         let mut all = true;
-        for group in groups {
-            if let Err(e) = self.check(&group, FoundBy::Realtime).await {
-                tracing::warn!(error = %e, clinic = %group.clinic_id, "detection failed; the re-scan will retry");
-                all = false;
+        for days in groups.chunks(BATCH) {
+            match self.check_days(days, FoundBy::Realtime).await {
+                Ok(_) => {}
+                Err(e) if days.len() > 1 => {
+                    // One day that cannot be read or saved must not hide the others.
+                    tracing::warn!(error = %e, days = days.len(), "checking days together failed; checking each alone");
+                    for day in days {
+                        if let Err(e) = self.check(day, FoundBy::Realtime).await {
+                            tracing::warn!(error = %e, clinic = %day.clinic_id, "detection failed; the re-scan will retry");
+                            all = false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, clinic = %days[0].clinic_id, "detection failed; the re-scan will retry");
+                    all = false;
+                }
             }
         }
         all
@@ -322,13 +358,20 @@ impl Detector {
         let mut remote = self.store.listen().await;
         let mut rescan = tokio::time::interval(self.settings.rescan_every);
         let mut pending = BTreeSet::new();
+        // The debounce runs from the first wake-up gathered, not the last: a steady
+        // stream of writes must not put the check off for as long as it lasts.
+        let mut due = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                Some(group) = wakeups.recv() => { pending.insert(group); }
-                Some(group) = async { match remote.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                Some(group) = wakeups.recv() => {
+                    if pending.is_empty() { due = tokio::time::Instant::now() + self.settings.debounce; }
                     pending.insert(group);
                 }
-                _ = tokio::time::sleep(self.settings.debounce), if !pending.is_empty() => {
+                Some(group) = async { match remote.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    if pending.is_empty() { due = tokio::time::Instant::now() + self.settings.debounce; }
+                    pending.insert(group);
+                }
+                _ = tokio::time::sleep_until(due), if !pending.is_empty() => {
                     let groups = std::mem::take(&mut pending);
                     if self.settings.wakeups && self.lead().await {
                         self.check_all(groups).await;

@@ -2,7 +2,7 @@
 //! notifications and their attempts, silences, leases. One trait, one SQL text for
 //! both backends (`impl_detection!`), like `codec::impl_store!`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -158,10 +158,28 @@ pub trait DetectionStore: Send + Sync {
         id: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Group>, StoreError>;
-    /// Every duplicate of a group, native and watched rows together: one set-based
-    /// query, with the same "occupying" as the unique indexes.
-    async fn duplicates(&self, group: &Group) -> Result<Vec<crate::detect::Duplicate>, StoreError>;
-    async fn group_incidents(&self, group: &Group) -> Result<Vec<Incident>, StoreError>;
+    /// Every duplicate of each doctor-day, native and watched rows together: one
+    /// set-based query per `DAYS_PER_STATEMENT` days, with the same "occupying" as the
+    /// unique indexes. Days without a duplicate are left out.
+    async fn duplicates_of(
+        &self,
+        days: &[Group],
+    ) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>;
+    /// The incidents of each doctor-day; days without one are left out.
+    async fn incidents_of(
+        &self,
+        days: &[Group],
+    ) -> Result<BTreeMap<Group, Vec<Incident>>, StoreError>;
+    /// Every duplicate of one doctor-day.
+    async fn duplicates(&self, day: &Group) -> Result<Vec<Duplicate>, StoreError> {
+        let mut found = self.duplicates_of(std::slice::from_ref(day)).await?;
+        Ok(found.remove(day).unwrap_or_default())
+    }
+    /// The incidents of one doctor-day.
+    async fn group_incidents(&self, day: &Group) -> Result<Vec<Incident>, StoreError> {
+        let mut found = self.incidents_of(std::slice::from_ref(day)).await?;
+        Ok(found.remove(day).unwrap_or_default())
+    }
     /// Saves incident changes and their alerts in one transaction.
     async fn save_incidents(&self, changes: &Changes) -> Result<(), StoreError>;
     /// Groups with a write since `since` (the periodic re-scan).
@@ -356,7 +374,9 @@ where
 }
 
 /// Folds the member rows of `DUPLICATES` into one duplicate per (kind, key).
-pub fn fold_duplicates<R: DecodeRow>(rows: &[R]) -> Result<Vec<Duplicate>, StoreError>
+pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
+    rows: impl IntoIterator<Item = &'r R>,
+) -> Result<Vec<Duplicate>, StoreError>
 where
     for<'a> &'a str: ColumnIndex<R>,
 {
@@ -390,25 +410,74 @@ pub const INCIDENT_COLUMNS: &str =
     member_count, regressions, first_seen, last_seen, changed_at, detection_ms, acknowledged_at, \
     acknowledged_by, resolved_at, resolved_by, note, last_notified_at, revision";
 
-/// Members of every duplicate in a group, one row each. Occupying is the same set
-/// as the unique indexes': every status but Cancelled and No-show (for watched rows,
-/// `occupying` was computed by `Status::occupies` on arrival). Break placeholders
-/// hold their slot but no token.
-pub const DUPLICATES: &str = "WITH occ AS ( \
-      SELECT 'native' AS source, id, slot_index, token_number, updated_at AS changed, updated_at AS committed \
-      FROM appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
-      AND status NOT IN ('Cancelled', 'No-show') \
-    UNION ALL \
-      SELECT source, id, slot_index, token_number, COALESCE(updated_at, created_at, received_at) AS changed, \
-      received_at AS committed \
-      FROM watched_appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
-      AND occupying = 1 AND deleted = 0 ) \
-    SELECT 'slot' AS kind, CAST(slot_index AS TEXT) AS key, source, id, changed, committed FROM occ \
-      WHERE slot_index IN (SELECT slot_index FROM occ GROUP BY slot_index HAVING COUNT(*) > 1) \
-    UNION ALL \
-    SELECT 'token' AS kind, token_number AS key, source, id, changed, committed FROM occ \
-      WHERE token_number IN (SELECT token_number FROM occ WHERE token_number IS NOT NULL \
-      GROUP BY token_number HAVING COUNT(*) > 1)";
+/// Doctor-days per statement of the set-based reads (`duplicates_of_days`,
+/// `incidents_of_days`): three parameters each, far under both backends' limits.
+pub const DAYS_PER_STATEMENT: usize = 200;
+
+/// `WITH days (day_clinic, day_doctor, day_date) AS (VALUES ($1, $2, $3), …)` for
+/// `n` doctor-days, bound in that order.
+fn days_table(n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    format!(
+        "WITH days (day_clinic, day_doctor, day_date) AS (VALUES {})",
+        rows.join(", ")
+    )
+}
+
+/// Members of every duplicate of `n` doctor-days, one row each, with the day they
+/// are in. Occupying is the same set as the unique indexes': every status but
+/// Cancelled and No-show (for watched rows, `occupying` was computed by
+/// `Status::occupies` on arrival). Break placeholders hold their slot but no token.
+pub fn duplicates_of_days(n: usize) -> String {
+    format!(
+        "{}, occ AS ( \
+          SELECT clinic_id, doctor_id, date, 'native' AS source, id, slot_index, token_number, \
+          updated_at AS changed, updated_at AS committed \
+          FROM days JOIN appointments ON clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date \
+          WHERE status NOT IN ('Cancelled', 'No-show') \
+        UNION ALL \
+          SELECT clinic_id, doctor_id, date, source, id, slot_index, token_number, \
+          COALESCE(updated_at, created_at, received_at) AS changed, received_at AS committed \
+          FROM days JOIN watched_appointments ON clinic_id = day_clinic AND doctor_id = day_doctor \
+          AND date = day_date WHERE occupying = 1 AND deleted = 0 ), \
+        counted AS ( SELECT occ.*, \
+          COUNT(*) OVER (PARTITION BY clinic_id, doctor_id, date, slot_index) AS in_slot, \
+          COUNT(token_number) OVER (PARTITION BY clinic_id, doctor_id, date, token_number) AS with_token \
+          FROM occ ) \
+        SELECT clinic_id, doctor_id, date, 'slot' AS kind, CAST(slot_index AS TEXT) AS key, source, id, \
+          changed, committed FROM counted WHERE in_slot > 1 \
+        UNION ALL \
+        SELECT clinic_id, doctor_id, date, 'token' AS kind, token_number AS key, source, id, \
+          changed, committed FROM counted WHERE token_number IS NOT NULL AND with_token > 1",
+        days_table(n)
+    )
+}
+
+/// The incidents of `n` doctor-days.
+pub fn incidents_of_days(n: usize) -> String {
+    format!(
+        "{} SELECT {INCIDENT_COLUMNS} FROM days JOIN incidents \
+         ON clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date",
+        days_table(n)
+    )
+}
+
+/// Splits the rows of `duplicates_of_days` by doctor-day and folds each day's.
+pub fn fold_days<R: DecodeRow>(rows: &[R]) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let mut by_day: BTreeMap<Group, Vec<&R>> = BTreeMap::new();
+    for row in rows {
+        by_day.entry(group(row)?).or_default().push(row);
+    }
+    by_day
+        .into_iter()
+        .map(|(day, rows)| Ok((day, fold_duplicates(rows)?)))
+        .collect()
+}
 
 /// Stores a document unless the stored copy orders after it: the `WHERE` is
 /// `watch::supersedes` over `watch::EventOrder`s (version, stage, fingerprint), which
@@ -591,27 +660,35 @@ impl $crate::store::detection::DetectionStore for $store {
         Ok(Some(group))
     }
 
-    async fn duplicates(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::detect::Duplicate>, StoreError> {
-        let rows = sqlx::query($crate::store::detection::DUPLICATES)
-            .bind(group.clinic_id.as_str())
-            .bind(group.doctor_id.as_str())
-            .bind(group.date)
-            .fetch_all(&self.reader)
-            .await?;
-        $crate::store::detection::fold_duplicates(&rows)
+    async fn duplicates_of(&self, days: &[$crate::detect::Group]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Duplicate>>, StoreError> {
+        use $crate::store::detection as d;
+        let mut found = std::collections::BTreeMap::new();
+        for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
+            let sql = d::duplicates_of_days(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for day in chunk {
+                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);
+            }
+            found.append(&mut d::fold_days(&query.fetch_all(&self.reader).await?)?);
+        }
+        Ok(found)
     }
 
-    async fn group_incidents(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::detect::Incident>, StoreError> {
+    async fn incidents_of(&self, days: &[$crate::detect::Group]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Incident>>, StoreError> {
         use $crate::store::detection as d;
-        sqlx::query(&format!("SELECT {} FROM incidents WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3", d::INCIDENT_COLUMNS))
-            .bind(group.clinic_id.as_str())
-            .bind(group.doctor_id.as_str())
-            .bind(group.date)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(d::incident)
-            .collect()
+        let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
+        for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
+            let sql = d::incidents_of_days(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for day in chunk {
+                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);
+            }
+            for row in query.fetch_all(&self.reader).await? {
+                let incident = d::incident(&row)?;
+                found.entry(incident.group.clone()).or_default().push(incident);
+            }
+        }
+        Ok(found)
     }
 
     async fn save_incidents(&self, changes: &$crate::detect::reconcile::Changes) -> Result<(), StoreError> {

@@ -1039,3 +1039,134 @@ pub async fn events_out_of_order_never_undo_a_newer_one(backend: Backend) {
         "doc-q was never stored"
     );
 }
+
+/// A burst touches many doctor-days at once; the detector reads their duplicates and
+/// incidents a few hundred days to a statement. What it reads for 450 days together
+/// (three statements) is what it reads for each day alone, and every planted
+/// duplicate is one incident.
+pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: Backend) {
+    use slotguard::detect::Group;
+    const DAYS: usize = 450;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // Day i: two patients, in slots 1 and 2; on every third day the second is moved
+    // onto slot 1 (a slot duplicate), on every fifth it also takes the first's token.
+    let mut documents = Vec::new();
+    for day in 0..DAYS {
+        for patient in 0..2u32 {
+            let mut doc = document(&format!("day{day}-p{patient}"), 1 + patient, "Pending", 0);
+            doc["doctorId"] = json!(format!("dr-{day}"));
+            if patient == 1 && day % 3 == 0 {
+                doc["slotIndex"] = json!(1);
+            }
+            if patient == 1 && day % 5 == 0 {
+                doc["tokenNumber"] = json!("A1-002");
+            }
+            documents.push(doc);
+        }
+    }
+    for batch in documents.chunks(100) {
+        let sent = app
+            .post(
+                "/api/v1/watch/kloqo/appointments:batch",
+                json!({ "documents": batch }),
+            )
+            .await;
+        assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
+    }
+    // A slot and its token given to the same two patients is one double booking.
+    let planted = (0..DAYS).filter(|d| d % 3 == 0 || d % 5 == 0).count();
+    let open = eventually(20, "every planted duplicate's incident", || async {
+        let listed = app
+            .get(&format!("/api/v1/incidents?clinicId={CLINIC}&limit=1000"))
+            .await
+            .body;
+        let open = listed["incidents"].as_array().map_or(0, Vec::len);
+        (open == planted).then_some(open)
+    })
+    .await;
+    assert_eq!(open, planted);
+
+    let store = app.app.state.bookings.store();
+    let mut days: Vec<Group> = (0..DAYS)
+        .map(|day| Group {
+            clinic_id: slotguard::domain::ClinicId::parse("c", CLINIC).unwrap(),
+            doctor_id: slotguard::domain::DoctorId::parse("d", &format!("dr-{day}")).unwrap(),
+            date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        })
+        .collect();
+    days.push(Group {
+        date: chrono::NaiveDate::from_ymd_opt(2027, 1, 1).unwrap(),
+        ..days[0].clone()
+    });
+    let together = store.duplicates_of(&days).await.unwrap();
+    let incidents_together = store.incidents_of(&days).await.unwrap();
+    assert_eq!(
+        together.len(),
+        planted,
+        "days without a duplicate are left out"
+    );
+    for day in &days {
+        let alone = store.duplicates(day).await.unwrap();
+        assert_eq!(
+            together.get(day).cloned().unwrap_or_default(),
+            alone,
+            "{day:?}"
+        );
+        // What the detector decides from (the alert dispatcher may note a
+        // notification on an incident between the reads).
+        let decided = |incidents: Vec<slotguard::detect::Incident>| {
+            let mut decided: Vec<_> = incidents
+                .into_iter()
+                .map(|i| (i.id, i.kind, i.key, i.state, i.members))
+                .collect();
+            decided.sort_by(|a, b| a.0.cmp(&b.0));
+            decided
+        };
+        let incidents_alone = store.group_incidents(day).await.unwrap();
+        assert_eq!(
+            decided(incidents_together.get(day).cloned().unwrap_or_default()),
+            decided(incidents_alone.clone()),
+            "{day:?}"
+        );
+        assert_eq!(
+            incidents_alone.len(),
+            usize::from(!alone.is_empty()),
+            "one incident per double booking: {day:?}"
+        );
+    }
+}
+
+/// Wake-ups are gathered for a short debounce counted from the first one, so a
+/// steady stream of writes (one every few milliseconds, never a pause as long as the
+/// debounce) does not put the check off until the stream stops. Before, each new
+/// wake-up restarted the debounce and only the periodic re-scan found the duplicate.
+pub async fn a_duplicate_amid_a_steady_stream_of_writes_is_found_while_it_lasts(backend: Backend) {
+    let mut options = test_options(&[], Duration::ZERO, true);
+    options.detect.rescan_every = Duration::from_secs(3600);
+    let Some(app) = spawn_app_with(backend, options).await else {
+        return;
+    };
+    put(&app, &document("a", 5, "Pending", 0)).await;
+    put(&app, &document("b", 5, "Pending", 0)).await;
+    let started = std::time::Instant::now();
+    let mut found = false;
+    let mut written = 0u32;
+    while started.elapsed() < Duration::from_secs(4) {
+        // Other patients of another doctor, each in a slot of their own.
+        let mut other = document(&format!("stream-{written}"), 100 + written, "Pending", 0);
+        other["doctorId"] = json!("dr-ravi");
+        assert_eq!(put(&app, &other).await.status, StatusCode::OK);
+        written += 1;
+        if written.is_multiple_of(20) && !incidents(&app).await.is_empty() {
+            found = true;
+            break;
+        }
+    }
+    assert!(
+        found,
+        "the duplicate was found while {written} writes streamed in over {:?}",
+        started.elapsed()
+    );
+}
