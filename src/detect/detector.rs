@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use hdrhistogram::Histogram;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -44,8 +46,12 @@ impl Default for Settings {
 /// The watermark of the re-scan: every doctor-day written before it has been checked.
 pub const WATERMARK: &str = "detector";
 
-/// Lease length; renewed at every pass, at least every `rescan_every`.
+/// Lease length; renewed at least every `rescan_every`.
 pub const LEASE: chrono::Duration = chrono::Duration::seconds(5);
+
+/// A lease renewed this recently is held without asking the store again: it has
+/// most of its `LEASE` left, which no other process can take before it runs out.
+const RENEW_EVERY: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Sends "this day changed" to the detector: in-process, and to other instances
 /// through the store (PostgreSQL NOTIFY).
@@ -106,6 +112,8 @@ pub struct Detector {
     settings: Settings,
     latency_ms: Mutex<Histogram<u64>>,
     changed: broadcast::Sender<IncidentChanged>,
+    /// When this process last took or renewed the lease, while it holds it.
+    renewed_at: tokio::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Detector {
@@ -119,6 +127,7 @@ impl Detector {
                 Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds"),
             ),
             changed: broadcast::channel(FEED_CAPACITY).0,
+            renewed_at: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -249,8 +258,11 @@ impl Detector {
     }
 
     async fn check_once(&self, days: &[Group], found_by: FoundBy) -> Result<Changes, StoreError> {
+        let t0 = std::time::Instant::now();
         let mut found = self.store.duplicates_of(days).await?;
+        let t1 = t0.elapsed();
         let mut existing = self.store.incidents_of(days).await?;
+        let t2 = t0.elapsed();
         let now = self.clock.now();
         let mut changes = Changes::default();
         for day in days {
@@ -263,8 +275,18 @@ impl Detector {
             changes.incidents.extend(day_changes.incidents);
             changes.outbox.extend(day_changes.outbox);
         }
+        let t3 = t0.elapsed();
         if !changes.is_empty() {
             self.save(&changes).await?;
+            tracing::debug!(
+                days = days.len(),
+                incidents = changes.incidents.len(),
+                dup_ms = t1.as_millis() as u64,
+                inc_ms = (t2 - t1).as_millis() as u64,
+                decide_ms = (t3 - t2).as_millis() as u64,
+                save_ms = (t0.elapsed() - t3).as_millis() as u64,
+                "TIMING"
+            );
             let mut latency = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
             for ms in changes.incidents.iter().filter_map(|i| i.detection_ms) {
                 latency.saturating_record(ms.max(1) as u64);
@@ -289,9 +311,16 @@ impl Detector {
         }
     }
 
+    /// Whether this process holds the detector lease, renewing it when it was last
+    /// renewed `RENEW_EVERY` ago or more (not at every window of a burst: on SQLite a
+    /// renewal waits for the one writer, behind the burst's own writes).
     async fn lead(&self) -> bool {
         let now = self.clock.now();
-        match self
+        let mut renewed = self.renewed_at.lock().await;
+        if renewed.is_some_and(|at| now >= at && now - at < RENEW_EVERY) {
+            return true;
+        }
+        let held = match self
             .store
             .try_lease("detector", &self.holder, now, now + LEASE)
             .await
@@ -301,7 +330,9 @@ impl Detector {
                 tracing::warn!(error = %e, "detector lease");
                 false
             }
-        }
+        };
+        *renewed = held.then_some(now);
+        held
     }
 
     /// Checks every group, `BATCH` days at a time; whether all were checked.
@@ -373,8 +404,12 @@ impl Detector {
                 }
                 _ = tokio::time::sleep_until(due), if !pending.is_empty() => {
                     let groups = std::mem::take(&mut pending);
+                    let started = std::time::Instant::now();
+                    let days = groups.len();
                     if self.settings.wakeups && self.lead().await {
+                        let leased = started.elapsed();
                         self.check_all(groups).await;
+                        tracing::debug!(days, lease_ms = leased.as_millis() as u64, ms = started.elapsed().as_millis() as u64, late_ms = started.duration_since(due.into_std()).as_millis() as u64, "checked the days woken");
                     }
                 }
                 _ = rescan.tick() => {
@@ -386,6 +421,7 @@ impl Detector {
                 }
                 _ = stopped.changed() => {
                     // A clean stop hands the work over at once.
+                    *self.renewed_at.lock().await = None;
                     if let Err(e) = self.store.release_lease("detector", &self.holder).await {
                         tracing::debug!(error = %e, "could not release the detector lease");
                     }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{Backend, StoreError};
 use crate::detect::reconcile::Changes;
 use crate::detect::{Group, Incident, IncidentState, MemberRef, OutboxEntry};
 use crate::domain::ClinicId;
@@ -426,22 +426,35 @@ fn days_table(n: usize) -> String {
     )
 }
 
+/// `days` joined with `table`'s rows of each day. On PostgreSQL each day is its own
+/// index lookup (a `LATERAL` subquery kept apart by `OFFSET 0`): a plain join is
+/// planned from statistics that a burst into a young table outdates (a nested loop
+/// over a sequential scan: 740 ms for 200 days of 20,000 rows, 17 ms this way).
+/// SQLite has no `LATERAL`, and its planner looks each day up by index anyway.
+fn rows_of_days(backend: Backend, table: &str) -> String {
+    let of_day = "clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date";
+    match backend {
+        Backend::Sqlite => format!("days JOIN {table} ON {of_day}"),
+        Backend::Postgres => {
+            format!("days CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {of_day} OFFSET 0) AS {table}")
+        }
+    }
+}
+
 /// Members of every duplicate of `n` doctor-days, one row each, with the day they
 /// are in. Occupying is the same set as the unique indexes': every status but
 /// Cancelled and No-show (for watched rows, `occupying` was computed by
 /// `Status::occupies` on arrival). Break placeholders hold their slot but no token.
-pub fn duplicates_of_days(n: usize) -> String {
+pub fn duplicates_of_days(backend: Backend, n: usize) -> String {
     format!(
         "{}, occ AS ( \
           SELECT clinic_id, doctor_id, date, 'native' AS source, id, slot_index, token_number, \
           updated_at AS changed, updated_at AS committed \
-          FROM days JOIN appointments ON clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date \
-          WHERE status NOT IN ('Cancelled', 'No-show') \
+          FROM {} WHERE status NOT IN ('Cancelled', 'No-show') \
         UNION ALL \
           SELECT clinic_id, doctor_id, date, source, id, slot_index, token_number, \
           COALESCE(updated_at, created_at, received_at) AS changed, received_at AS committed \
-          FROM days JOIN watched_appointments ON clinic_id = day_clinic AND doctor_id = day_doctor \
-          AND date = day_date WHERE occupying = 1 AND deleted = 0 ), \
+          FROM {} WHERE occupying = 1 AND deleted = 0 ), \
         counted AS ( SELECT occ.*, \
           COUNT(*) OVER (PARTITION BY clinic_id, doctor_id, date, slot_index) AS in_slot, \
           COUNT(token_number) OVER (PARTITION BY clinic_id, doctor_id, date, token_number) AS with_token \
@@ -451,16 +464,18 @@ pub fn duplicates_of_days(n: usize) -> String {
         UNION ALL \
         SELECT clinic_id, doctor_id, date, 'token' AS kind, token_number AS key, source, id, \
           changed, committed FROM counted WHERE token_number IS NOT NULL AND with_token > 1",
-        days_table(n)
+        days_table(n),
+        rows_of_days(backend, "appointments"),
+        rows_of_days(backend, "watched_appointments"),
     )
 }
 
 /// The incidents of `n` doctor-days.
-pub fn incidents_of_days(n: usize) -> String {
+pub fn incidents_of_days(backend: Backend, n: usize) -> String {
     format!(
-        "{} SELECT {INCIDENT_COLUMNS} FROM days JOIN incidents \
-         ON clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date",
-        days_table(n)
+        "{} SELECT {INCIDENT_COLUMNS} FROM {}",
+        days_table(n),
+        rows_of_days(backend, "incidents")
     )
 }
 
@@ -564,7 +579,7 @@ pub(crate) use insert_notifications;
 /// `impl DetectionStore` for a backend with `self.reader`, `self.writer` and
 /// `self.begin_write()`; the SQL is the same on both.
 macro_rules! impl_detection {
-    ($store:ty) => {
+    ($store:ty, $backend:expr) => {
 #[async_trait::async_trait]
 impl $crate::store::detection::DetectionStore for $store {
     async fn upsert_watched(
@@ -664,7 +679,7 @@ impl $crate::store::detection::DetectionStore for $store {
         use $crate::store::detection as d;
         let mut found = std::collections::BTreeMap::new();
         for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
-            let sql = d::duplicates_of_days(chunk.len());
+            let sql = d::duplicates_of_days($backend, chunk.len());
             let mut query = sqlx::query(&sql);
             for day in chunk {
                 query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);
@@ -678,7 +693,7 @@ impl $crate::store::detection::DetectionStore for $store {
         use $crate::store::detection as d;
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
         for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
-            let sql = d::incidents_of_days(chunk.len());
+            let sql = d::incidents_of_days($backend, chunk.len());
             let mut query = sqlx::query(&sql);
             for day in chunk {
                 query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);

@@ -337,7 +337,7 @@ fn is_retryable(err: &StoreError) -> bool {
         .is_some_and(|code| code == "40001" || code == "40P01")
 }
 
-crate::store::detection::impl_detection!(PostgresStore);
+crate::store::detection::impl_detection!(PostgresStore, crate::store::Backend::Postgres);
 crate::store::audit::impl_audit!(PostgresStore);
 crate::store::metrics::impl_metrics!(PostgresStore);
 crate::store::dashboard::impl_dashboard!(PostgresStore);

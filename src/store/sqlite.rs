@@ -175,7 +175,7 @@ impl SqliteStore {
     }
 }
 
-crate::store::detection::impl_detection!(SqliteStore);
+crate::store::detection::impl_detection!(SqliteStore, crate::store::Backend::Sqlite);
 crate::store::audit::impl_audit!(SqliteStore);
 crate::store::metrics::impl_metrics!(SqliteStore);
 crate::store::dashboard::impl_dashboard!(SqliteStore);
