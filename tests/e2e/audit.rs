@@ -1316,8 +1316,16 @@ pub async fn slotguard_audit_clinic_audits_a_clinic_only_in_watched_data_in_its_
     let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
         return;
     };
-    a_watched_only_double_booking(&app).await;
+    // Aluva's day arrives by `slotguard watch import`, as a first sync does.
     let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("aluva.jsonl");
+    let day = [
+        at_aluva("aluva-a", 5),
+        at_aluva("aluva-b", 5),
+        at_aluva("aluva-c", 6),
+    ];
+    std::fs::write(&export, as_jsonl(&day)).unwrap();
+    watch_import(&app, &export).await;
     let config = dir.path().join("slotguard.toml");
     std::fs::write(&config, KLOQO_IN_TOKYO).unwrap();
     let (url, config) = (app.db.url.as_str(), config.to_str().unwrap());
