@@ -120,7 +120,8 @@ pub enum ReportCommand {
         /// ISO week, e.g. 2026-W47. [default: the last full week]
         #[arg(long)]
         week: Option<String>,
-        /// Only this clinic. [default: every clinic]
+        /// Only this clinic, registered or only seen in watched documents. [default:
+        /// every clinic]
         #[arg(long)]
         clinic: Option<String>,
         /// html (the email's page), json, or csv (one value per line).
@@ -149,7 +150,9 @@ pub struct AuditArgs {
     /// Database mode: last local date of the range.
     #[arg(long, requires = "from")]
     pub to: Option<String>,
-    /// Database mode: only this clinic. [default: every clinic]
+    /// Database mode: only this clinic, registered or only seen in watched documents
+    /// (those in their source's zone, `[watch.sources.NAME] timezone` in the config).
+    /// [default: every clinic]
     #[arg(long)]
     pub clinic: Option<String>,
     /// How to print the report on stdout.
