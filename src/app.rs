@@ -2,6 +2,7 @@
 //! the metrics flusher and housekeeping, started together and stopped together.
 //! `serve` and the end-to-end tests build it the same way.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use crate::booking::Bookings;
 use crate::clock::Clock;
 use crate::detect::detector::{Detector, Settings};
 use crate::detect::Wakeups;
+use crate::domain::clinic::parse_timezone;
 use crate::domain::schedule::parse_clock_time;
+use crate::domain::{ClinicId, SourceZones};
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -96,6 +99,46 @@ impl AuditConfig {
             },
             ..d
         })
+    }
+}
+
+/// `[watch]` in slotguard.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// `[watch.sources.NAME]`: settings of one watch source (the `{source}` of the
+    /// watch API and of `watch import`).
+    #[serde(default)]
+    pub sources: BTreeMap<String, WatchSourceConfig>,
+}
+
+/// `[watch.sources.NAME]` in slotguard.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSourceConfig {
+    /// The IANA time zone of the source's clinics that are not registered: their
+    /// nightly audit, weekly report and local dates (a registered clinic keeps its own).
+    pub timezone: String,
+}
+
+impl WatchConfig {
+    pub fn zones(&self) -> Result<SourceZones, String> {
+        self.sources
+            .iter()
+            .map(|(source, config)| {
+                let field = format!("watch.sources.{source}");
+                ClinicId::parse(&field, source).map_err(|e| {
+                    format!(
+                        "{field}: a source is named like in the watch API: {}",
+                        e.message
+                    )
+                })?;
+                let tz = parse_timezone(&format!("{field}.timezone"), &config.timezone)
+                    .map_err(|e| format!("{} = {:?}: {}", e.field, config.timezone, e.message))?;
+                Ok((source.clone(), tz))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(SourceZones::new)
     }
 }
 
@@ -202,12 +245,16 @@ impl Options {
         detect: &DetectConfig,
         alerts: &AlertsConfig,
         audit: &AuditConfig,
+        watch: &WatchConfig,
         metrics: &MetricsConfig,
         lines: &ConfigLines,
     ) -> Result<Self, String> {
         Ok(Self {
             detect: detect.settings()?,
-            audit: audit.settings()?,
+            audit: AuditSettings {
+                zones: watch.zones()?,
+                ..audit.settings()?
+            },
             timing: alerts.timing()?,
             alerting: alerts.alerting(lines)?,
             metrics_flush: metrics.flush_every()?,

@@ -120,7 +120,8 @@ pub enum ReportCommand {
         /// ISO week, e.g. 2026-W47. [default: the last full week]
         #[arg(long)]
         week: Option<String>,
-        /// Only this clinic. [default: every clinic]
+        /// Only this clinic, registered or only seen in watched documents. [default:
+        /// every clinic]
         #[arg(long)]
         clinic: Option<String>,
         /// html (the email's page), json, or csv (one value per line).
@@ -149,7 +150,9 @@ pub struct AuditArgs {
     /// Database mode: last local date of the range.
     #[arg(long, requires = "from")]
     pub to: Option<String>,
-    /// Database mode: only this clinic. [default: every clinic]
+    /// Database mode: only this clinic, registered or only seen in watched documents
+    /// (those in their source's zone, `[watch.sources.NAME] timezone` in the config).
+    /// [default: every clinic]
     #[arg(long)]
     pub clinic: Option<String>,
     /// How to print the report on stdout.
@@ -298,6 +301,8 @@ struct ConfigFile {
     #[serde(default)]
     audit: crate::app::AuditConfig,
     #[serde(default)]
+    watch: crate::app::WatchConfig,
+    #[serde(default)]
     metrics: crate::app::MetricsConfig,
     #[serde(default)]
     limits: crate::http::limits::LimitsConfig,
@@ -343,6 +348,7 @@ struct Settings {
     /// Where the `[alerts]` tables are in the file, for errors that name the line.
     alert_lines: crate::alert::routes::ConfigLines,
     audit: crate::app::AuditConfig,
+    watch: crate::app::WatchConfig,
     metrics: crate::app::MetricsConfig,
     limits: crate::http::limits::LimitsConfig,
 }
@@ -392,6 +398,7 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
         alerts: file.alerts,
         alert_lines,
         audit: file.audit,
+        watch: file.watch,
         metrics: file.metrics,
         limits: file.limits,
     })
@@ -626,6 +633,7 @@ async fn audit_database(args: AuditArgs) -> Result<(), CliError> {
         &s.detect,
         &s.alerts,
         &s.audit,
+        &s.watch,
         &s.metrics,
         &s.alert_lines,
     )
@@ -679,13 +687,21 @@ async fn weekly_report(
     if let Some(week) = &week {
         report::week_asked(Some(week), None, chrono::Utc::now()).map_err(usage)?;
     }
-    let store = open_store(&settings(&store, None)?).await?;
+    let s = settings(&store, None)?;
+    let zones = s.watch.zones().map_err(CliError::Usage)?;
+    let store = open_store(&s).await?;
     let clinic = match &clinic {
         Some(id) => Some(
-            store
-                .clinic(id)
+            crate::audit::runner::known_clinics(store.as_ref(), &zones)
                 .await?
-                .ok_or_else(|| CliError::Usage(format!("no clinic {id}")))?,
+                .get(id)
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "no clinic {id}: it is not registered and no watched document names it"
+                    ))
+                })?
+                .clinic
+                .clone(),
         ),
         None => None,
     };
@@ -927,6 +943,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         &s.detect,
         &s.alerts,
         &s.audit,
+        &s.watch,
         &s.metrics,
         &s.alert_lines,
     )
@@ -1041,6 +1058,69 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `settings` over a slotguard.toml holding `text`, then the zones it configures.
+    fn zones_of(text: &str) -> Result<crate::domain::SourceZones, CliError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        let args = StoreArgs {
+            database: None,
+            sqlite_sync: None,
+            config: Some(file.path().to_path_buf()),
+        };
+        settings(&args, None)?
+            .watch
+            .zones()
+            .map_err(CliError::Usage)
+    }
+
+    #[test]
+    fn each_watch_sources_time_zone_is_read_from_slotguard_toml() {
+        let zones = zones_of(
+            "[watch.sources.kloqo]\ntimezone = \"Asia/Tokyo\"\n\n\
+             [watch.sources.other-app]\ntimezone = \"Asia/Kolkata\"\n",
+        )
+        .unwrap();
+        assert_eq!(zones.configured("kloqo"), Some(chrono_tz::Asia::Tokyo));
+        assert_eq!(
+            zones.configured("other-app"),
+            Some(chrono_tz::Asia::Kolkata)
+        );
+        assert_eq!(zones.configured("unnamed"), None);
+        assert_eq!(
+            zones_of("").unwrap(),
+            crate::domain::SourceZones::default(),
+            "no [watch]: every source's clinics in the default zone"
+        );
+    }
+
+    #[test]
+    fn a_bad_zone_a_bad_source_name_or_an_unknown_key_under_watch_is_a_usage_error() {
+        let refused = |text: &str| match zones_of(text) {
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{e}");
+                e.to_string()
+            }
+            Ok(zones) => panic!("{text:?} was accepted: {zones:?}"),
+        };
+        let zone = refused("[watch.sources.kloqo]\ntimezone = \"Asia/Kochi\"\n");
+        assert!(
+            zone.contains("watch.sources.kloqo.timezone = \"Asia/Kochi\"")
+                && zone.contains("IANA time zone"),
+            "{zone}"
+        );
+        let source = refused("[watch.sources.\"klo qo\"]\ntimezone = \"Asia/Tokyo\"\n");
+        assert!(source.contains("watch.sources.klo qo"), "{source}");
+        let key = refused("[watch.sources.kloqo]\ntimezone = \"Asia/Tokyo\"\nzone = \"x\"\n");
+        assert!(
+            key.contains("line 3") && key.contains("unknown field `zone`"),
+            "{key}"
+        );
+        let missing = refused("[watch.sources.kloqo]\n");
+        assert!(missing.contains("missing field `timezone`"), "{missing}");
+        let top = refused("[watch]\nzones = {}\n");
+        assert!(top.contains("unknown field `zones`"), "{top}");
+    }
 
     #[test]
     fn database_urls_are_printed_without_any_secret() {

@@ -37,25 +37,28 @@ pub struct Selection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("no clinic {0}")]
+    #[error("no clinic {0}: it is not registered and no watched document names it")]
     UnknownClinic(ClinicId),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
 
-/// Audits the selected days, each recorded as an on-demand run.
+/// Audits the selected days of the selected known clinics (registered, or only seen
+/// in watched documents), each recorded as an on-demand run.
 pub async fn audit(auditor: &Auditor, selection: &Selection) -> Result<Report, AuditError> {
-    let store = auditor.store();
-    let clinics: Vec<Clinic> = match &selection.clinic {
-        Some(id) => vec![store
-            .clinic(id)
-            .await?
-            .ok_or_else(|| AuditError::UnknownClinic(id.clone()))?],
-        None => store.clinics().await?,
+    let known = auditor.known_clinics().await?;
+    let clinics: Vec<&Clinic> = match &selection.clinic {
+        Some(id) => vec![
+            &known
+                .get(id)
+                .ok_or_else(|| AuditError::UnknownClinic(id.clone()))?
+                .clinic,
+        ],
+        None => known.iter().map(|k| &k.clinic).collect(),
     };
     let mut report = Report::default();
     let now = auditor.clock().now();
-    for clinic in &clinics {
+    for clinic in clinics {
         let (from, to) = selection.dates.map_or_else(
             || (clinic.today(now), clinic.today(now)),
             |r| (r.from(), r.to()),

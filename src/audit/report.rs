@@ -18,7 +18,7 @@ use super::schedule;
 use crate::alert::channels::escape_html;
 use crate::alert::{Event, Notification};
 use crate::detect::{Duplicate, IncidentState};
-use crate::domain::{Clinic, ClinicId, DoctorId};
+use crate::domain::{Clinic, ClinicId, DoctorId, KnownClinic, KnownClinics};
 use crate::metrics::stats::{self, DateRange, Stats, DUPLICATE_RATE_TARGET};
 use crate::metrics::{is_conflict, BOOKED};
 use crate::store::audit::AuditRun;
@@ -689,41 +689,37 @@ pub async fn weekly(
     build(store, id, monday, now).await
 }
 
-/// Whether a week may be asked for: from the week the clinic was created (for every
-/// clinic, the first one's) to the week under way. `Ok(None)` when it may; else the
-/// refusal, naming the weeks that may be asked for.
-pub async fn week_in_range(
-    store: &dyn Store,
-    clinic: Option<&Clinic>,
+/// Whether a week may be asked for: from the week slotguard first knew of the clinic
+/// (registered, or its first watched document; for every clinic, the first one's)
+/// to the week under way. `None` when it may; else the refusal, naming the weeks
+/// that may be asked for.
+pub fn week_in_range(
+    known: &KnownClinics,
+    clinic: Option<&KnownClinic>,
     monday: NaiveDate,
     now: DateTime<Utc>,
-) -> Result<Option<crate::domain::FieldError>, StoreError> {
-    let created = match clinic {
-        Some(c) => store.clinic_created_at(&c.id).await?,
-        None => store
-            .clinics_created()
-            .await?
-            .into_iter()
-            .map(|(_, at)| at)
-            .min(),
+) -> Option<crate::domain::FieldError> {
+    let (today, first) = match clinic {
+        Some(k) => (k.clinic.today(now), Some(k.clinic.today(k.since))),
+        None => (
+            now.date_naive(),
+            known.first_since().map(|at| at.date_naive()),
+        ),
     };
-    let today = clinic.map_or_else(|| now.date_naive(), |c| c.today(now));
-    let first = created
-        .map(|at| clinic.map_or_else(|| at.date_naive(), |c| c.today(at)))
-        .unwrap_or(today);
+    let first = first.unwrap_or(today);
     let monday_of =
         |d: NaiveDate| d - Duration::days(i64::from(d.weekday().num_days_from_monday()));
     let (from, to) = (monday_of(first), monday_of(today));
-    Ok((monday < from || monday > to).then(|| {
+    (monday < from || monday > to).then(|| {
         crate::domain::FieldError::new(
             "week",
             format!(
-                "must be a week from {} (when the clinic was created) to {} (this week)",
+                "must be a week from {} (when the clinic was created or first seen) to {} (this week)",
                 schedule::iso_week(from),
                 schedule::iso_week(to)
             ),
         )
-    }))
+    })
 }
 
 fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {
@@ -732,16 +728,17 @@ fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {
 
 /// Monday at `weekly_report_at` local: last week's report of `clinic`, built, stored
 /// and sent once (the stored row is the claim: a second server finds it and sends
-/// nothing).
+/// nothing). A week that ended before `since` (when slotguard knew of the clinic) is
+/// not reported.
 pub async fn send_due(
     auditor: &Auditor,
     clinic: &Clinic,
-    created: DateTime<Utc>,
+    since: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let store = auditor.store().as_ref();
     let now = auditor.clock().now();
     let monday = schedule::last_reported_week(clinic, auditor.settings().weekly_report_at, now);
-    if monday + Duration::days(6) < clinic.today(created) {
+    if monday + Duration::days(6) < clinic.today(since) {
         return Ok(());
     }
     let week = schedule::iso_week(monday);

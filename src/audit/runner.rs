@@ -17,12 +17,12 @@ use crate::alert::dispatch::Dispatcher;
 use crate::alert::{Event, Notification};
 use crate::clock::Clock;
 use crate::detect::{Detector, Duplicate, FoundBy, Group};
-use crate::domain::Clinic;
+use crate::domain::{Clinic, ClinicId, KnownClinic, KnownClinics, SourceZones};
 use crate::store::audit::{AuditRun, DayFindings, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 
-/// `[audit]` in slotguard.toml, resolved.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `[audit]` in slotguard.toml, resolved, with the zones of `[watch.sources]`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Nights missed while no server ran are audited at start, this many days back.
     pub catch_up_days: u32,
@@ -35,6 +35,8 @@ pub struct Settings {
     pub stale_after: Duration,
     /// The weekly report goes out Mondays at this local time.
     pub weekly_report_at: NaiveTime,
+    /// The zone of each watch source's unregistered clinics.
+    pub zones: SourceZones,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             tick: Duration::from_secs(30),
             stale_after: Duration::from_secs(15 * 60),
             weekly_report_at: NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
+            zones: SourceZones::default(),
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct Auditor {
     dispatcher: Arc<Dispatcher>,
     settings: Settings,
     holder: String,
+    /// Clinics whose sources' zones disagree, already logged: once per process.
+    zone_conflicts_logged: std::sync::Mutex<std::collections::BTreeSet<ClinicId>>,
 }
 
 impl Auditor {
@@ -86,7 +91,44 @@ impl Auditor {
             dispatcher,
             settings,
             holder: uuid::Uuid::new_v4().to_string(),
+            zone_conflicts_logged: Default::default(),
         }
+    }
+
+    /// Every clinic to audit, count and report: the registered ones in their own
+    /// zones, and those only seen in watched documents in their source's zone
+    /// (`[watch.sources.NAME] timezone`, else [`Clinic::DEFAULT_TIMEZONE`]).
+    /// Zones that disagree are logged once per clinic.
+    pub async fn known_clinics(&self) -> Result<KnownClinics, StoreError> {
+        let known = known_clinics(self.store.as_ref(), &self.settings.zones).await?;
+        for conflict in &known.conflicts {
+            let first_time = self
+                .zone_conflicts_logged
+                .lock()
+                .map(|mut logged| logged.insert(conflict.clinic_id.clone()))
+                .unwrap_or(false);
+            if first_time {
+                let overruled: Vec<String> = conflict
+                    .overruled
+                    .iter()
+                    .map(|(source, tz)| format!("{source} ({tz})"))
+                    .collect();
+                tracing::warn!(
+                    clinic = %conflict.clinic_id,
+                    source = %conflict.chosen.0,
+                    timezone = %conflict.chosen.1,
+                    overruled = %overruled.join(", "),
+                    "an unregistered clinic's watch sources are configured with different time \
+                     zones: the first source by name decides; register the clinic to choose"
+                );
+            }
+        }
+        Ok(known)
+    }
+
+    /// One known clinic; `None` when it is neither registered nor in watched data.
+    pub async fn known_clinic(&self, id: &ClinicId) -> Result<Option<KnownClinic>, StoreError> {
+        Ok(self.known_clinics().await?.get(id).cloned())
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -201,26 +243,23 @@ impl Auditor {
         self.store.queue_notices(&rows).await
     }
 
-    /// One pass over every clinic: audits due (tonight's and missed ones), the
-    /// dead-man's switch, the weekly report. Tests call it with the clock where they
-    /// want it.
+    /// One pass over every known clinic, registered or only watched: audits due
+    /// (tonight's and missed ones), the dead-man's switch, the weekly report. Nothing
+    /// is due before slotguard knew of the clinic. Tests call it with the clock where
+    /// they want it.
     pub async fn run_once(&self) -> Result<(), StoreError> {
-        for clinic in self.store.clinics().await? {
-            // Nothing is due before the clinic existed: no audit, alarm or report.
-            let Some(created) = self.store.clinic_created_at(&clinic.id).await? else {
-                continue;
-            };
-            self.audit_due(&clinic, created).await?;
-            self.check_dead_man(&clinic, created).await?;
-            super::report::send_due(self, &clinic, created).await?;
+        for KnownClinic { clinic, since, .. } in self.known_clinics().await?.into_vec() {
+            self.audit_due(&clinic, since).await?;
+            self.check_dead_man(&clinic, since).await?;
+            super::report::send_due(self, &clinic, since).await?;
         }
         Ok(())
     }
 
-    async fn audit_due(&self, clinic: &Clinic, created: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn audit_due(&self, clinic: &Clinic, since: DateTime<Utc>) -> Result<(), StoreError> {
         let now = self.clock.now();
         let latest = schedule::latest_due(clinic, now);
-        let first_day = clinic.today(created);
+        let first_day = clinic.today(since);
         let window = latest - chrono::Duration::days(i64::from(self.settings.catch_up_days));
         let stale_before = now - chrono_of(self.settings.stale_after);
         let audited = self
@@ -245,16 +284,16 @@ impl Auditor {
     /// Alerts (once per clinic and date) when the newest due day has no successful
     /// audit by `auditAt` + grace: the runner failed, or no server was up to run it.
     /// The dead-man's switch: the newest due date of a clinic that has no successful
-    /// audit although its `auditAt` + grace has passed (never a date before the clinic
-    /// existed), with the last error of its failed runs.
+    /// audit although its `auditAt` + grace has passed (never a date before slotguard
+    /// knew of the clinic), with the last error of its failed runs.
     pub async fn missing_audit(
         &self,
         clinic: &Clinic,
-        created: DateTime<Utc>,
+        since: DateTime<Utc>,
     ) -> Result<Option<(NaiveDate, Option<String>)>, StoreError> {
         let date = schedule::latest_due(clinic, self.clock.now());
         let runs = self.store.audit_runs(Some(&clinic.id), date, date).await?;
-        Ok(self.missing_audit_among(clinic, created, &runs))
+        Ok(self.missing_audit_among(clinic, since, &runs))
     }
 
     /// [`Self::missing_audit`] over runs already read (of any clinics and dates; they
@@ -262,13 +301,13 @@ impl Auditor {
     pub fn missing_audit_among(
         &self,
         clinic: &Clinic,
-        created: DateTime<Utc>,
+        since: DateTime<Utc>,
         runs: &[AuditRun],
     ) -> Option<(NaiveDate, Option<String>)> {
         let now = self.clock.now();
         let date = schedule::latest_due(clinic, now);
         let due = schedule::due_at(clinic, date);
-        if now < due + chrono_of(self.settings.grace) || created > due {
+        if now < due + chrono_of(self.settings.grace) || since > due {
             return None;
         }
         let runs: Vec<&AuditRun> = runs
@@ -284,9 +323,9 @@ impl Auditor {
     async fn check_dead_man(
         &self,
         clinic: &Clinic,
-        created: DateTime<Utc>,
+        since: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match self.missing_audit(clinic, created).await? {
+        match self.missing_audit(clinic, since).await? {
             Some((date, last_error)) => {
                 self.notify(audit_missing(clinic, date, last_error.as_deref()))
                     .await
@@ -332,6 +371,23 @@ impl Auditor {
             }
         }
     }
+}
+
+/// The clinics the store holds, registered or only watched, each in its zone
+/// ([`KnownClinics::resolve`]); [`Auditor::known_clinics`] also logs zones that
+/// disagree.
+pub async fn known_clinics(
+    store: &dyn Store,
+    zones: &SourceZones,
+) -> Result<KnownClinics, StoreError> {
+    let created: BTreeMap<ClinicId, DateTime<Utc>> =
+        store.clinics_created().await?.into_iter().collect();
+    let registered = store.clinics().await?.into_iter().filter_map(|c| {
+        let at = *created.get(&c.id)?;
+        Some((c, at))
+    });
+    let watched = store.watched_clinics().await?;
+    Ok(KnownClinics::resolve(registered, &watched, zones))
 }
 
 /// The day's audit in a few lines; a clean day says so.

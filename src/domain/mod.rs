@@ -1,10 +1,12 @@
 //! The clinic's rules as pure types and functions: identifiers, clinics and their
-//! booking policy, doctors' schedules and slot arithmetic, tokens, statuses.
+//! booking policy, which clinics are known and in which zone, doctors' schedules and
+//! slot arithmetic, tokens, statuses.
 //! Nothing here does I/O or reads a clock: "now" is always a parameter.
 
 pub mod appointment;
 pub mod clinic;
 pub mod ids;
+pub mod known;
 pub mod schedule;
 pub mod staff;
 pub mod status;
@@ -14,6 +16,7 @@ pub mod token;
 pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
 pub use ids::{AppointmentId, ClinicId, DoctorId};
+pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
 pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};
 pub use status::Status;

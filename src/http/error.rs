@@ -47,6 +47,15 @@ impl ApiError {
         )
     }
 
+    /// A clinic neither registered nor named by any watched document.
+    pub fn unknown_clinic(id: &crate::domain::ClinicId) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "clinic_not_found",
+            format!("No clinic {id}: it is not registered and no watched document names it."),
+        )
+    }
+
     pub fn not_found_route() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

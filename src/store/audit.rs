@@ -14,7 +14,7 @@ use super::detection::NotificationRow;
 use super::StoreError;
 use crate::audit::counts::Counts;
 use crate::detect::{Duplicate, Group};
-use crate::domain::{Clinic, ClinicId, DoctorId};
+use crate::domain::{Clinic, ClinicId, DoctorId, WatchedClinic};
 
 /// Why an audit ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +118,9 @@ pub struct AuditGauges {
 pub trait AuditStore: Send + Sync {
     async fn audit_gauges(&self) -> Result<AuditGauges, StoreError>;
     async fn clinics(&self) -> Result<Vec<Clinic>, StoreError>;
+    /// Each (clinic, source) of the mirror, registered or not, with its earliest
+    /// document's arrival: the clinics `KnownClinics` adds to the registered ones.
+    async fn watched_clinics(&self) -> Result<Vec<WatchedClinic>, StoreError>;
     /// When each clinic was created: catch-up never audits days before that.
     async fn clinic_created_at(
         &self,
@@ -183,6 +186,40 @@ pub trait AuditStore: Send + Sync {
 pub const AUDIT_RUN_COLUMNS: &str = "id, clinic_id, local_date, trigger, runner, status, started_at, \
     finished_at, appointments_checked, duplicate_groups, extra_rows, affected_rows, incidents_opened, \
     incidents_resolved, error";
+
+/// Each (clinic, source) pair of the mirror and its earliest `received_at`, found by
+/// skipping from one pair to the next along `watched_by_clinic_source` (a few index
+/// seeks per pair) rather than by grouping every document: the audit runner reads it
+/// at every pass. A step goes to the clinic's next source, else to the next clinic's
+/// first source; `(NULL, NULL)` ends the walk.
+pub const WATCHED_CLINICS: &str = "WITH RECURSIVE pairs(clinic_id, source) AS ( \
+      SELECT c.id, (SELECT MIN(source) FROM watched_appointments WHERE clinic_id = c.id) \
+      FROM (SELECT MIN(clinic_id) AS id FROM watched_appointments) c \
+    UNION ALL \
+      SELECT CASE WHEN (SELECT MIN(w.source) FROM watched_appointments w \
+          WHERE w.clinic_id = p.clinic_id AND w.source > p.source) IS NULL \
+        THEN (SELECT MIN(w.clinic_id) FROM watched_appointments w WHERE w.clinic_id > p.clinic_id) \
+        ELSE p.clinic_id END, \
+      COALESCE((SELECT MIN(w.source) FROM watched_appointments w \
+          WHERE w.clinic_id = p.clinic_id AND w.source > p.source), \
+        (SELECT MIN(w.source) FROM watched_appointments w WHERE w.clinic_id = \
+          (SELECT MIN(n.clinic_id) FROM watched_appointments n WHERE n.clinic_id > p.clinic_id))) \
+      FROM pairs p WHERE p.clinic_id IS NOT NULL ) \
+    SELECT clinic_id, source, (SELECT MIN(w.received_at) FROM watched_appointments w \
+      WHERE w.clinic_id = pairs.clinic_id AND w.source = pairs.source) AS first_seen \
+    FROM pairs WHERE clinic_id IS NOT NULL ORDER BY clinic_id, source";
+
+pub fn watched_clinic<R: DecodeRow>(row: &R) -> Result<WatchedClinic, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(WatchedClinic {
+        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
+            .map_err(|e| corrupt("clinic id", e))?,
+        source: row.text("source")?,
+        first_seen: row.instant("first_seen")?,
+    })
+}
 
 /// The clinic's occupying rows of one local day, native and watched; `$1` clinic,
 /// `$2` date. Break placeholders hold their slot but no token.
@@ -337,6 +374,15 @@ impl $crate::store::audit::AuditStore for $store {
             .await?
             .iter()
             .map($crate::store::codec::clinic)
+            .collect()
+    }
+
+    async fn watched_clinics(&self) -> Result<Vec<$crate::domain::WatchedClinic>, StoreError> {
+        sqlx::query($crate::store::audit::WATCHED_CLINICS)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map($crate::store::audit::watched_clinic)
             .collect()
     }
 

@@ -92,6 +92,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "event order",
             include_str!("../../migrations/postgres/0012_event_order.sql"),
         ),
+        (
+            13,
+            "watched clinics",
+            include_str!("../../migrations/postgres/0013_watched_clinics.sql"),
+        ),
     ])
 }
 

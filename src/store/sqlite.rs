@@ -110,6 +110,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "event order",
             include_str!("../../migrations/sqlite/0012_event_order.sql"),
         ),
+        (
+            13,
+            "watched clinics",
+            include_str!("../../migrations/sqlite/0013_watched_clinics.sql"),
+        ),
     ])
 }
 

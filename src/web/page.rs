@@ -2,8 +2,6 @@
 //! ([`PageError`], the one place failures become HTML answers), forms and query
 //! strings read as text and parsed field by field, and times in the clinic's zone.
 
-use std::collections::HashMap;
-
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -15,9 +13,10 @@ use chrono_tz::Tz;
 
 use super::session::Visitor;
 use super::WebState;
+use crate::audit::runner::Auditor;
 use crate::booking::BookingError;
-use crate::domain::{Clinic, ClinicId, FieldError};
-use crate::store::{Store, StoreError};
+use crate::domain::{Clinic, ClinicId, FieldError, KnownClinic, KnownClinics};
+use crate::store::StoreError;
 
 /// The frame of every page: title, navigation, who is logged in, the logout form.
 #[derive(Debug, Clone)]
@@ -256,29 +255,27 @@ impl When {
     }
 }
 
-/// The clinics a page talks about, registered or only seen in watched data (those
-/// keep the default zone, Asia/Kolkata, until registered).
+/// The clinics a page talks about: the audit's known clinics
+/// ([`crate::audit::runner::Auditor::known_clinics`]), registered or only seen in
+/// watched data (those in their watch source's zone until registered), so a page
+/// shows a clinic in the zone it is audited in.
 #[derive(Debug, Clone, Default)]
 pub struct Clinics {
-    registered: HashMap<ClinicId, Clinic>,
+    known: KnownClinics,
 }
 
 impl Clinics {
-    pub async fn load(store: &dyn Store) -> Result<Self, PageError> {
+    pub async fn load(auditor: &Auditor) -> Result<Self, PageError> {
         Ok(Self {
-            registered: store
-                .clinics()
-                .await?
-                .into_iter()
-                .map(|c| (c.id.clone(), c))
-                .collect(),
+            known: auditor.known_clinics().await?,
         })
     }
 
     pub fn get(&self, id: &ClinicId) -> Option<&Clinic> {
-        self.registered.get(id)
+        self.known.get(id).map(|k| &k.clinic)
     }
 
+    /// The clinic's zone; one known only from an incident keeps the default.
     pub fn tz(&self, id: &ClinicId) -> Tz {
         self.get(id)
             .map(|c| c.timezone)
@@ -300,8 +297,17 @@ impl Clinics {
         now.with_timezone(&self.tz(id)).date_naive()
     }
 
-    pub fn registered(&self) -> impl Iterator<Item = &Clinic> {
-        self.registered.values()
+    /// Every clinic the audit knows of, by id.
+    pub fn known(&self) -> impl Iterator<Item = &KnownClinic> {
+        self.known.iter()
+    }
+
+    pub fn get_known(&self, id: &ClinicId) -> Option<&KnownClinic> {
+        self.known.get(id)
+    }
+
+    pub fn all_known(&self) -> &KnownClinics {
+        &self.known
     }
 }
 

@@ -31,8 +31,12 @@ fn options(webhook: &Receiver) -> Options {
 }
 
 async fn runs(app: &TestApp, date: &str) -> Vec<Value> {
+    runs_of(app, CLINIC, date).await
+}
+
+async fn runs_of(app: &TestApp, clinic: &str, date: &str) -> Vec<Value> {
     let reply = app
-        .get(&format!("/api/v1/audits?clinicId={CLINIC}&date={date}"))
+        .get(&format!("/api/v1/audits?clinicId={clinic}&date={date}"))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     reply.body["runs"].as_array().unwrap().clone()
@@ -47,9 +51,25 @@ fn received(webhook: &Receiver, event: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Returns once the detector has made its first pass (its watermark is written). With
+/// [`options`] it makes no other for an hour, so what is written after this is left
+/// to the audit. On PostgreSQL the pass waits for the detector's LISTEN, which under
+/// a full parallel run can come after a story's first writes.
+async fn detector_passed_once(app: &TestApp) {
+    let store = app.app.state.bookings.store();
+    eventually(30, "the detector's first pass", || async {
+        store
+            .watermark(slotguard::detect::detector::WATERMARK)
+            .await
+            .unwrap()
+    })
+    .await;
+}
+
 /// Kochi (Asia/Kolkata, audit at 23:00) with dr-asha 09:00–13:00 in 10-minute slots,
 /// one native booking and two watched documents in slot 5 of [`DAY`].
 async fn a_day_with_a_watched_double_booking(app: &TestApp) {
+    detector_passed_once(app).await;
     app.clinic_with_doctor(CLINIC, 10, json!([{"from": "09:00", "to": "13:00"}]))
         .await;
     let booked = app
@@ -1058,4 +1078,373 @@ pub async fn documents_naming_their_doctor_only_by_name_are_checked_by_that_name
         .collect();
     assert_eq!(by_name.len(), 1, "{audited}");
     assert_eq!(by_name[0]["key"], "6");
+}
+
+/// A clinic Kloqo's documents name that was never created with `POST /clinics`.
+const WATCHED_ONLY: &str = "aluva";
+
+/// Kloqo's document `id` holding `slot` of [`DAY`] at [`WATCHED_ONLY`].
+fn at_aluva(id: &str, slot: u32) -> Value {
+    let mut doc = document(id, slot, "Pending", 0);
+    doc["clinicId"] = json!(WATCHED_ONLY);
+    doc
+}
+
+/// Aluva's day: slot 5 given twice, slot 6 once.
+async fn a_watched_only_double_booking(app: &TestApp) {
+    detector_passed_once(app).await;
+    for doc in [
+        at_aluva("aluva-a", 5),
+        at_aluva("aluva-b", 5),
+        at_aluva("aluva-c", 6),
+    ] {
+        assert_eq!(put(app, &doc).await.status, StatusCode::OK);
+    }
+}
+
+/// The source's zone for Kloqo's unregistered clinics, as `[watch.sources.kloqo]`
+/// sets it: Tokyo (UTC+9), so their 23:00 is 19:30 in Kochi.
+const KLOQO_IN_TOKYO: &str = "[watch.sources.kloqo]\ntimezone = \"Asia/Tokyo\"\n";
+
+/// [`options`] with [`KLOQO_IN_TOKYO`].
+fn options_in_tokyo(webhook: &Receiver) -> Options {
+    let mut options = options(webhook);
+    options.audit.zones =
+        slotguard::domain::SourceZones::new([("kloqo".to_owned(), chrono_tz::Asia::Tokyo)]);
+    options
+}
+
+pub async fn a_clinic_only_in_watched_data_is_audited_at_23_00_in_its_sources_zone_and_counted_everywhere(
+    backend: Backend,
+) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options_in_tokyo(&webhook)).await else {
+        return;
+    };
+    // Kochi is registered in Asia/Kolkata and watched through the same source.
+    a_day_with_a_watched_double_booking(&app).await;
+    a_watched_only_double_booking(&app).await;
+    let auditor = &app.app.auditor;
+
+    app.clock.set(kolkata(DAY, 19, 29));
+    auditor.run_once().await.unwrap();
+    assert!(
+        runs_of(&app, WATCHED_ONLY, DAY).await.is_empty(),
+        "22:59 in Tokyo"
+    );
+    app.clock.set(kolkata(DAY, 19, 30));
+    auditor.run_once().await.unwrap();
+    let night = runs_of(&app, WATCHED_ONLY, DAY).await;
+    assert_eq!(night.len(), 1, "{night:?}");
+    assert_eq!(
+        (
+            night[0]["trigger"].as_str(),
+            night[0]["status"].as_str(),
+            night[0]["localDate"].as_str()
+        ),
+        (Some("nightly"), Some("succeeded"), Some(DAY))
+    );
+    let found =
+        json!({"appointmentsChecked": 3, "duplicateGroups": 1, "extraRows": 1, "affectedRows": 2});
+    assert_eq!(counts(&night[0]), found);
+    assert_eq!(night[0]["incidentsOpened"], 1);
+    assert!(
+        runs(&app, DAY).await.is_empty(),
+        "a registered clinic keeps its own zone: 19:30 is not Kochi's 23:00"
+    );
+    let summary = eventually(10, "Aluva's daily summary", || async {
+        received(&webhook, "daily_summary")
+            .into_iter()
+            .find(|s| s["clinicId"] == WATCHED_ONLY)
+    })
+    .await;
+    assert!(
+        summary["subject"].as_str().unwrap().ends_with(&format!(
+            "audit of {DAY} at clinic {WATCHED_ONLY}: 1 double booking"
+        )),
+        "{summary}"
+    );
+    app.clock.set(kolkata(DAY, 23, 0));
+    auditor.run_once().await.unwrap();
+    assert_eq!(runs(&app, DAY).await.len(), 1, "Kochi at its own 23:00");
+
+    let on_demand = app
+        .post(
+            "/api/v1/audits",
+            json!({"clinicId": WATCHED_ONLY, "date": DAY}),
+        )
+        .await;
+    assert_eq!(on_demand.status, StatusCode::OK, "{}", on_demand.text);
+    assert_eq!(on_demand.body["run"]["trigger"], "on_demand");
+    assert_eq!(
+        on_demand.body["findings"],
+        json!([{"clinicId": WATCHED_ONLY, "doctorId": "dr-asha", "date": DAY, "kind": "slot", "key": "5",
+                "members": [{"source": "kloqo", "id": "aluva-a"}, {"source": "kloqo", "id": "aluva-b"}]}])
+    );
+
+    let stats = app
+        .get(&format!(
+            "/api/v1/stats?clinicId={WATCHED_ONLY}&from={DAY}&to={DAY}"
+        ))
+        .await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.text);
+    assert_eq!(counts(&stats.body["duplicateRate"]), found);
+    let everyone = app.get(&format!("/api/v1/stats?from={DAY}&to={DAY}")).await;
+    let listed: Vec<&str> = everyone.body["clinics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["clinicId"].as_str())
+        .collect();
+    assert!(listed.contains(&WATCHED_ONLY), "{listed:?}");
+
+    let week = app
+        .get(&format!(
+            "/api/v1/reports/weekly?week=2026-W49&clinicId={WATCHED_ONLY}&format=json"
+        ))
+        .await;
+    assert_eq!(week.status, StatusCode::OK, "{}", week.text);
+    assert_eq!(counts(&week.body["days"][1]), found, "Tuesday");
+    assert_eq!(week.body["auditRuns"].as_array().unwrap().len(), 2);
+
+    // Monday 09:00 in Tokyo is 05:30 in Kochi: Aluva's report goes out, Kochi's waits.
+    app.clock.set(kolkata("2026-12-07", 5, 29));
+    auditor.run_once().await.unwrap();
+    app.clock.set(kolkata("2026-12-07", 5, 30));
+    auditor.run_once().await.unwrap();
+    let sent = eventually(10, "Aluva's weekly report", || async {
+        received(&webhook, "weekly_report").into_iter().next()
+    })
+    .await;
+    assert_eq!(sent["clinicId"], WATCHED_ONLY);
+    assert_eq!(sent["details"]["week"], "2026-W49");
+    assert_eq!(counts(&sent["details"]["days"][1]), found);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received(&webhook, "weekly_report").len(),
+        1,
+        "Kochi's is due at its own 09:00"
+    );
+
+    // A clinic neither registered nor named by any document is still unknown.
+    for reply in [
+        app.post(
+            "/api/v1/audits",
+            json!({"clinicId": "nowhere", "date": DAY}),
+        )
+        .await,
+        app.get(&format!(
+            "/api/v1/stats?clinicId=nowhere&from={DAY}&to={DAY}"
+        ))
+        .await,
+        app.get("/api/v1/reports/weekly?week=2026-W49&clinicId=nowhere")
+            .await,
+    ] {
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+        assert_eq!(reply.code(), "clinic_not_found");
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not registered and no watched document names it"),
+            "{}",
+            reply.text
+        );
+    }
+}
+
+pub async fn a_clinic_only_in_watched_data_alarms_when_its_night_goes_unaudited(backend: Backend) {
+    let webhook = Receiver::start().await;
+    let mut options = options_in_tokyo(&webhook);
+    options.audit.stale_after = Duration::from_secs(3600);
+    let Some(app) = spawn_app_with(backend, options).await else {
+        return;
+    };
+    a_watched_only_double_booking(&app).await;
+    let auditor = &app.app.auditor;
+    // Another runner claimed Aluva's night at 23:00 Tokyo time and then hung.
+    let stuck = AuditRun {
+        id: "stuck-run".into(),
+        clinic_id: slotguard::domain::ClinicId::parse("c", WATCHED_ONLY).unwrap(),
+        local_date: DAY.parse::<NaiveDate>().unwrap(),
+        trigger: Trigger::Nightly,
+        runner: "another-server".into(),
+        status: RunStatus::Running,
+        started_at: kolkata(DAY, 19, 30),
+        finished_at: None,
+        counts: Default::default(),
+        incidents_opened: 0,
+        incidents_resolved: 0,
+        error: None,
+    };
+    assert!(auditor
+        .store()
+        .claim_audit_run(&stuck, kolkata(DAY, 19, 0))
+        .await
+        .unwrap());
+
+    app.clock.set(kolkata(DAY, 19, 59));
+    auditor.run_once().await.unwrap();
+    assert!(
+        received(&webhook, "audit_missing").is_empty(),
+        "23:29 in Tokyo: within grace"
+    );
+    app.clock.set(kolkata(DAY, 20, 1));
+    auditor.run_once().await.unwrap();
+    let alarm = eventually(10, "the dead-man's switch", || async {
+        received(&webhook, "audit_missing").into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        alarm["subject"],
+        format!("slotguard: no audit of {DAY} at clinic {WATCHED_ONLY}")
+    );
+    assert!(
+        alarm["text"]
+            .as_str()
+            .unwrap()
+            .contains("due at 23:00 (Asia/Tokyo)"),
+        "{alarm}"
+    );
+
+    // The dashboard says the same, in the same zone.
+    app.staff_user(
+        "admin@clinic.example",
+        slotguard::domain::StaffRole::Admin,
+        &[],
+    )
+    .await;
+    let session = app.log_in("admin@clinic.example").await;
+    let audits = app.page(Some(&session), "/audits").await;
+    assert_eq!(audits.status, StatusCode::OK, "{}", audits.text);
+    assert!(
+        audits
+            .text
+            .contains(&format!("{WATCHED_ONLY}: no successful audit of {DAY}")),
+        "{}",
+        audits.text
+    );
+}
+
+pub async fn slotguard_audit_clinic_audits_a_clinic_only_in_watched_data_in_its_sources_zone(
+    backend: Backend,
+) {
+    let webhook = Receiver::start().await;
+    let Some(app) = spawn_app_with(backend, options(&webhook)).await else {
+        return;
+    };
+    // Aluva's day arrives by `slotguard watch import`, as a first sync does.
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("aluva.jsonl");
+    let day = [
+        at_aluva("aluva-a", 5),
+        at_aluva("aluva-b", 5),
+        at_aluva("aluva-c", 6),
+    ];
+    std::fs::write(&export, as_jsonl(&day)).unwrap();
+    watch_import(&app, &export).await;
+    let config = dir.path().join("slotguard.toml");
+    std::fs::write(&config, KLOQO_IN_TOKYO).unwrap();
+    let (url, config) = (app.db.url.as_str(), config.to_str().unwrap());
+    let audit = |extra: &'static [&'static str]| {
+        let mut args = vec!["audit", "--database", url, "--config", config];
+        args.extend(extra);
+        async move { slotguard(&args).await }
+    };
+
+    let (code, out) = audit(&["--clinic", WATCHED_ONLY, "--date", DAY, "--output", "json"]).await;
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["total"],
+        json!({"appointmentsChecked": 3, "duplicateGroups": 1, "extraRows": 1, "affectedRows": 2})
+    );
+    assert_eq!(
+        report["findings"][0]["members"],
+        json!([{"source": "kloqo", "id": "aluva-a"}, {"source": "kloqo", "id": "aluva-b"}])
+    );
+
+    // Without a date: the clinic's today, in its source's zone.
+    let tokyo_today = || {
+        Utc::now()
+            .with_timezone(&chrono_tz::Asia::Tokyo)
+            .date_naive()
+    };
+    let before = tokyo_today();
+    let (code, out) = audit(&["--clinic", WATCHED_ONLY, "--output", "json"]).await;
+    let after = tokyo_today();
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let audited: NaiveDate = report["runs"][0]["localDate"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(audited == before || audited == after, "{audited}");
+
+    // Every clinic, registered or not.
+    let (code, out) = audit(&["--date", DAY, "--output", "json"]).await;
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["runs"][0]["clinicId"], WATCHED_ONLY);
+
+    let (code, printed) = slotguard(&[
+        "report",
+        "weekly",
+        "--database",
+        url,
+        "--config",
+        config,
+        "--week",
+        "2026-W49",
+        "--clinic",
+        WATCHED_ONLY,
+        "--format",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{printed}");
+    let week: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(week["days"][1]["appointmentsChecked"], 3);
+
+    let bad_zone = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad_zone,
+        "[watch.sources.kloqo]\ntimezone = \"Asia/Kochi\"\n",
+    )
+    .unwrap();
+    for bad in [
+        &[
+            "audit",
+            "--database",
+            url,
+            "--config",
+            config,
+            "--clinic",
+            "nowhere",
+            "--date",
+            DAY,
+        ][..],
+        &[
+            "audit",
+            "--database",
+            url,
+            "--config",
+            bad_zone.to_str().unwrap(),
+            "--date",
+            DAY,
+        ],
+        &[
+            "report",
+            "weekly",
+            "--database",
+            url,
+            "--config",
+            config,
+            "--clinic",
+            "nowhere",
+        ],
+    ] {
+        assert_eq!(slotguard(bad).await.0, 2, "{bad:?}");
+    }
 }

@@ -45,7 +45,8 @@ pub struct AuditBody {
     date: Option<String>,
 }
 
-/// `POST /audits {clinicId, date}`: audits that local day now and answers with the
+/// `POST /audits {clinicId, date}`: audits that local day of a known clinic
+/// (registered, or only seen in watched documents) now and answers with the
 /// recorded run and the double bookings found. May repeat; does not stand in for
 /// the nightly run.
 pub async fn audit_now(
@@ -57,13 +58,9 @@ pub async fn audit_now(
     let clinic_id = ClinicId::parse("clinicId", &required("clinicId", body.clinic_id)?)?;
     let date = parse_date("date", &required("date", body.date)?)?;
     principal.may(Action::RunClinicDay, Some(&clinic_id))?;
-    let auditor = &state.auditor;
-    let clinic = auditor
-        .store()
-        .clinic(&clinic_id)
-        .await?
-        .ok_or(StoreError::NotFound("clinic"))?;
-    let outcome = auditor
+    let clinic = super::known_clinic(&state, &clinic_id).await?.clinic;
+    let outcome = state
+        .auditor
         .audit(&clinic, date, Trigger::OnDemand)
         .await?
         .ok_or(StoreError::Changed("the audit could not be recorded"))?;

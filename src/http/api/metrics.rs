@@ -18,7 +18,8 @@ use crate::metrics::scrape;
 use crate::metrics::stats::{self, DateRange, Stats};
 
 /// `?clinicId&from&to`: dates `YYYY-MM-DD`, local to each clinic, both included.
-/// Without `clinicId` (admin keys only) every clinic is counted.
+/// Without `clinicId` (admin keys only) every clinic is counted; a clinic only seen
+/// in watched documents is counted like a registered one.
 pub async fn stats(
     State(state): State<AppState>,
     principal: Principal,
@@ -31,7 +32,7 @@ pub async fn stats(
     )?;
     principal.may(Action::RunClinicDay, clinic.as_ref())?;
     if let Some(clinic) = &clinic {
-        state.bookings.clinic(clinic).await?;
+        super::known_clinic(&state, clinic).await?;
     }
     let rows = state
         .bookings

@@ -26,19 +26,18 @@ pub async fn weekly(
             .ok_or_else(|| FieldError::new("format", "must be html, json or csv"))?,
     };
     principal.may(Action::RunClinicDay, clinic_id.as_ref())?;
-    let bookings = &state.bookings;
+    let known = state.auditor.known_clinics().await?;
     let clinic = match &clinic_id {
-        Some(id) => Some(bookings.clinic(id).await?),
+        Some(id) => Some(known.get(id).ok_or_else(|| ApiError::unknown_clinic(id))?),
         None => None,
     };
-    let now = bookings.now();
-    let monday = report::week_asked(query.get("week"), clinic.as_ref(), now)?;
-    if let Some(refusal) =
-        report::week_in_range(bookings.store(), clinic.as_ref(), monday, now).await?
-    {
+    let store = state.bookings.store();
+    let now = state.bookings.now();
+    let monday = report::week_asked(query.get("week"), clinic.map(|k| &k.clinic), now)?;
+    if let Some(refusal) = report::week_in_range(&known, clinic, monday, now) {
         return Err(refusal.into());
     }
-    let report = report::weekly(bookings.store(), clinic.as_ref(), monday, now).await?;
+    let report = report::weekly(store, clinic.map(|k| &k.clinic), monday, now).await?;
     Ok((
         [(header::CONTENT_TYPE, format.content_type())],
         report.render(format),

@@ -74,7 +74,7 @@ async fn admin_page(
     problem: Option<String>,
 ) -> Result<AdminPage, PageError> {
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let tz = crate::domain::Clinic::DEFAULT_TIMEZONE;
     let users = store
         .staff_users()

@@ -57,7 +57,7 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let staff = &visitor.staff;
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let clinic = visible_clinic(staff, query.get("clinic"), "clinic")?;
     let now = state.bookings.now();
     let today = match &clinic {
@@ -110,9 +110,9 @@ pub async fn page(
         });
     }
     runs.reverse();
-    let shown: Vec<&crate::domain::Clinic> = clinics
-        .registered()
-        .filter(|c| staff.sees(&c.id) && clinic.as_ref().is_none_or(|x| *x == c.id))
+    let shown: Vec<&crate::domain::KnownClinic> = clinics
+        .known()
+        .filter(|k| staff.sees(&k.clinic.id) && clinic.as_ref().is_none_or(|x| *x == k.clinic.id))
         .collect();
     let missing = super::overview::audit_state(&state, &shown)
         .await?
@@ -163,10 +163,11 @@ pub async fn audit_now(
         return Err(PageError::forbidden());
     }
     let clinic = state
-        .store()
-        .clinic(&clinic_id)
+        .auditor
+        .known_clinic(&clinic_id)
         .await?
-        .ok_or_else(|| PageError::not_found("clinic"))?;
+        .ok_or_else(|| PageError::not_found("clinic"))?
+        .clinic;
     let today = clinic.today(state.bookings.now());
     if date > today + Duration::days(366) || date < today - Duration::days(3660) {
         return Err(PageError::bad_request(

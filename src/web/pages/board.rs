@@ -85,7 +85,7 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let staff = &visitor.staff;
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let options = clinic_options(store, &clinics, staff, None).await?;
     let clinic = match visible_clinic(staff, query.get("clinic"), "clinic")? {
         Some(c) => Some(c),

@@ -131,7 +131,7 @@ struct IncidentList {
 
 async fn list(state: &WebState, filters: &Filters) -> Result<IncidentList, PageError> {
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let mut page = filters.query.clone();
     page.limit = PAGE_SIZE + 1;
     let mut incidents = store.incident_page(&page).await?;
@@ -185,7 +185,7 @@ pub async fn page(
     query: Query,
 ) -> Result<Response, PageError> {
     let filters = Filters::parse(&visitor.staff, &query)?;
-    let clinics = Clinics::load(state.store()).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let page = IncidentsPage {
         chrome: Chrome::new(&visitor, "incidents", "Incidents"),
         clinics: clinic_options(
@@ -219,7 +219,7 @@ pub async fn csv(
 ) -> Result<Response, PageError> {
     let filters = Filters::parse(&visitor.staff, &query)?;
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let mut out = csv::Writer::from_writer(Vec::new());
     let header = [
         "id",

@@ -172,7 +172,7 @@ pub async fn page(
     let staff = &visitor.staff;
     let incident = visible(&state, staff, &id).await?;
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let g = &incident.group;
     let doctors = DoctorNames::load(store, vec![g.clinic_id.clone()]).await?;
     let names = staff.may(StaffAction::SeePatients, Some(&g.clinic_id));

@@ -170,7 +170,7 @@ pub async fn clinic_options(
     staff: &Staff,
     selected: Option<&ClinicId>,
 ) -> Result<Vec<ClinicOption>, PageError> {
-    let mut ids: Vec<ClinicId> = clinics.registered().map(|c| c.id.clone()).collect();
+    let mut ids: Vec<ClinicId> = clinics.known().map(|k| k.clinic.id.clone()).collect();
     ids.extend(store.seen_clinics().await?);
     ids.sort();
     ids.dedup();

@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use super::{clinic_options, visible_clinic, ClinicOption, IncidentRow};
 use crate::detect::IncidentState;
-use crate::domain::ClinicId;
+use crate::domain::{ClinicId, KnownClinic};
 use crate::metrics::stats::{self, DateRange, Stats, Verdict, DUPLICATE_RATE_TARGET};
 use crate::store::dashboard::IncidentQuery;
 use crate::store::metrics::StatsRows;
@@ -231,7 +231,7 @@ async fn every_clinic(
     clinics: &Clinics,
 ) -> Result<Vec<ClinicId>, PageError> {
     let mut all: std::collections::BTreeSet<ClinicId> =
-        clinics.registered().map(|c| c.id.clone()).collect();
+        clinics.known().map(|k| k.clinic.id.clone()).collect();
     all.extend(store.seen_clinics().await?);
     Ok(all.into_iter().collect())
 }
@@ -394,9 +394,9 @@ async fn freshness(
         .and_then(|s| s.first())
         .map(|c| clinics.tz(c))
         .unwrap_or(crate::domain::Clinic::DEFAULT_TIMEZONE);
-    let visible: Vec<&crate::domain::Clinic> = clinics
-        .registered()
-        .filter(|c| scope.is_none_or(|s| s.contains(&c.id)))
+    let visible: Vec<&KnownClinic> = clinics
+        .known()
+        .filter(|k| scope.is_none_or(|s| s.contains(&k.clinic.id)))
         .collect();
     let late_or_clean = audit_state(state, &visible).await?;
     let late: Vec<String> = late_or_clean
@@ -434,11 +434,13 @@ pub struct AuditState {
     pub last_clean: Option<bool>,
 }
 
-/// The audit state of each clinic, from two queries whatever the number of clinics.
+/// The audit state of each clinic, registered or only watched, from one query
+/// whatever the number of clinics.
 pub async fn audit_state<'a>(
     state: &WebState,
-    clinics: &[&'a crate::domain::Clinic],
+    known: &[&'a KnownClinic],
 ) -> Result<Vec<(&'a str, AuditState)>, PageError> {
+    let clinics: Vec<&crate::domain::Clinic> = known.iter().map(|k| &k.clinic).collect();
     let store = state.store();
     let now = state.bookings.now();
     let Some(from) = clinics
@@ -449,17 +451,15 @@ pub async fn audit_state<'a>(
         return Ok(Vec::new());
     };
     let to = clinics.iter().map(|c| c.today(now)).max().unwrap_or(from);
-    let one = match clinics {
+    let one = match clinics.as_slice() {
         [only] => Some(&only.id),
         _ => None,
     };
     let runs = store.audit_runs(one, from, to).await?;
-    let created: std::collections::HashMap<ClinicId, DateTime<Utc>> =
-        store.clinics_created().await?.into_iter().collect();
-    Ok(clinics
+    Ok(known
         .iter()
-        .map(|c| {
-            let created = created.get(&c.id).copied().unwrap_or(now);
+        .map(|k| {
+            let c = &k.clinic;
             let last_clean = runs
                 .iter()
                 .filter(|r| {
@@ -469,7 +469,7 @@ pub async fn audit_state<'a>(
                 })
                 .max_by_key(|r| (r.local_date, r.started_at))
                 .map(|r| r.counts.duplicate_groups == 0);
-            let missing = state.auditor.missing_audit_among(c, created, &runs);
+            let missing = state.auditor.missing_audit_among(c, k.since, &runs);
             (
                 c.name.as_str(),
                 AuditState {
@@ -570,7 +570,7 @@ pub async fn page(
     query: Query,
 ) -> Result<Response, PageError> {
     let clinic = visible_clinic(&visitor.staff, query.get("clinic"), "clinic")?;
-    let clinics = Clinics::load(state.store()).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let page = OverviewPage {
         chrome: Chrome::new(&visitor, "overview", "Overview"),
         clinics: clinic_options(state.store(), &clinics, &visitor.staff, clinic.as_ref()).await?,
@@ -586,7 +586,7 @@ pub async fn fragment(
     query: Query,
 ) -> Result<Html<String>, PageError> {
     let clinic = visible_clinic(&visitor.staff, query.get("clinic"), "clinic")?;
-    let clinics = Clinics::load(state.store()).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     Ok(Html(
         rendered_body(&state, &visitor, &clinics, clinic.as_ref()).await?,
     ))

@@ -44,7 +44,7 @@ fn link(clinic: &str, week: &str) -> String {
 pub async fn page(State(state): State<WebState>, visitor: Visitor) -> Result<Response, PageError> {
     let staff = &visitor.staff;
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let everywhere = staff.scope().is_none();
     let mut stored = Vec::new();
     for r in store.stored_reports(LISTED).await? {
@@ -71,7 +71,11 @@ pub async fn page(State(state): State<WebState>, visitor: Visitor) -> Result<Res
     }
     let now = state.bookings.now();
     let mut current = Vec::new();
-    let visible: Vec<_> = clinics.registered().filter(|c| staff.sees(&c.id)).collect();
+    let visible: Vec<_> = clinics
+        .known()
+        .map(|k| &k.clinic)
+        .filter(|c| staff.sees(&c.id))
+        .collect();
     for c in &visible {
         let today = c.today(now);
         let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
@@ -114,15 +118,14 @@ pub async fn view(
         Some(body) => serde_json::from_str(&body)
             .map_err(|e| PageError::from(crate::store::StoreError::Corrupt(e.to_string())))?,
         None => {
-            let registered = match &clinic {
-                Some(c) => Some(store.clinic(c).await?.ok_or_else(|| {
-                    PageError::not_found("clinic (reports are made for registered clinics)")
+            let clinics = Clinics::load(&state.auditor).await?;
+            let known = match &clinic {
+                Some(c) => Some(clinics.get_known(c).ok_or_else(|| {
+                    PageError::not_found("clinic (it is not registered nor in watched data)")
                 })?),
                 None => None,
             };
-            if let Some(refusal) =
-                report::week_in_range(store, registered.as_ref(), monday, now).await?
-            {
+            if let Some(refusal) = report::week_in_range(clinics.all_known(), known, monday, now) {
                 return Err(refusal.into());
             }
             report::build(store, clinic.as_ref(), monday, now).await?

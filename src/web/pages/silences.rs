@@ -46,7 +46,7 @@ fn clinic_of(silence: &Silence) -> Option<ClinicId> {
 pub async fn page(State(state): State<WebState>, visitor: Visitor) -> Result<Response, PageError> {
     let staff = &visitor.staff;
     let store = state.store();
-    let clinics = Clinics::load(store).await?;
+    let clinics = Clinics::load(&state.auditor).await?;
     let now = state.bookings.now();
     let rows = store
         .silences(Some(now))
