@@ -282,14 +282,12 @@ async fn double_booking(
                 .map_err(|e| StoreError::Corrupt(format!("demo document: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (_, groups) = bookings
+    let (_, touched) = bookings
         .store()
         .upsert_watched(SOURCE, &documents, bookings.now())
         .await?;
     if let Some(wakeups) = bookings.wakeups() {
-        for group in groups {
-            wakeups.wake(group).await;
-        }
+        wakeups.touch(touched).await;
     }
     Ok(format!(
         "one double booking of {}'s slot 5 (token A1-006) today from source {SOURCE}",

@@ -4,7 +4,7 @@
 //! When several servers share a database, the one holding the `detector` lease
 //! does the work.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::reconcile::{reconcile, Changes};
-use super::{FoundBy, Group, Incident, IncidentState, OutboxEntry};
+use super::{FoundBy, Group, Incident, IncidentState, Keys, OutboxEntry, Reach, Touched};
 use crate::alert::Event;
 use crate::clock::Clock;
 use crate::domain::ClinicId;
@@ -49,31 +49,42 @@ pub const WATERMARK: &str = "detector";
 /// Lease length; renewed at least every `rescan_every`.
 pub const LEASE: chrono::Duration = chrono::Duration::seconds(5);
 
-/// A lease renewed this recently is held without asking the store again: it has
-/// most of its `LEASE` left, which no other process can take before it runs out.
-const RENEW_EVERY: chrono::Duration = chrono::Duration::seconds(1);
+/// How often the process holding the lease renews it.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// A lease with more than this left is held without asking the store: no other
+/// process can take it before it runs out.
+const LEASE_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
 
 /// Sends "this day changed" to the detector: in-process, and to other instances
 /// through the store (PostgreSQL NOTIFY).
 #[derive(Clone)]
 pub struct Wakeups {
-    local: mpsc::UnboundedSender<Group>,
+    local: mpsc::UnboundedSender<Touched>,
     store: Arc<dyn Store>,
 }
 
 impl Wakeups {
-    pub fn new(store: Arc<dyn Store>) -> (Self, mpsc::UnboundedReceiver<Group>) {
+    pub fn new(store: Arc<dyn Store>) -> (Self, mpsc::UnboundedReceiver<Touched>) {
         let (local, received) = mpsc::unbounded_channel();
         (Self { local, store }, received)
     }
 
-    /// Called after a commit. Never fails the write it follows: a lost wake-up is
-    /// caught by the re-scan.
+    /// Called after a commit that changed `group` (all of it to check). Never fails
+    /// the write it follows: a lost wake-up is caught by the re-scan.
     pub async fn wake(&self, group: Group) {
-        if let Err(e) = self.store.announce(&group).await {
-            tracing::debug!(error = %e, "could not announce a changed day");
+        self.touch(std::iter::once(group).collect()).await;
+    }
+
+    /// Called after a commit: the days it changed, and what of each. Other servers
+    /// hear of the days only, and check them whole.
+    pub async fn touch(&self, touched: Touched) {
+        for day in touched.days() {
+            if let Err(e) = self.store.announce(day).await {
+                tracing::debug!(error = %e, "could not announce a changed day");
+            }
         }
-        let _ = self.local.send(group);
+        let _ = self.local.send(touched);
     }
 }
 
@@ -113,7 +124,7 @@ pub struct Detector {
     latency_ms: Mutex<Histogram<u64>>,
     changed: broadcast::Sender<IncidentChanged>,
     /// When this process last took or renewed the lease, while it holds it.
-    renewed_at: tokio::sync::Mutex<Option<DateTime<Utc>>>,
+    renewed_at: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Detector {
@@ -127,7 +138,7 @@ impl Detector {
                 Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds"),
             ),
             changed: broadcast::channel(FEED_CAPACITY).0,
-            renewed_at: tokio::sync::Mutex::new(None),
+            renewed_at: Mutex::new(None),
         }
     }
 
@@ -241,13 +252,19 @@ impl Detector {
     /// process) changed one of the day's incidents between the read and the save, the
     /// save is refused and the day is read and decided again.
     pub async fn check(&self, group: &Group, found_by: FoundBy) -> Result<Changes, StoreError> {
-        self.check_days(std::slice::from_ref(group), found_by).await
+        self.check_days(&[(group.clone(), Reach::Day)], found_by)
+            .await
     }
 
-    /// Checks doctor-days together: their duplicates read in one statement, their
-    /// incidents in another, every change saved in one transaction. A refused save
-    /// (an incident changed meanwhile) reads and decides them all again.
-    async fn check_days(&self, days: &[Group], found_by: FoundBy) -> Result<Changes, StoreError> {
+    /// Checks doctor-days together, each whole or only the slots and tokens written:
+    /// their duplicates read in a statement or two, their incidents in another, every
+    /// change saved in one transaction. A refused save (an incident changed
+    /// meanwhile) reads and decides them all again.
+    async fn check_days(
+        &self,
+        days: &[(Group, Reach)],
+        found_by: FoundBy,
+    ) -> Result<Changes, StoreError> {
         let mut attempt = 1;
         loop {
             match self.check_once(days, found_by).await {
@@ -257,17 +274,51 @@ impl Detector {
         }
     }
 
-    async fn check_once(&self, days: &[Group], found_by: FoundBy) -> Result<Changes, StoreError> {
-        let t0 = std::time::Instant::now();
-        let mut found = self.store.duplicates_of(days).await?;
-        let t1 = t0.elapsed();
-        let mut existing = self.store.incidents_of(days).await?;
-        let t2 = t0.elapsed();
+    async fn check_once(
+        &self,
+        days: &[(Group, Reach)],
+        found_by: FoundBy,
+    ) -> Result<Changes, StoreError> {
+        let whole: Vec<Group> = days
+            .iter()
+            .filter(|(_, reach)| *reach == Reach::Day)
+            .map(|(day, _)| day.clone())
+            .collect();
+        let keyed: Vec<(Group, Keys)> = days
+            .iter()
+            .filter_map(|(day, reach)| match reach {
+                Reach::Keys(keys) => Some((day.clone(), keys.clone())),
+                Reach::Day => None,
+            })
+            .collect();
+        let all: Vec<Group> = days.iter().map(|(day, _)| day.clone()).collect();
+        // Three reads at once, on connections of their own.
+        let (mut found, keyed_found, mut existing) = tokio::try_join!(
+            async {
+                match whole.is_empty() {
+                    true => Ok(BTreeMap::new()),
+                    false => self.store.duplicates_of(&whole).await,
+                }
+            },
+            async {
+                match keyed.is_empty() {
+                    true => Ok(BTreeMap::new()),
+                    false => self.store.duplicates_at(&keyed).await,
+                }
+            },
+            self.store.incidents_of(&all),
+        )?;
+        found.extend(keyed_found);
         let now = self.clock.now();
         let mut changes = Changes::default();
-        for day in days {
+        for (day, reach) in days {
             let found = found.remove(day).unwrap_or_default();
-            let existing = existing.remove(day).unwrap_or_default();
+            let mut existing = existing.remove(day).unwrap_or_default();
+            if let Reach::Keys(keys) = reach {
+                // Only what these keys hold was read; incidents elsewhere in the day
+                // are as they were.
+                existing.retain(|i| keys.holds(i.kind, &i.key));
+            }
             if found.is_empty() && existing.is_empty() {
                 continue;
             }
@@ -275,18 +326,8 @@ impl Detector {
             changes.incidents.extend(day_changes.incidents);
             changes.outbox.extend(day_changes.outbox);
         }
-        let t3 = t0.elapsed();
         if !changes.is_empty() {
             self.save(&changes).await?;
-            tracing::debug!(
-                days = days.len(),
-                incidents = changes.incidents.len(),
-                dup_ms = t1.as_millis() as u64,
-                inc_ms = (t2 - t1).as_millis() as u64,
-                decide_ms = (t3 - t2).as_millis() as u64,
-                save_ms = (t0.elapsed() - t3).as_millis() as u64,
-                "TIMING"
-            );
             let mut latency = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
             for ms in changes.incidents.iter().filter_map(|i| i.detection_ms) {
                 latency.saturating_record(ms.max(1) as u64);
@@ -311,15 +352,22 @@ impl Detector {
         }
     }
 
-    /// Whether this process holds the detector lease, renewing it when it was last
-    /// renewed `RENEW_EVERY` ago or more (not at every window of a burst: on SQLite a
-    /// renewal waits for the one writer, behind the burst's own writes).
-    async fn lead(&self) -> bool {
+    /// Whether this process holds the detector lease: without asking the store while
+    /// the lease it took or renewed last has `LEASE_MARGIN` left (the keeper renews it
+    /// every `RENEW_EVERY`; on SQLite a renewal waits for the one writer, behind a
+    /// burst's own writes, and a window of wake-ups should not wait with it).
+    async fn leads(&self) -> bool {
         let now = self.clock.now();
-        let mut renewed = self.renewed_at.lock().await;
-        if renewed.is_some_and(|at| now >= at && now - at < RENEW_EVERY) {
+        let held = *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some_and(|at| now >= at && now - at < LEASE - LEASE_MARGIN) {
             return true;
         }
+        self.lead().await
+    }
+
+    /// Takes or renews the detector lease; whether this process holds it.
+    async fn lead(&self) -> bool {
+        let now = self.clock.now();
         let held = match self
             .store
             .try_lease("detector", &self.holder, now, now + LEASE)
@@ -331,29 +379,32 @@ impl Detector {
                 false
             }
         };
-        *renewed = held.then_some(now);
+        *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) = held.then_some(now);
         held
     }
 
-    /// Checks every group, `BATCH` days at a time; whether all were checked.
-    async fn check_all(&self, groups: impl IntoIterator<Item = Group>) -> bool {
-        let groups: Vec<Group> = groups.into_iter().collect();
+    /// Checks every day touched, `BATCH` days at a time; whether all were checked.
+    async fn check_all(&self, touched: Touched) -> bool {
+        let days: Vec<(Group, Reach)> = touched.into_inner().into_iter().collect();
         let mut all = true;
-        for days in groups.chunks(BATCH) {
-            match self.check_days(days, FoundBy::Realtime).await {
+        for batch in days.chunks(BATCH) {
+            match self.check_days(batch, FoundBy::Realtime).await {
                 Ok(_) => {}
-                Err(e) if days.len() > 1 => {
+                Err(e) if batch.len() > 1 => {
                     // One day that cannot be read or saved must not hide the others.
-                    tracing::warn!(error = %e, days = days.len(), "checking days together failed; checking each alone");
-                    for day in days {
-                        if let Err(e) = self.check(day, FoundBy::Realtime).await {
-                            tracing::warn!(error = %e, clinic = %day.clinic_id, "detection failed; the re-scan will retry");
+                    tracing::warn!(error = %e, days = batch.len(), "checking days together failed; checking each alone");
+                    for day in batch {
+                        if let Err(e) = self
+                            .check_days(std::slice::from_ref(day), FoundBy::Realtime)
+                            .await
+                        {
+                            tracing::warn!(error = %e, clinic = %day.0.clinic_id, "detection failed; the re-scan will retry");
                             all = false;
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, clinic = %days[0].clinic_id, "detection failed; the re-scan will retry");
+                    tracing::warn!(error = %e, clinic = %batch[0].0.clinic_id, "detection failed; the re-scan will retry");
                     all = false;
                 }
             }
@@ -374,54 +425,82 @@ impl Detector {
             None => started - window,
         };
         let groups = self.store.changed_groups(since).await?;
-        if self.check_all(groups).await {
+        if self.check_all(groups.into_iter().collect()).await {
             self.store.set_watermark(WATERMARK, started).await?;
         }
         Ok(())
     }
 
-    /// Runs until `stopped` turns true.
-    pub async fn run(
-        self: Arc<Self>,
-        mut wakeups: mpsc::UnboundedReceiver<Group>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        let mut remote = self.store.listen().await;
-        let mut rescan = tokio::time::interval(self.settings.rescan_every);
-        let mut pending = BTreeSet::new();
-        // The debounce runs from the first wake-up gathered, not the last: a steady
-        // stream of writes must not put the check off for as long as it lasts.
-        let mut due = tokio::time::Instant::now();
+    /// Takes or renews the lease every `RENEW_EVERY`, until `stopped` changes.
+    async fn keep_lease(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(RENEW_EVERY);
         loop {
             tokio::select! {
-                Some(group) = wakeups.recv() => {
-                    if pending.is_empty() { due = tokio::time::Instant::now() + self.settings.debounce; }
-                    pending.insert(group);
-                }
-                Some(group) = async { match remote.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                    if pending.is_empty() { due = tokio::time::Instant::now() + self.settings.debounce; }
-                    pending.insert(group);
-                }
-                _ = tokio::time::sleep_until(due), if !pending.is_empty() => {
-                    let groups = std::mem::take(&mut pending);
-                    let started = std::time::Instant::now();
-                    let days = groups.len();
-                    if self.settings.wakeups && self.lead().await {
-                        let leased = started.elapsed();
-                        self.check_all(groups).await;
-                        tracing::debug!(days, lease_ms = leased.as_millis() as u64, ms = started.elapsed().as_millis() as u64, late_ms = started.duration_since(due.into_std()).as_millis() as u64, "checked the days woken");
-                    }
-                }
-                _ = rescan.tick() => {
-                    if self.lead().await {
+                _ = every.tick() => { self.lead().await; }
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+
+    /// Re-scans every `rescan_every` while this process leads, until `stopped`
+    /// changes.
+    async fn rescan_every(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(self.settings.rescan_every);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if self.leads().await {
                         if let Err(e) = self.rescan().await {
                             tracing::warn!(error = %e, "re-scan failed");
                         }
                     }
                 }
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+
+    /// Runs until `stopped` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        mut wakeups: mpsc::UnboundedReceiver<Touched>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut remote = self.store.listen().await;
+        // The re-scan runs beside the wake-ups, so its pass over every day written
+        // lately (a second or more in a burst) does not hold the wake-ups back.
+        let rescans = tokio::spawn(Arc::clone(&self).rescan_every(stopped.clone()));
+        let keeper = tokio::spawn(Arc::clone(&self).keep_lease(stopped.clone()));
+        let mut pending = Touched::default();
+        // The debounce runs from the first wake-up gathered, not the last: a steady
+        // stream of writes must not put the check off for as long as it lasts.
+        let mut due = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                Some(touched) = wakeups.recv() => {
+                    if pending.is_empty() { due = tokio::time::Instant::now() + self.settings.debounce; }
+                    pending.merge(touched);
+                }
+                Some(group) = async { match remote.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    if pending.is_empty() { due = tokio::time::Instant::now() + self.settings.debounce; }
+                    pending.day(group);
+                }
+                _ = tokio::time::sleep_until(due), if !pending.is_empty() => {
+                    let touched = std::mem::take(&mut pending);
+                    if self.settings.wakeups && self.leads().await {
+                        let (started, days) = (std::time::Instant::now(), touched.len());
+                        self.check_all(touched).await;
+                        tracing::debug!(days, ms = started.elapsed().as_millis() as u64, "checked the days woken");
+                    }
+                }
                 _ = stopped.changed() => {
-                    // A clean stop hands the work over at once.
-                    *self.renewed_at.lock().await = None;
+                    // A clean stop hands the work over at once (once the re-scan,
+                    // which could renew the lease, has stopped).
+                    for task in [rescans, keeper] {
+                        task.abort();
+                        let _ = task.await;
+                    }
+                    *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     if let Err(e) = self.store.release_lease("detector", &self.holder).await {
                         tracing::debug!(error = %e, "could not release the detector lease");
                     }

@@ -3,7 +3,7 @@
 //! one incident per such duplicate. [`reconcile`] decides (pure); [`detector`] runs
 //! it on wake-ups and periodic re-scans.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,96 @@ pub struct Group {
     pub clinic_id: ClinicId,
     pub doctor_id: DoctorId,
     pub date: NaiveDate,
+}
+
+/// The slots and tokens of a doctor-day that writes took or left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub slots: BTreeSet<u32>,
+    pub tokens: BTreeSet<String>,
+}
+
+impl Keys {
+    /// Whether an incident of this kind and key is about one of these keys.
+    pub fn holds(&self, kind: DuplicateKind, key: &str) -> bool {
+        match kind {
+            DuplicateKind::Slot => key.parse().is_ok_and(|slot| self.slots.contains(&slot)),
+            DuplicateKind::Token => self.tokens.contains(key),
+        }
+    }
+}
+
+/// What writes touched of one doctor-day: all of it (a booking, a re-scan, another
+/// server's wake-up), or only some of its slots and tokens (a watched document:
+/// where it is now and where it was), which is all a duplicate they made can be in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    Day,
+    Keys(Keys),
+}
+
+/// Doctor-days that writes touched, each with its [`Reach`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched(BTreeMap<Group, Reach>);
+
+impl Touched {
+    /// The whole of `day`.
+    pub fn day(&mut self, day: Group) {
+        self.0.insert(day, Reach::Day);
+    }
+
+    /// One slot and token of `day` (no token: a break placeholder's).
+    pub fn key(&mut self, day: Group, slot: u32, token: Option<String>) {
+        let reach = self
+            .0
+            .entry(day)
+            .or_insert_with(|| Reach::Keys(Keys::default()));
+        if let Reach::Keys(keys) = reach {
+            keys.slots.insert(slot);
+            keys.tokens.extend(token);
+        }
+    }
+
+    /// Everything `other` touched too.
+    pub fn merge(&mut self, other: Touched) {
+        for (day, reach) in other.0 {
+            match reach {
+                Reach::Day => self.day(day),
+                Reach::Keys(keys) => {
+                    let mine = self
+                        .0
+                        .entry(day)
+                        .or_insert_with(|| Reach::Keys(Keys::default()));
+                    if let Reach::Keys(mine) = mine {
+                        mine.slots.extend(keys.slots);
+                        mine.tokens.extend(keys.tokens);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn days(&self) -> impl Iterator<Item = &Group> {
+        self.0.keys()
+    }
+
+    pub fn into_inner(self) -> BTreeMap<Group, Reach> {
+        self.0
+    }
+}
+
+impl FromIterator<Group> for Touched {
+    fn from_iter<I: IntoIterator<Item = Group>>(days: I) -> Self {
+        Self(days.into_iter().map(|day| (day, Reach::Day)).collect())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -169,4 +259,53 @@ pub struct OutboxEntry {
     pub incident_id: String,
     pub event: crate::alert::Event,
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(doctor: &str) -> Group {
+        Group {
+            clinic_id: ClinicId::parse("c", "kochi").unwrap(),
+            doctor_id: DoctorId::parse("d", doctor).unwrap(),
+            date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        }
+    }
+
+    fn reach(touched: &Touched, doctor: &str) -> Option<Reach> {
+        touched.clone().into_inner().get(&day(doctor)).cloned()
+    }
+
+    #[test]
+    fn keys_gather_per_day_and_a_whole_day_absorbs_them() {
+        let mut touched = Touched::default();
+        touched.key(day("dr-asha"), 5, Some("A1-006".into()));
+        touched.key(day("dr-asha"), 7, None);
+        let mut other = Touched::default();
+        other.key(day("dr-asha"), 9, Some("A1-010".into()));
+        other.key(day("dr-ravi"), 1, Some("B-1".into()));
+        touched.merge(other);
+        let Some(Reach::Keys(keys)) = reach(&touched, "dr-asha") else {
+            panic!("dr-asha's keys: {touched:?}");
+        };
+        assert_eq!(keys.slots, BTreeSet::from([5, 7, 9]));
+        assert_eq!(
+            keys.tokens,
+            BTreeSet::from(["A1-006".to_owned(), "A1-010".to_owned()])
+        );
+        assert!(keys.holds(DuplicateKind::Slot, "7"));
+        assert!(keys.holds(DuplicateKind::Token, "A1-010"));
+        assert!(!keys.holds(DuplicateKind::Slot, "A1-010"));
+        assert!(!keys.holds(DuplicateKind::Token, "5"));
+
+        // A booking (the whole day) overrides keys, and keys never narrow it again.
+        touched.merge(std::iter::once(day("dr-ravi")).collect());
+        touched.key(day("dr-ravi"), 2, None);
+        let mut again = Touched::default();
+        again.key(day("dr-ravi"), 3, None);
+        touched.merge(again);
+        assert_eq!(reach(&touched, "dr-ravi"), Some(Reach::Day));
+        assert_eq!(touched.len(), 2);
+    }
 }

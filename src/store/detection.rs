@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Backend, StoreError};
 use crate::detect::reconcile::Changes;
-use crate::detect::{Group, Incident, IncidentState, MemberRef, OutboxEntry};
+use crate::detect::{Group, Incident, IncidentState, Keys, MemberRef, OutboxEntry, Touched};
 use crate::domain::ClinicId;
 use crate::watch::WatchedAppointment;
 
@@ -150,20 +150,26 @@ pub trait DetectionStore: Send + Sync {
         source: &str,
         documents: &[WatchedAppointment],
         received_at: DateTime<Utc>,
-    ) -> Result<(Vec<bool>, BTreeSet<Group>), StoreError>;
-    /// Tombstones a document; the group it was in, if it existed.
+    ) -> Result<(Vec<bool>, Touched), StoreError>;
+    /// Tombstones a document; the slot and token it held, if it existed.
     async fn delete_watched(
         &self,
         source: &str,
         id: &str,
         at: DateTime<Utc>,
-    ) -> Result<Option<Group>, StoreError>;
+    ) -> Result<Option<Touched>, StoreError>;
     /// Every duplicate of each doctor-day, native and watched rows together: one
     /// set-based query per `DAYS_PER_STATEMENT` days, with the same "occupying" as the
     /// unique indexes. Days without a duplicate are left out.
     async fn duplicates_of(
         &self,
         days: &[Group],
+    ) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>;
+    /// Every duplicate in the given slots and tokens of each doctor-day (reading only
+    /// their rows); days without one are left out.
+    async fn duplicates_at(
+        &self,
+        keys: &[(Group, Keys)],
     ) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>;
     /// The incidents of each doctor-day; days without one are left out.
     async fn incidents_of(
@@ -373,6 +379,17 @@ where
     })
 }
 
+/// Adds the slot and token a stored watched row holds (`clinic_id`, `doctor_id`,
+/// `date`, `slot_index`, `token_number`) to `touched`.
+pub fn touch<R: DecodeRow>(touched: &mut Touched, row: &R) -> Result<(), StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let slot = u32_of("slot_index", row.int("slot_index")?)?;
+    touched.key(group(row)?, slot, row.opt_text("token_number")?);
+    Ok(())
+}
+
 /// Folds the member rows of `DUPLICATES` into one duplicate per (kind, key).
 pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
     rows: impl IntoIterator<Item = &'r R>,
@@ -414,69 +431,160 @@ pub const INCIDENT_COLUMNS: &str =
 /// `incidents_of_days`): three parameters each, far under both backends' limits.
 pub const DAYS_PER_STATEMENT: usize = 200;
 
-/// `WITH days (day_clinic, day_doctor, day_date) AS (VALUES ($1, $2, $3), …)` for
-/// `n` doctor-days, bound in that order.
-fn days_table(n: usize) -> String {
+/// Slots and tokens per statement of `duplicates_at_keys`: four parameters each.
+pub const KEYS_PER_STATEMENT: usize = 250;
+
+/// `name (day_clinic, day_doctor, day_date[, extra]) AS (VALUES ($k, …), …)`: `n`
+/// rows of `width` parameters, numbered from `$first`.
+fn keys_table(name: &str, extra: Option<&str>, n: usize, first: usize) -> String {
+    let width = 3 + usize::from(extra.is_some());
     let rows: Vec<String> = (0..n)
-        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .map(|i| {
+            let at = first + width * i;
+            let params: Vec<String> = (at..at + width).map(|p| format!("${p}")).collect();
+            format!("({})", params.join(", "))
+        })
         .collect();
+    let extra = extra.map(|e| format!(", {e}")).unwrap_or_default();
     format!(
-        "WITH days (day_clinic, day_doctor, day_date) AS (VALUES {})",
+        "{name} (day_clinic, day_doctor, day_date{extra}) AS (VALUES {})",
         rows.join(", ")
     )
 }
 
-/// `days` joined with `table`'s rows of each day. On PostgreSQL each day is its own
+/// `keys` (a table of doctor-days, maybe with a slot or token each) joined with
+/// `table`'s rows of each, where `also` holds too. On PostgreSQL each key is its own
 /// index lookup (a `LATERAL` subquery kept apart by `OFFSET 0`): a plain join is
 /// planned from statistics that a burst into a young table outdates (a nested loop
 /// over a sequential scan: 740 ms for 200 days of 20,000 rows, 17 ms this way).
-/// SQLite has no `LATERAL`, and its planner looks each day up by index anyway.
-fn rows_of_days(backend: Backend, table: &str) -> String {
-    let of_day = "clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date";
+/// SQLite has no `LATERAL`, and its planner looks each key up by index anyway.
+fn rows_of(backend: Backend, keys: &str, table: &str, also: &str) -> String {
+    let of_key =
+        format!("clinic_id = day_clinic AND doctor_id = day_doctor AND date = day_date{also}");
     match backend {
-        Backend::Sqlite => format!("days JOIN {table} ON {of_day}"),
-        Backend::Postgres => {
-            format!("days CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {of_day} OFFSET 0) AS {table}")
-        }
+        Backend::Sqlite => format!("{keys} JOIN {table} ON {of_key}"),
+        Backend::Postgres => format!(
+            "{keys} CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {of_key} OFFSET 0) AS {table}"
+        ),
     }
 }
 
+/// The occupying rows, native and watched, of each row of `keys` (with `also`), as
+/// members: their day, source, id, slot, token, last change and commit. Occupying
+/// is the same set as the unique indexes': every status but Cancelled and No-show
+/// (for watched rows, `occupying` was computed by `Status::occupies` on arrival).
+fn occupying_rows(backend: Backend, keys: &str, also: &str) -> String {
+    format!(
+        "SELECT clinic_id, doctor_id, date, 'native' AS source, id, slot_index, token_number, \
+          updated_at AS changed, updated_at AS committed FROM {} \
+        UNION ALL \
+        SELECT clinic_id, doctor_id, date, source, id, slot_index, token_number, \
+          COALESCE(updated_at, created_at, received_at) AS changed, received_at AS committed FROM {}",
+        rows_of(
+            backend,
+            keys,
+            "appointments",
+            &format!("{also} AND status NOT IN ('Cancelled', 'No-show')")
+        ),
+        rows_of(
+            backend,
+            keys,
+            "watched_appointments",
+            &format!("{also} AND occupying = 1 AND deleted = 0")
+        ),
+    )
+}
+
+/// Member rows of `rows` sharing their doctor-day's slot (`kind` slot) or token.
+fn shared(rows: &str, kind: DuplicateKind) -> String {
+    let (column, key) = match kind {
+        DuplicateKind::Slot => ("slot_index", "CAST(slot_index AS TEXT)"),
+        DuplicateKind::Token => ("token_number", "token_number"),
+    };
+    format!(
+        "SELECT clinic_id, doctor_id, date, '{}' AS kind, {key} AS key, source, id, changed, committed \
+         FROM (SELECT {rows}.*, COUNT({column}) OVER (PARTITION BY clinic_id, doctor_id, date, {column}) \
+         AS sharing FROM {rows}) AS {rows}_counted WHERE sharing > 1",
+        kind.as_str()
+    )
+}
+
 /// Members of every duplicate of `n` doctor-days, one row each, with the day they
-/// are in. Occupying is the same set as the unique indexes': every status but
-/// Cancelled and No-show (for watched rows, `occupying` was computed by
-/// `Status::occupies` on arrival). Break placeholders hold their slot but no token.
+/// are in. Break placeholders hold their slot but no token (`COUNT` skips NULLs).
 pub fn duplicates_of_days(backend: Backend, n: usize) -> String {
     format!(
-        "{}, occ AS ( \
-          SELECT clinic_id, doctor_id, date, 'native' AS source, id, slot_index, token_number, \
-          updated_at AS changed, updated_at AS committed \
-          FROM {} WHERE status NOT IN ('Cancelled', 'No-show') \
-        UNION ALL \
-          SELECT clinic_id, doctor_id, date, source, id, slot_index, token_number, \
-          COALESCE(updated_at, created_at, received_at) AS changed, received_at AS committed \
-          FROM {} WHERE occupying = 1 AND deleted = 0 ), \
-        counted AS ( SELECT occ.*, \
-          COUNT(*) OVER (PARTITION BY clinic_id, doctor_id, date, slot_index) AS in_slot, \
-          COUNT(token_number) OVER (PARTITION BY clinic_id, doctor_id, date, token_number) AS with_token \
-          FROM occ ) \
-        SELECT clinic_id, doctor_id, date, 'slot' AS kind, CAST(slot_index AS TEXT) AS key, source, id, \
-          changed, committed FROM counted WHERE in_slot > 1 \
-        UNION ALL \
-        SELECT clinic_id, doctor_id, date, 'token' AS kind, token_number AS key, source, id, \
-          changed, committed FROM counted WHERE token_number IS NOT NULL AND with_token > 1",
-        days_table(n),
-        rows_of_days(backend, "appointments"),
-        rows_of_days(backend, "watched_appointments"),
+        "WITH {}, occ AS ({}) {} UNION ALL {}",
+        keys_table("days", None, n, 1),
+        occupying_rows(backend, "days", ""),
+        shared("occ", DuplicateKind::Slot),
+        shared("occ", DuplicateKind::Token),
     )
+}
+
+/// Members of every duplicate in `slots` doctor-day slots (bound first, four
+/// parameters each) and `tokens` doctor-day tokens: only the rows of those slots
+/// and tokens are read, each slot's and each token's counted apart (a slot's rows
+/// hold tokens of which they are not all the holders). At least one of the two.
+pub fn duplicates_at_keys(backend: Backend, slots: usize, tokens: usize) -> String {
+    let mut tables = Vec::new();
+    let mut found = Vec::new();
+    if slots > 0 {
+        tables.push(keys_table("slots", Some("at_slot"), slots, 1));
+        tables.push(format!(
+            "in_slot AS ({})",
+            occupying_rows(backend, "slots", " AND slot_index = at_slot")
+        ));
+        found.push(shared("in_slot", DuplicateKind::Slot));
+    }
+    if tokens > 0 {
+        tables.push(keys_table(
+            "tokens",
+            Some("at_token"),
+            tokens,
+            4 * slots + 1,
+        ));
+        tables.push(format!(
+            "with_token AS ({})",
+            occupying_rows(backend, "tokens", " AND token_number = at_token")
+        ));
+        found.push(shared("with_token", DuplicateKind::Token));
+    }
+    format!("WITH {} {}", tables.join(", "), found.join(" UNION ALL "))
 }
 
 /// The incidents of `n` doctor-days.
 pub fn incidents_of_days(backend: Backend, n: usize) -> String {
     format!(
-        "{} SELECT {INCIDENT_COLUMNS} FROM {}",
-        days_table(n),
-        rows_of_days(backend, "incidents")
+        "WITH {} SELECT {INCIDENT_COLUMNS} FROM {}",
+        keys_table("days", None, n, 1),
+        rows_of(backend, "days", "incidents", "")
     )
+}
+
+/// The slots and tokens of `keys`, split into statements of at most
+/// `KEYS_PER_STATEMENT`: each statement's slots, then its tokens.
+#[allow(clippy::type_complexity)]
+pub fn key_statements(keys: &[(Group, Keys)]) -> Vec<(Vec<(&Group, u32)>, Vec<(&Group, &str)>)> {
+    let mut statements = Vec::new();
+    let (mut slots, mut tokens) = (Vec::new(), Vec::new());
+    for (day, keys) in keys {
+        for slot in &keys.slots {
+            slots.push((day, *slot));
+            if slots.len() + tokens.len() == KEYS_PER_STATEMENT {
+                statements.push((std::mem::take(&mut slots), std::mem::take(&mut tokens)));
+            }
+        }
+        for token in &keys.tokens {
+            tokens.push((day, token.as_str()));
+            if slots.len() + tokens.len() == KEYS_PER_STATEMENT {
+                statements.push((std::mem::take(&mut slots), std::mem::take(&mut tokens)));
+            }
+        }
+    }
+    if !slots.is_empty() || !tokens.is_empty() {
+        statements.push((slots, tokens));
+    }
+    statements
 }
 
 /// Splits the rows of `duplicates_of_days` by doctor-day and folds each day's.
@@ -587,21 +695,21 @@ impl $crate::store::detection::DetectionStore for $store {
         source: &str,
         documents: &[$crate::watch::WatchedAppointment],
         received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(Vec<bool>, std::collections::BTreeSet<$crate::detect::Group>), StoreError> {
+    ) -> Result<(Vec<bool>, $crate::detect::Touched), StoreError> {
         use $crate::store::detection as d;
         let mut tx = self.begin_write().await?;
         let mut applied = Vec::with_capacity(documents.len());
-        let mut groups = std::collections::BTreeSet::new();
+        let mut touched = $crate::detect::Touched::default();
         for w in documents {
             let order = w.order();
             let mut stored = None;
-            if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
+            if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, slot_index, token_number, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
                 .bind(source)
                 .bind(&w.id)
                 .fetch_optional(&mut *tx)
                 .await?
             {
-                groups.insert(d::group(&row)?);
+                d::touch(&mut touched, &row)?;
                 stored = Some(d::stored_order(&row)?);
             }
             let done = sqlx::query(d::UPSERT_WATCHED)
@@ -643,15 +751,19 @@ impl $crate::store::detection::DetectionStore for $store {
                 );
             }
             applied.push(kept);
-            groups.insert($crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date });
+            touched.key(
+                $crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date },
+                w.slot_index,
+                w.token_number.clone(),
+            );
         }
         tx.commit().await?;
-        Ok((applied, groups))
+        Ok((applied, touched))
     }
 
-    async fn delete_watched(&self, source: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Option<$crate::detect::Group>, StoreError> {
+    async fn delete_watched(&self, source: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Option<$crate::detect::Touched>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
+        let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, slot_index, token_number FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -659,7 +771,8 @@ impl $crate::store::detection::DetectionStore for $store {
         else {
             return Ok(None);
         };
-        let group = $crate::store::detection::group(&row)?;
+        let mut touched = $crate::detect::Touched::default();
+        $crate::store::detection::touch(&mut touched, &row)?;
         sqlx::query(
             "UPDATE watched_appointments SET deleted = 1, occupying = 0, received_at = $3, \
              version = CASE WHEN version IS NULL OR version < $4 THEN $4 ELSE version END \
@@ -672,7 +785,7 @@ impl $crate::store::detection::DetectionStore for $store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(group))
+        Ok(Some(touched))
     }
 
     async fn duplicates_of(&self, days: &[$crate::detect::Group]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Duplicate>>, StoreError> {
@@ -685,6 +798,25 @@ impl $crate::store::detection::DetectionStore for $store {
                 query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);
             }
             found.append(&mut d::fold_days(&query.fetch_all(&self.reader).await?)?);
+        }
+        Ok(found)
+    }
+
+    async fn duplicates_at(&self, keys: &[($crate::detect::Group, $crate::detect::Keys)]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Duplicate>>, StoreError> {
+        use $crate::store::detection as d;
+        let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
+        for (slots, tokens) in d::key_statements(keys) {
+            let sql = d::duplicates_at_keys($backend, slots.len(), tokens.len());
+            let mut query = sqlx::query(&sql);
+            for (day, slot) in slots {
+                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date).bind(i64::from(slot));
+            }
+            for (day, token) in tokens {
+                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date).bind(token);
+            }
+            for (day, duplicates) in d::fold_days(&query.fetch_all(&self.reader).await?)? {
+                found.entry(day).or_default().extend(duplicates);
+            }
         }
         Ok(found)
     }
@@ -1097,3 +1229,62 @@ impl $crate::store::detection::DetectionStore for $store {
     };
 }
 pub(crate) use impl_detection;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DoctorId;
+
+    fn day(doctor: &str) -> Group {
+        Group {
+            clinic_id: ClinicId::parse("c", "kochi").unwrap(),
+            doctor_id: DoctorId::parse("d", doctor).unwrap(),
+            date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        }
+    }
+
+    #[test]
+    fn keys_are_split_into_statements_of_at_most_their_share_each_kept_once() {
+        let keys: Vec<(Group, Keys)> = (0..300)
+            .map(|d| {
+                let keys = Keys {
+                    slots: BTreeSet::from([1, 2]),
+                    tokens: BTreeSet::from([format!("T-{d}")]),
+                };
+                (day(&format!("dr-{d}")), keys)
+            })
+            .collect();
+        let statements = key_statements(&keys);
+        assert_eq!(statements.len(), 900_usize.div_ceil(KEYS_PER_STATEMENT));
+        let mut slots = BTreeSet::new();
+        let mut tokens = BTreeSet::new();
+        for (s, t) in &statements {
+            assert!(s.len() + t.len() <= KEYS_PER_STATEMENT);
+            assert!(!s.is_empty() || !t.is_empty());
+            for (day, slot) in s {
+                assert!(slots.insert(((*day).clone(), *slot)), "a slot twice");
+            }
+            for (day, token) in t {
+                assert!(
+                    tokens.insert(((*day).clone(), token.to_string())),
+                    "a token twice"
+                );
+            }
+        }
+        assert_eq!((slots.len(), tokens.len()), (600, 300));
+    }
+
+    #[test]
+    fn the_key_statement_numbers_its_tokens_after_its_slots() {
+        let sql = duplicates_at_keys(Backend::Sqlite, 2, 1);
+        assert!(sql.contains("slots (day_clinic, day_doctor, day_date, at_slot) AS (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8))"), "{sql}");
+        assert!(sql.contains("tokens (day_clinic, day_doctor, day_date, at_token) AS (VALUES ($9, $10, $11, $12))"), "{sql}");
+        let only_tokens = duplicates_at_keys(Backend::Postgres, 0, 1);
+        assert!(!only_tokens.contains("slots"), "{only_tokens}");
+        assert!(
+            only_tokens.contains("VALUES ($1, $2, $3, $4)"),
+            "{only_tokens}"
+        );
+        assert!(only_tokens.contains("LATERAL"), "{only_tokens}");
+    }
+}

@@ -274,3 +274,38 @@ fn migrator(sources: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Mig
         ..Migrator::DEFAULT
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A migration file the binary does not embed is never applied (each is listed
+    /// by hand in `sqlite::migrator` and `postgres::migrator`).
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        for (backend, migrator) in [
+            ("sqlite", super::sqlite::migrator()),
+            ("postgres", super::postgres::migrator()),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            let embedded: Vec<(i64, String)> = migrator
+                .iter()
+                .map(|m| (m.version, m.sql.to_string()))
+                .collect();
+            assert_eq!(embedded.len(), files.len(), "{backend}: {files:?}");
+            for ((version, sql), file) in embedded.iter().zip(&files) {
+                assert!(
+                    file.starts_with(&format!("{version:04}_")),
+                    "{backend}: {file}"
+                );
+                let text = std::fs::read_to_string(dir.join(file)).unwrap();
+                assert_eq!(*sql, text, "{backend}: {file} is embedded as written");
+            }
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub struct PostgresStore {
     presence: String,
 }
 
-fn migrator() -> sqlx::migrate::Migrator {
+pub(super) fn migrator() -> sqlx::migrate::Migrator {
     super::migrator(&[
         (
             1,
@@ -96,6 +96,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             13,
             "watched clinics",
             include_str!("../../migrations/postgres/0013_watched_clinics.sql"),
+        ),
+        (
+            14,
+            "watched keys",
+            include_str!("../../migrations/postgres/0014_watched_keys.sql"),
         ),
     ])
 }

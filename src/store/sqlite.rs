@@ -48,7 +48,7 @@ pub struct SqliteStore {
     bookings: GroupCommitter,
 }
 
-fn migrator() -> sqlx::migrate::Migrator {
+pub(super) fn migrator() -> sqlx::migrate::Migrator {
     super::migrator(&[
         (
             1,
@@ -114,6 +114,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             13,
             "watched clinics",
             include_str!("../../migrations/sqlite/0013_watched_clinics.sql"),
+        ),
+        (
+            14,
+            "watched keys",
+            include_str!("../../migrations/sqlite/0014_watched_keys.sql"),
         ),
     ])
 }

@@ -133,7 +133,7 @@ pub async fn run(store: Arc<dyn Store>, args: &ImportArgs) -> Result<ImportRepor
             .await?;
         report.applied += applied.iter().filter(|a| **a).count() as u64;
         report.stale += applied.iter().filter(|a| !**a).count() as u64;
-        days.extend(groups);
+        days.extend(groups.days().cloned());
     }
     let detector = Detector::new(store, Arc::new(SystemClock), Settings::default());
     for day in &days {

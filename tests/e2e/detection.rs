@@ -1041,9 +1041,10 @@ pub async fn events_out_of_order_never_undo_a_newer_one(backend: Backend) {
 }
 
 /// A burst touches many doctor-days at once; the detector reads their duplicates and
-/// incidents a few hundred days to a statement. What it reads for 450 days together
-/// (three statements) is what it reads for each day alone, and every planted
-/// duplicate is one incident.
+/// incidents a few hundred days (or slots and tokens) to a statement. What it reads
+/// for 450 days together (three statements), or for their written slots and tokens
+/// (four), is what it reads for each day alone, and every planted duplicate is one
+/// incident.
 pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: Backend) {
     use slotguard::detect::Group;
     const DAYS: usize = 450;
@@ -1107,6 +1108,29 @@ pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: 
         planted,
         "days without a duplicate are left out"
     );
+    // Reading only where the documents are (slots 1 and 2, their tokens) finds the
+    // same; reading only slot 2 finds no slot duplicate (they are all in slot 1),
+    // only the tokens given twice.
+    let everywhere = slotguard::detect::Keys {
+        slots: [1, 2].into(),
+        tokens: ["A1-002".to_owned(), "A1-003".to_owned()].into(),
+    };
+    let keyed: Vec<_> = days
+        .iter()
+        .map(|d| (d.clone(), everywhere.clone()))
+        .collect();
+    assert_eq!(store.duplicates_at(&keyed).await.unwrap(), together);
+    let slot_2 = slotguard::detect::Keys {
+        slots: [2].into(),
+        tokens: ["A1-002".to_owned()].into(),
+    };
+    let keyed: Vec<_> = days.iter().map(|d| (d.clone(), slot_2.clone())).collect();
+    let at_slot_2 = store.duplicates_at(&keyed).await.unwrap();
+    assert_eq!(at_slot_2.len(), (0..DAYS).filter(|d| d % 5 == 0).count());
+    assert!(at_slot_2
+        .values()
+        .flatten()
+        .all(|d| d.kind == slotguard::detect::DuplicateKind::Token && d.key == "A1-002"));
     for day in &days {
         let alone = store.duplicates(day).await.unwrap();
         assert_eq!(
@@ -1169,4 +1193,60 @@ pub async fn a_duplicate_amid_a_steady_stream_of_writes_is_found_while_it_lasts(
         "the duplicate was found while {written} writes streamed in over {:?}",
         started.elapsed()
     );
+}
+
+/// A watched write is checked where it landed and where it was (its old slot and
+/// token, read before it is overwritten), not its whole day: moving off a taken slot
+/// resolves that slot's incident; taking another's token opens one on the token;
+/// deleting it resolves that.
+pub async fn a_document_moved_is_checked_where_it_was_and_where_it_went(backend: Backend) {
+    // Wake-ups only: the periodic re-scan (whole days) would hide a key left out.
+    let mut options = test_options(&[], Duration::ZERO, true);
+    options.detect.rescan_every = Duration::from_secs(3600);
+    let Some(app) = spawn_app_with(backend, options).await else {
+        return;
+    };
+    put(&app, &document("a", 5, "Pending", 0)).await;
+    put(&app, &document("b", 5, "Pending", 0)).await;
+    let slot = eventually(10, "the slot's incident", || async {
+        incidents(&app).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(slot["key"], "5");
+
+    put(&app, &document("b", 6, "Pending", 10)).await;
+    let id = slot["id"].as_str().unwrap();
+    eventually(10, "the slot's incident resolved", || async {
+        let now = app.get(&format!("/api/v1/incidents/{id}")).await.body;
+        (now["state"] == "resolved").then_some(())
+    })
+    .await;
+
+    // b keeps slot 6 but takes a's token: a token incident, in neither slot.
+    assert!(
+        incidents(&app)
+            .await
+            .iter()
+            .all(|i| i["state"] == "resolved"),
+        "b in slot 6 holds token A1-007 of its own"
+    );
+    let mut token_taken = document("b", 6, "Pending", 20);
+    token_taken["tokenNumber"] = document("a", 5, "Pending", 0)["tokenNumber"].clone();
+    put(&app, &token_taken).await;
+    let token = eventually(10, "the token's incident", || async {
+        incidents(&app)
+            .await
+            .into_iter()
+            .find(|i| i["kind"] == "token" && i["state"] == "open")
+    })
+    .await;
+    assert_eq!(token["key"], "A1-006");
+
+    assert_eq!(delete_document(&app, "b").await.status, StatusCode::OK);
+    let tid = token["id"].as_str().unwrap();
+    eventually(10, "the token's incident resolved", || async {
+        let now = app.get(&format!("/api/v1/incidents/{tid}")).await.body;
+        (now["state"] == "resolved").then_some(())
+    })
+    .await;
 }

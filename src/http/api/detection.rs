@@ -11,7 +11,7 @@ use super::super::error::ApiError;
 use super::super::extract::{required, JsonBody, JsonDocument, QueryParams};
 use super::super::AppState;
 use crate::auth::{Action, Principal};
-use crate::detect::{Group, Incident, IncidentState};
+use crate::detect::{Incident, IncidentState, Touched};
 use crate::domain::text::parse_line;
 use crate::domain::{ClinicId, FieldError};
 use crate::store::dashboard::IncidentQuery;
@@ -27,11 +27,9 @@ fn source_name(raw: &str) -> Result<String, FieldError> {
     ClinicId::parse("source", raw).map(|s| s.as_str().to_owned())
 }
 
-async fn wake(state: &AppState, groups: impl IntoIterator<Item = Group>) {
+async fn wake(state: &AppState, touched: Touched) {
     if let Some(wakeups) = state.bookings.wakeups() {
-        for group in groups {
-            wakeups.wake(group).await;
-        }
+        wakeups.touch(touched).await;
     }
 }
 
@@ -161,12 +159,12 @@ pub async fn watch_delete(
     if let Some(group) = bookings.store().watched_group(&source, &id).await? {
         principal.may_watch_clinic(&group.clinic_id)?;
     }
-    let group = bookings
+    let touched = bookings
         .store()
         .delete_watched(&source, &id, bookings.now())
         .await?
         .ok_or(StoreError::NotFound("document"))?;
-    wake(&state, [group]).await;
+    wake(&state, touched).await;
     Ok(Json(json!({"source": source, "id": id, "deleted": true})))
 }
 
