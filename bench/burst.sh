@@ -89,7 +89,6 @@ p99_put = 1000 * lat[int(len(lat) * 0.99) - 1]
 print(f"| {label} | {total:,} in {took:.1f} s = {total / took:,.0f}/s | {statuses} | {p99_put:.1f} | "
       f"{health['incidents']:,} | {health['p50']} | {health['p99']} | {health['max']} |")
 PY
-  cp "$work/err" "/tmp/burst-$label.err" 2>/dev/null || true
   kill %1 2>/dev/null || true
   wait 2>/dev/null || true
 }
