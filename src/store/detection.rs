@@ -684,6 +684,81 @@ macro_rules! insert_notifications {
 }
 pub(crate) use insert_notifications;
 
+/// Stores `$documents` of `$source` in transaction `$tx` (`UPSERT_WATCHED`, one by
+/// one, each logged when two versions were put in order): which were applied, and
+/// the slots and tokens touched, the stored copies' included. An expression of type
+/// `Result<(Vec<bool>, Touched), StoreError>`; the caller commits.
+macro_rules! upsert_watched_rows {
+    ($tx:ident, $source:expr, $documents:expr, $received_at:expr) => {
+        async {
+            use $crate::store::detection as d;
+            let (source, documents, received_at) = ($source, $documents, $received_at);
+            let mut applied = Vec::with_capacity(documents.len());
+            let mut touched = $crate::detect::Touched::default();
+            for w in documents {
+                let order = w.order();
+                let mut stored = None;
+                if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, slot_index, token_number, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
+                    .bind(source)
+                    .bind(&w.id)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                {
+                    d::touch(&mut touched, &row)?;
+                    stored = Some(d::stored_order(&row)?);
+                }
+                let done = sqlx::query(d::UPSERT_WATCHED)
+                    .bind(source)
+                    .bind(&w.id)
+                    .bind(w.clinic_id.as_str())
+                    .bind(w.doctor_id.as_str())
+                    .bind(w.date)
+                    .bind(w.session_index.map(i64::from))
+                    .bind(i64::from(w.slot_index))
+                    .bind(w.token_number.as_deref())
+                    .bind(&w.status)
+                    .bind(i64::from(w.occupying))
+                    .bind(i64::from(w.is_break))
+                    .bind(w.booked_via.as_deref())
+                    .bind(w.created_at)
+                    .bind(w.updated_at)
+                    .bind(w.version())
+                    .bind(received_at)
+                    .bind(w.document.to_string())
+                    .bind(w.update_time)
+                    .bind(i64::from(order.stage))
+                    .bind(&order.fingerprint)
+                    .execute(&mut *$tx)
+                    .await?;
+                let kept = done.rows_affected() > 0;
+                if let Some(stored) = stored.filter(|s| s.version == order.version || !kept) {
+                    // Out of order, or the same version twice: say which was kept and why.
+                    let (winner, loser) = if kept { (&order, &stored) } else { (&stored, &order) };
+                    tracing::info!(
+                        target: "slotguard::watch",
+                        source,
+                        id = %w.id,
+                        kept = if kept { "the event received" } else { "the stored version" },
+                        decided_by = winner.decided_by(loser),
+                        received_version = ?order.version,
+                        stored_version = ?stored.version,
+                        "two versions of a document put in order"
+                    );
+                }
+                applied.push(kept);
+                touched.key(
+                    $crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date },
+                    w.slot_index,
+                    w.token_number.clone(),
+                );
+            }
+            Ok::<_, StoreError>((applied, touched))
+        }
+        .await
+    };
+}
+pub(crate) use upsert_watched_rows;
+
 /// `impl DetectionStore` for a backend with `self.reader`, `self.writer` and
 /// `self.begin_write()`; the SQL is the same on both.
 macro_rules! impl_detection {
@@ -696,69 +771,7 @@ impl $crate::store::detection::DetectionStore for $store {
         documents: &[$crate::watch::WatchedAppointment],
         received_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(Vec<bool>, $crate::detect::Touched), StoreError> {
-        use $crate::store::detection as d;
-        let mut tx = self.begin_write().await?;
-        let mut applied = Vec::with_capacity(documents.len());
-        let mut touched = $crate::detect::Touched::default();
-        for w in documents {
-            let order = w.order();
-            let mut stored = None;
-            if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, slot_index, token_number, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
-                .bind(source)
-                .bind(&w.id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                d::touch(&mut touched, &row)?;
-                stored = Some(d::stored_order(&row)?);
-            }
-            let done = sqlx::query(d::UPSERT_WATCHED)
-                .bind(source)
-                .bind(&w.id)
-                .bind(w.clinic_id.as_str())
-                .bind(w.doctor_id.as_str())
-                .bind(w.date)
-                .bind(w.session_index.map(i64::from))
-                .bind(i64::from(w.slot_index))
-                .bind(w.token_number.as_deref())
-                .bind(&w.status)
-                .bind(i64::from(w.occupying))
-                .bind(i64::from(w.is_break))
-                .bind(w.booked_via.as_deref())
-                .bind(w.created_at)
-                .bind(w.updated_at)
-                .bind(w.version())
-                .bind(received_at)
-                .bind(w.document.to_string())
-                .bind(w.update_time)
-                .bind(i64::from(order.stage))
-                .bind(&order.fingerprint)
-                .execute(&mut *tx)
-                .await?;
-            let kept = done.rows_affected() > 0;
-            if let Some(stored) = stored.filter(|s| s.version == order.version || !kept) {
-                // Out of order, or the same version twice: say which was kept and why.
-                let (winner, loser) = if kept { (&order, &stored) } else { (&stored, &order) };
-                tracing::info!(
-                    target: "slotguard::watch",
-                    source,
-                    id = %w.id,
-                    kept = if kept { "the event received" } else { "the stored version" },
-                    decided_by = winner.decided_by(loser),
-                    received_version = ?order.version,
-                    stored_version = ?stored.version,
-                    "two versions of a document put in order"
-                );
-            }
-            applied.push(kept);
-            touched.key(
-                $crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date },
-                w.slot_index,
-                w.token_number.clone(),
-            );
-        }
-        tx.commit().await?;
-        Ok((applied, touched))
+        self.upsert_watched_committed(source, documents, received_at).await
     }
 
     async fn delete_watched(&self, source: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Option<$crate::detect::Touched>, StoreError> {

@@ -22,6 +22,7 @@ mod group_commit;
 pub mod metrics;
 pub mod postgres;
 pub mod sqlite;
+mod watched_commit;
 
 pub use sqlite::SqliteSync;
 
@@ -55,9 +56,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
-    /// The group commit holding this booking failed as a whole (nothing of it was
-    /// committed); the cause is logged once by the committer.
-    #[error("the booking's group commit failed")]
+    /// The group commit holding this write (a booking, watched documents) failed as
+    /// a whole (nothing of it was committed); the cause is logged by the committer.
+    #[error("the group commit holding this write failed; nothing of it was written")]
     GroupCommitFailed,
     #[error("unsupported database URL: {0}")]
     BadUrl(String),

@@ -212,6 +212,21 @@ impl PostgresStore {
         self.writer.begin().await
     }
 
+    /// Watched documents in a transaction of their own: PostgreSQL commits
+    /// concurrent transactions together by itself.
+    async fn upsert_watched_committed(
+        &self,
+        source: &str,
+        documents: &[crate::watch::WatchedAppointment],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, crate::detect::Touched), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done =
+            crate::store::detection::upsert_watched_rows!(tx, source, documents, received_at)?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     async fn book_once(&self, b: &Booking) -> Result<Appointment, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(LOCK_DOCTOR_DAY)

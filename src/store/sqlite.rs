@@ -2,7 +2,8 @@
 //! (every write transaction `BEGIN IMMEDIATE`, so writes are serial and never fail
 //! to upgrade a lock), a few reader connections, `synchronous=FULL` unless traded.
 //! Bookings go through a group committer (`store::group_commit`): all bookings
-//! waiting for the writer are committed in one transaction, one savepoint each.
+//! waiting for the writer are committed in one transaction, one savepoint each;
+//! watched documents through one of their own (`store::watched_commit`).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::codec::{impl_store, APPOINTMENT_COLUMNS};
 use super::group_commit::GroupCommitter;
+use super::watched_commit::WatchedCommitter;
 use super::{
     ApiKeyRecord, AppointmentFilter, Backend, Booking, BookingOutcome, StoreError, StoredResponse,
 };
@@ -46,6 +48,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     bookings: GroupCommitter,
+    watched: WatchedCommitter,
 }
 
 pub(super) fn migrator() -> sqlx::migrate::Migrator {
@@ -154,10 +157,12 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let bookings = GroupCommitter::start(path, sync, writer.clone())?;
+        let watched = WatchedCommitter::start(writer.clone());
         Ok(Self {
             writer,
             reader,
             bookings,
+            watched,
         })
     }
 
@@ -166,6 +171,18 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Watched documents through the watched-write committer (`watched_commit`).
+    async fn upsert_watched_committed(
+        &self,
+        source: &str,
+        documents: &[crate::watch::WatchedAppointment],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, crate::detect::Touched), StoreError> {
+        self.watched
+            .upsert(source.to_owned(), documents.to_vec(), received_at)
+            .await
     }
 
     async fn announce_group(&self, _group: &crate::detect::Group) -> Result<(), StoreError> {

@@ -1250,3 +1250,45 @@ pub async fn a_document_moved_is_checked_where_it_was_and_where_it_went(backend:
     })
     .await;
 }
+
+/// Single documents sent at once are stored together (on SQLite in one transaction,
+/// a savepoint each); every one is answered only once committed, applied or stale by
+/// its own version, and their duplicates are found as if sent one by one.
+pub async fn documents_sent_at_once_are_each_stored_once_and_their_duplicates_found(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // 60 pairs in 60 slots; each pair's second copy also sent in an older version,
+    // after or alongside it.
+    let sends = (0..60u32).flat_map(|slot| {
+        [
+            document(&format!("first-{slot}"), slot, "Pending", 0),
+            document(&format!("second-{slot}"), slot, "Pending", 10),
+            document(&format!("second-{slot}"), slot + 100, "Pending", 5),
+        ]
+    });
+    let answers = futures_util::future::join_all(sends.map(|doc| {
+        let app = &app;
+        async move { (put(app, &doc).await, doc) }
+    }))
+    .await;
+    for (answer, doc) in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        if doc["slotIndex"].as_u64().unwrap() < 100 {
+            assert_eq!(
+                answer.body["applied"], true,
+                "the newest is always applied: {doc}"
+            );
+        }
+    }
+    let found = eventually(10, "one incident per pair", || async {
+        let listed = incidents(&app).await;
+        (listed.len() == 60).then_some(listed)
+    })
+    .await;
+    assert!(found
+        .iter()
+        .all(|i| i["kind"] == "slot" && i["state"] == "open"));
+}

@@ -74,6 +74,7 @@ stories! {
     detection::many_days_checked_together_find_what_each_day_alone_finds,
     detection::a_duplicate_amid_a_steady_stream_of_writes_is_found_while_it_lasts,
     detection::a_document_moved_is_checked_where_it_was_and_where_it_went,
+    detection::documents_sent_at_once_are_each_stored_once_and_their_duplicates_found,
     audit::documents_naming_their_doctor_only_by_name_are_checked_by_that_name,
     audit::the_audit_runs_at_23_00_india_time_and_opens_what_detection_missed,
     audit::a_clean_day_says_so_and_an_audit_on_demand_resolves_a_fixed_duplicate,
