@@ -295,16 +295,16 @@ impl Detector {
         // Three reads at once, on connections of their own.
         let (mut found, keyed_found, mut existing) = tokio::try_join!(
             async {
-                match whole.is_empty() {
-                    true => Ok(BTreeMap::new()),
-                    false => self.store.duplicates_of(&whole).await,
+                if whole.is_empty() {
+                    return Ok(BTreeMap::new());
                 }
+                self.store.duplicates_of(&whole).await
             },
             async {
-                match keyed.is_empty() {
-                    true => Ok(BTreeMap::new()),
-                    false => self.store.duplicates_at(&keyed).await,
+                if keyed.is_empty() {
+                    return Ok(BTreeMap::new());
                 }
+                self.store.duplicates_at(&keyed).await
             },
             self.store.incidents_of(&all),
         )?;
