@@ -21,13 +21,30 @@ const CLINIC: &str = "kochi";
 /// Alerts to a webhook; detection only when the test asks (no wake-ups, no re-scan),
 /// so what the audit finds is what real-time detection missed.
 fn options(webhook: &Receiver) -> Options {
-    let mut options = test_options(
+    without_rescan(test_options(
         &[json!({"kind": "webhook", "name": "ops", "url": webhook.url})],
         Duration::ZERO,
         false,
-    );
-    options.detect.rescan_every = Duration::from_secs(3600);
-    options
+    ))
+}
+
+/// A nightly run of `clinic`'s [`DAY`] that another server claimed at `started_at`
+/// and never finished.
+fn stuck_run(clinic: &str, started_at: chrono::DateTime<chrono::Utc>) -> AuditRun {
+    AuditRun {
+        id: "stuck-run".into(),
+        clinic_id: slotguard::domain::ClinicId::parse("c", clinic).unwrap(),
+        local_date: DAY.parse::<NaiveDate>().unwrap(),
+        trigger: Trigger::Nightly,
+        runner: "another-server".into(),
+        status: RunStatus::Running,
+        started_at,
+        finished_at: None,
+        counts: Default::default(),
+        incidents_opened: 0,
+        incidents_resolved: 0,
+        error: None,
+    }
 }
 
 async fn runs(app: &TestApp, date: &str) -> Vec<Value> {
@@ -307,20 +324,7 @@ pub async fn a_day_without_a_successful_audit_by_23_30_alerts_and_a_stuck_run_is
     a_day_with_a_watched_double_booking(&app).await;
     let auditor = &app.app.auditor;
     // Another runner claimed the night at 23:00 and then hung.
-    let stuck = AuditRun {
-        id: "stuck-run".into(),
-        clinic_id: slotguard::domain::ClinicId::parse("c", CLINIC).unwrap(),
-        local_date: DAY.parse::<NaiveDate>().unwrap(),
-        trigger: Trigger::Nightly,
-        runner: "another-server".into(),
-        status: RunStatus::Running,
-        started_at: kolkata(DAY, 23, 0),
-        finished_at: None,
-        counts: Default::default(),
-        incidents_opened: 0,
-        incidents_resolved: 0,
-        error: None,
-    };
+    let stuck = stuck_run(CLINIC, kolkata(DAY, 23, 0));
     assert!(auditor
         .store()
         .claim_audit_run(&stuck, kolkata(DAY, 22, 0))
@@ -1263,20 +1267,7 @@ pub async fn a_clinic_only_in_watched_data_alarms_when_its_night_goes_unaudited(
     a_watched_only_double_booking(&app).await;
     let auditor = &app.app.auditor;
     // Another runner claimed Aluva's night at 23:00 Tokyo time and then hung.
-    let stuck = AuditRun {
-        id: "stuck-run".into(),
-        clinic_id: slotguard::domain::ClinicId::parse("c", WATCHED_ONLY).unwrap(),
-        local_date: DAY.parse::<NaiveDate>().unwrap(),
-        trigger: Trigger::Nightly,
-        runner: "another-server".into(),
-        status: RunStatus::Running,
-        started_at: kolkata(DAY, 19, 30),
-        finished_at: None,
-        counts: Default::default(),
-        incidents_opened: 0,
-        incidents_resolved: 0,
-        error: None,
-    };
+    let stuck = stuck_run(WATCHED_ONLY, kolkata(DAY, 19, 30));
     assert!(auditor
         .store()
         .claim_audit_run(&stuck, kolkata(DAY, 19, 0))

@@ -1167,8 +1167,7 @@ pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: 
 /// debounce) does not put the check off until the stream stops. Before, each new
 /// wake-up restarted the debounce and only the periodic re-scan found the duplicate.
 pub async fn a_duplicate_amid_a_steady_stream_of_writes_is_found_while_it_lasts(backend: Backend) {
-    let mut options = test_options(&[], Duration::ZERO, true);
-    options.detect.rescan_every = Duration::from_secs(3600);
+    let options = without_rescan(test_options(&[], Duration::ZERO, true));
     let Some(app) = spawn_app_with(backend, options).await else {
         return;
     };
@@ -1201,8 +1200,7 @@ pub async fn a_duplicate_amid_a_steady_stream_of_writes_is_found_while_it_lasts(
 /// deleting it resolves that.
 pub async fn a_document_moved_is_checked_where_it_was_and_where_it_went(backend: Backend) {
     // Wake-ups only: the periodic re-scan (whole days) would hide a key left out.
-    let mut options = test_options(&[], Duration::ZERO, true);
-    options.detect.rescan_every = Duration::from_secs(3600);
+    let options = without_rescan(test_options(&[], Duration::ZERO, true));
     let Some(app) = spawn_app_with(backend, options).await else {
         return;
     };

@@ -188,6 +188,13 @@ pub fn test_options(channels: &[Value], group_wait: Duration, wakeups: bool) -> 
     }
 }
 
+/// `options` with the periodic re-scan put off for an hour: detection only by
+/// wake-ups (or none, with wake-ups off), so a story sees what they alone find.
+pub fn without_rescan(mut options: Options) -> Options {
+    options.detect.rescan_every = Duration::from_secs(3600);
+    options
+}
+
 /// Serves slotguard in this process, with its clock standing at 06:00 on [`DAY`].
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, test_options(&[], Duration::ZERO, true)).await
