@@ -126,7 +126,7 @@ impl Script {
             return Err(problem);
         }
         let doc: Value =
-            serde_yaml::from_str(text).map_err(|e| format!("not an artillery script: {e}"))?;
+            yaml_serde::from_str(text).map_err(|e| format!("not an artillery script: {e}"))?;
         let top = object(&doc, "the script")?;
         refuse_others(top, "", &["config", "scenarios"])?;
         let config = object(top.get("config").ok_or("config is missing")?, "config")?;
@@ -897,8 +897,9 @@ fn refuse_others(fields: &Map<String, Value>, prefix: &str, known: &[&str]) -> R
 
 /// Artillery reads YAML with js-yaml, which turns an unquoted date into a timestamp
 /// (`date: 2026-12-01` is sent as "2026-12-01T00:00:00.000Z") and `10:30` into 630.
-/// serde_yaml keeps both as text, so the two tools would send different bodies: such
-/// a value is refused with the line it is on.
+/// yaml_serde (the YAML organization's maintained fork of serde_yaml) keeps both as
+/// text, so the two tools would send different bodies: such a value is refused with
+/// the line it is on.
 fn js_yaml_surprise(text: &str) -> Option<String> {
     for (n, line) in text.lines().enumerate() {
         let mut rest = strip_comment(line);

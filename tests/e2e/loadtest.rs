@@ -62,22 +62,22 @@ async fn loadtest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
 
 /// The clinic's script with `edit` applied to its YAML, shortened to 2 seconds of
 /// 10 arrivals a second (the full minute runs in bench/artillery_compare.sh).
-fn clinic_rush(dir: &Path, edit: impl FnOnce(&mut serde_yaml::Value)) -> PathBuf {
+fn clinic_rush(dir: &Path, edit: impl FnOnce(&mut yaml_serde::Value)) -> PathBuf {
     let text = std::fs::read_to_string(artillery_data("clinic-rush.yml")).unwrap();
-    let mut script: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut script: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
     script["config"]["phases"][0]["duration"] = 2.into();
     edit(&mut script);
     let path = dir.join("clinic-rush.yml");
-    std::fs::write(&path, serde_yaml::to_string(&script).unwrap()).unwrap();
+    std::fs::write(&path, yaml_serde::to_string(&script).unwrap()).unwrap();
     path
 }
 
 /// What the clinic adds before a run: the target, a key, the day and a patient's name.
-fn fill_in(script: &mut serde_yaml::Value, target: &str, key: &str) {
+fn fill_in(script: &mut yaml_serde::Value, target: &str, key: &str) {
     let config = &mut script["config"];
     config["target"] = target.into();
-    let headers: serde_yaml::Value =
-        serde_yaml::from_str(&format!("headers: {{Authorization: \"Bearer {key}\"}}")).unwrap();
+    let headers: yaml_serde::Value =
+        yaml_serde::from_str(&format!("headers: {{Authorization: \"Bearer {key}\"}}")).unwrap();
     config["defaults"] = headers;
     let body = &mut script["scenarios"][0]["flow"][0]["post"]["json"];
     // From the environment: an unquoted date is a timestamp to artillery's YAML reader.
