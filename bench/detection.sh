@@ -13,16 +13,15 @@ bin=target/release/slotguard
 [[ -x $bin ]] || cargo build --release -q
 # shellcheck source=scripts/lib/pg.sh
 source scripts/lib/pg.sh
+# shellcheck source=scripts/lib/serve.sh
+source scripts/lib/serve.sh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; stop_pg; rm -rf "$work"' EXIT
 
 measure() {
   local db=$1 label=$2
-  "$bin" serve --database "$db" --listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
-  for _ in $(seq 100); do grep -q 'listening on' "$work/err" 2>/dev/null && break; sleep 0.1; done
   local base key
-  base=$(sed -n 's/^slotguard listening on //p' "$work/err")
-  key=$("$bin" keys create --role admin --database "$db" 2>/dev/null)
+  serve_on "$db"
   python3 - "$base" "$key" "$pairs" "$rate" "$label" <<'PY'
 import json, sys, time, urllib.request
 base, key, pairs, rate, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]

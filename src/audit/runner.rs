@@ -380,12 +380,7 @@ pub async fn known_clinics(
     store: &dyn Store,
     zones: &SourceZones,
 ) -> Result<KnownClinics, StoreError> {
-    let created: BTreeMap<ClinicId, DateTime<Utc>> =
-        store.clinics_created().await?.into_iter().collect();
-    let registered = store.clinics().await?.into_iter().filter_map(|c| {
-        let at = *created.get(&c.id)?;
-        Some((c, at))
-    });
+    let registered = store.clinics_since().await?;
     let watched = store.watched_clinics().await?;
     Ok(KnownClinics::resolve(registered, &watched, zones))
 }

@@ -262,10 +262,11 @@ pub struct OutboxEntry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn day(doctor: &str) -> Group {
+    /// `doctor`'s 1 December 2026 at kochi.
+    pub(crate) fn day(doctor: &str) -> Group {
         Group {
             clinic_id: ClinicId::parse("c", "kochi").unwrap(),
             doctor_id: DoctorId::parse("d", doctor).unwrap(),

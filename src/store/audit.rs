@@ -121,11 +121,9 @@ pub trait AuditStore: Send + Sync {
     /// Each (clinic, source) of the mirror, registered or not, with its earliest
     /// document's arrival: the clinics `KnownClinics` adds to the registered ones.
     async fn watched_clinics(&self) -> Result<Vec<WatchedClinic>, StoreError>;
-    /// When each clinic was created: catch-up never audits days before that.
-    async fn clinic_created_at(
-        &self,
-        clinic: &ClinicId,
-    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Every registered clinic with when it was created (catch-up never audits days
+    /// before that), in one read.
+    async fn clinics_since(&self) -> Result<Vec<(Clinic, DateTime<Utc>)>, StoreError>;
     /// A clinic's local day, native and watched rows together, one set-based query per
     /// duplicate kind, with the same "occupying" as the unique indexes.
     async fn day_findings(
@@ -386,14 +384,14 @@ impl $crate::store::audit::AuditStore for $store {
             .collect()
     }
 
-    async fn clinic_created_at(&self, clinic: &ClinicId) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    async fn clinics_since(&self) -> Result<Vec<($crate::domain::Clinic, chrono::DateTime<chrono::Utc>)>, StoreError> {
         use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT created_at FROM clinics WHERE id = $1")
-            .bind(clinic.as_str())
-            .fetch_optional(&self.reader)
+        sqlx::query("SELECT * FROM clinics ORDER BY id")
+            .fetch_all(&self.reader)
             .await?
-            .map(|r| r.instant("created_at"))
-            .transpose()
+            .iter()
+            .map(|r| Ok(($crate::store::codec::clinic(r)?, r.instant("created_at")?)))
+            .collect()
     }
 
     async fn day_findings(&self, clinic: &ClinicId, date: chrono::NaiveDate) -> Result<$crate::store::audit::DayFindings, StoreError> {

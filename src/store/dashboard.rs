@@ -174,8 +174,6 @@ pub trait DashboardStore: Send + Sync {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<Incident>, StoreError>;
-    /// When each registered clinic was created (the audit never looks before it).
-    async fn clinics_created(&self) -> Result<Vec<(ClinicId, DateTime<Utc>)>, StoreError>;
     /// Incidents opened, changed, acknowledged or resolved at or after `since`, by any
     /// process: (id, clinic, the newest of those instants).
     async fn incidents_touched_since(
@@ -679,20 +677,6 @@ impl $crate::store::dashboard::DashboardStore for $store {
             .await?
             .iter()
             .map($crate::store::detection::incident)
-            .collect()
-    }
-
-    async fn clinics_created(&self) -> Result<Vec<(ClinicId, chrono::DateTime<chrono::Utc>)>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT id, created_at FROM clinics")
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| {
-                let id = ClinicId::parse("id", &r.text("id")?)
-                    .map_err(|e| $crate::store::codec::corrupt("clinic id", e))?;
-                Ok((id, r.instant("created_at")?))
-            })
             .collect()
     }
 

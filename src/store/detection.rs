@@ -1246,15 +1246,7 @@ pub(crate) use impl_detection;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DoctorId;
-
-    fn day(doctor: &str) -> Group {
-        Group {
-            clinic_id: ClinicId::parse("c", "kochi").unwrap(),
-            doctor_id: DoctorId::parse("d", doctor).unwrap(),
-            date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
-        }
-    }
+    use crate::detect::tests::day;
 
     #[test]
     fn keys_are_split_into_statements_of_at_most_their_share_each_kept_once() {

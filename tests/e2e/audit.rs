@@ -411,7 +411,13 @@ pub async fn two_servers_in_utc_audit_each_india_night_once(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let created = store.clinic_created_at(&kochi.id).await.unwrap().unwrap();
+    let (_, created) = store
+        .clinics_since()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(clinic, _)| clinic.id == kochi.id)
+        .unwrap();
     let latest = slotguard::audit::schedule::latest_due(&kochi, Utc::now());
     let expected = slotguard::audit::schedule::dates_to_audit(latest, kochi.today(created), 7, &[]);
     assert!(expected.len() >= 2, "{expected:?}");
