@@ -25,20 +25,11 @@ use crate::detect::{Duplicate, MemberRef};
 /// checked too), once per id (the newest copy of a document, as the mirror keeps it),
 /// except a watched document its app deleted (the mirror keeps a tombstone, `deleted`)
 /// and a Kloqo break placeholder (`is_break`: a slot kept free, no patient). Native
-/// appointments are never either. The stores count by [`watched_checked!`], this rule
-/// as SQL.
+/// appointments are never either. The stores count by `store::audit::WATCHED_CHECKED`,
+/// this rule as SQL.
 pub const fn is_checked(is_break: bool, deleted: bool) -> bool {
     !is_break && !deleted
 }
-
-/// [`is_checked`] as a condition on `watched_appointments` rows, for the SQL texts that
-/// count appointments (`concat!`-able; native rows all count).
-macro_rules! watched_checked {
-    () => {
-        "deleted = 0 AND is_break = 0"
-    };
-}
-pub(crate) use watched_checked;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -164,7 +164,7 @@ impl Bookings {
             .store
             .clinic(id)
             .await?
-            .ok_or(StoreError::NotFound("clinic"))?;
+            .ok_or(StoreError::NotFound(crate::domain::Entity::Clinic))?;
         self.reference.keep_clinic(&clinic);
         Ok(clinic)
     }
@@ -183,7 +183,7 @@ impl Bookings {
             .store
             .doctor(&clinic.id, doctor)
             .await?
-            .ok_or(StoreError::NotFound("doctor"))?;
+            .ok_or(StoreError::NotFound(crate::domain::Entity::Doctor))?;
         self.reference.keep_doctor(&doctor);
         Ok((clinic, doctor))
     }
@@ -207,7 +207,7 @@ impl Bookings {
             .store
             .appointment(id)
             .await?
-            .ok_or(StoreError::NotFound("appointment"))?)
+            .ok_or(StoreError::NotFound(crate::domain::Entity::Appointment))?)
     }
 
     pub async fn appointments(

@@ -198,7 +198,7 @@ impl Detector {
                         .store
                         .incident(&current.id)
                         .await?
-                        .ok_or(StoreError::NotFound("incident"))?;
+                        .ok_or(StoreError::NotFound(crate::domain::Entity::Incident))?;
                 }
                 done => return done,
             }

@@ -5,6 +5,7 @@
 
 pub mod appointment;
 pub mod clinic;
+pub mod entity;
 pub mod ids;
 pub mod known;
 pub mod schedule;
@@ -15,6 +16,7 @@ pub mod token;
 
 pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
+pub use entity::Entity;
 pub use ids::{AppointmentId, ClinicId, DoctorId};
 pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};

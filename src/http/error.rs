@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::auth::Denied;
 use crate::booking::rules::Refusal;
 use crate::booking::BookingError;
-use crate::domain::FieldError;
+use crate::domain::{Entity, FieldError};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -155,13 +155,13 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::new(
                 S::NOT_FOUND,
                 match what {
-                    "clinic" => "clinic_not_found",
-                    "doctor" => "doctor_not_found",
-                    "appointment" => "appointment_not_found",
-                    "incident" => "incident_not_found",
-                    "document" => "document_not_found",
-                    "silence" => "silence_not_found",
-                    _ => "not_found",
+                    Entity::Clinic => "clinic_not_found",
+                    Entity::Doctor => "doctor_not_found",
+                    Entity::Appointment => "appointment_not_found",
+                    Entity::Incident => "incident_not_found",
+                    Entity::Document => "document_not_found",
+                    Entity::Silence => "silence_not_found",
+                    Entity::Notification | Entity::User | Entity::Record => "not_found",
                 },
                 format!("No such {what}."),
             ),

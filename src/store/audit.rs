@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::ColumnIndex;
 
-use super::codec::{corrupt, DecodeRow};
+use super::codec::corrupt;
 use super::detection::NotificationRow;
+use super::sql::{query, DecodeRow, SqlBackend, Tx};
 use super::StoreError;
 use crate::audit::counts::Counts;
 use crate::detect::{Duplicate, Group};
@@ -207,10 +207,7 @@ pub const WATCHED_CLINICS: &str = "WITH RECURSIVE pairs(clinic_id, source) AS ( 
       WHERE w.clinic_id = pairs.clinic_id AND w.source = pairs.source) AS first_seen \
     FROM pairs WHERE clinic_id IS NOT NULL ORDER BY clinic_id, source";
 
-pub fn watched_clinic<R: DecodeRow>(row: &R) -> Result<WatchedClinic, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn watched_clinic<R: DecodeRow>(row: &R) -> Result<WatchedClinic, StoreError> {
     Ok(WatchedClinic {
         clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
             .map_err(|e| corrupt("clinic id", e))?,
@@ -251,13 +248,18 @@ pub fn token_duplicates_of_day() -> String {
     )
 }
 
+/// Which watched rows `appointmentsChecked` counts (`audit::counts::is_checked`):
+/// neither deleted documents nor break placeholders.
+pub const WATCHED_CHECKED: &str = "deleted = 0 AND is_break = 0";
+
 /// The clinic's `appointmentsChecked` of one local day (`audit::counts::is_checked`).
-pub const APPOINTMENTS_OF_DAY: &str = concat!(
-    "SELECT (SELECT COUNT(*) FROM appointments WHERE clinic_id = $1 AND date = $2) + \
-    (SELECT COUNT(*) FROM watched_appointments WHERE clinic_id = $1 AND date = $2 AND ",
-    crate::audit::counts::watched_checked!(),
-    ") AS n"
-);
+pub fn appointments_of_day() -> String {
+    format!(
+        "SELECT (SELECT COUNT(*) FROM appointments WHERE clinic_id = $1 AND date = $2) + \
+         (SELECT COUNT(*) FROM watched_appointments WHERE clinic_id = $1 AND date = $2 AND \
+         {WATCHED_CHECKED}) AS n"
+    )
+}
 
 /// Splits the member rows of the day's duplicate queries by doctor and folds each
 /// doctor-day's rows into its duplicates.
@@ -265,10 +267,7 @@ pub fn fold_day<R: DecodeRow>(
     clinic: &ClinicId,
     date: NaiveDate,
     rows: Vec<R>,
-) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError> {
     let mut by_doctor: BTreeMap<String, Vec<R>> = BTreeMap::new();
     for row in rows {
         by_doctor
@@ -294,10 +293,7 @@ fn count_of(row_value: i64, field: &str) -> Result<u64, StoreError> {
     u64::try_from(row_value).map_err(|_| corrupt(field, row_value))
 }
 
-pub fn audit_run<R: DecodeRow>(row: &R) -> Result<AuditRun, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn audit_run<R: DecodeRow>(row: &R) -> Result<AuditRun, StoreError> {
     let trigger = row.text("trigger")?;
     let status = row.text("status")?;
     Ok(AuditRun {
@@ -325,94 +321,99 @@ where
     })
 }
 
-/// `impl AuditStore` for a backend with `self.reader`, `self.writer` and
-/// `self.begin_write()`; the SQL is the same on both.
-macro_rules! impl_audit {
-    ($store:ty) => {
 #[async_trait::async_trait]
-impl $crate::store::audit::AuditStore for $store {
-    async fn audit_gauges(&self) -> Result<$crate::store::audit::AuditGauges, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        let runs = sqlx::query(
+impl<B: SqlBackend> AuditStore for B {
+    async fn audit_gauges(&self) -> Result<crate::store::audit::AuditGauges, StoreError> {
+        let runs = query(
             "SELECT clinic_id AS a, status AS b, COUNT(*) AS count FROM audit_runs \
              GROUP BY clinic_id, status ORDER BY clinic_id, status",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?;
-        let opened = sqlx::query(
+        let opened = query(
             "SELECT clinic_id, CAST(SUM(incidents_opened) AS BIGINT) AS opened FROM audit_runs \
              GROUP BY clinic_id ORDER BY clinic_id",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?;
-        let last = sqlx::query(
+        let last = query(
             "SELECT r.clinic_id, r.started_at, r.finished_at FROM audit_runs r \
              WHERE r.status = 'succeeded' AND r.finished_at = (SELECT MAX(x.finished_at) FROM audit_runs x \
              WHERE x.clinic_id = r.clinic_id AND x.status = 'succeeded') ORDER BY r.clinic_id",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?;
-        let count = |n: i64| u64::try_from(n).map_err(|_| $crate::store::codec::corrupt("count", n));
-        Ok($crate::store::audit::AuditGauges {
-            runs: $crate::store::metrics::labelled_counts(&runs)?,
+        let count = |n: i64| u64::try_from(n).map_err(|_| crate::store::codec::corrupt("count", n));
+        Ok(crate::store::audit::AuditGauges {
+            runs: crate::store::metrics::labelled_counts(&runs)?,
             incidents_opened: opened
                 .iter()
                 .map(|r| Ok((r.text("clinic_id")?, count(r.int("opened")?)?)))
                 .collect::<Result<_, StoreError>>()?,
             last_success: last
                 .iter()
-                .map(|r| Ok((r.text("clinic_id")?, r.instant("started_at")?, r.instant("finished_at")?)))
+                .map(|r| {
+                    Ok((
+                        r.text("clinic_id")?,
+                        r.instant("started_at")?,
+                        r.instant("finished_at")?,
+                    ))
+                })
                 .collect::<Result<_, StoreError>>()?,
         })
     }
 
-    async fn clinics(&self) -> Result<Vec<$crate::domain::Clinic>, StoreError> {
-        sqlx::query("SELECT * FROM clinics ORDER BY id")
-            .fetch_all(&self.reader)
+    async fn clinics(&self) -> Result<Vec<crate::domain::Clinic>, StoreError> {
+        query("SELECT * FROM clinics ORDER BY id")
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::codec::clinic)
+            .map(crate::store::codec::clinic)
             .collect()
     }
 
-    async fn watched_clinics(&self) -> Result<Vec<$crate::domain::WatchedClinic>, StoreError> {
-        sqlx::query($crate::store::audit::WATCHED_CLINICS)
-            .fetch_all(&self.reader)
+    async fn watched_clinics(&self) -> Result<Vec<crate::domain::WatchedClinic>, StoreError> {
+        query(crate::store::audit::WATCHED_CLINICS)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::audit::watched_clinic)
+            .map(crate::store::audit::watched_clinic)
             .collect()
     }
 
-    async fn clinics_since(&self) -> Result<Vec<($crate::domain::Clinic, chrono::DateTime<chrono::Utc>)>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT * FROM clinics ORDER BY id")
-            .fetch_all(&self.reader)
+    async fn clinics_since(
+        &self,
+    ) -> Result<Vec<(crate::domain::Clinic, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        query("SELECT * FROM clinics ORDER BY id")
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| Ok(($crate::store::codec::clinic(r)?, r.instant("created_at")?)))
+            .map(|r| Ok((crate::store::codec::clinic(r)?, r.instant("created_at")?)))
             .collect()
     }
 
-    async fn day_findings(&self, clinic: &ClinicId, date: chrono::NaiveDate) -> Result<$crate::store::audit::DayFindings, StoreError> {
-        use $crate::store::audit as a;
-        use $crate::store::codec::DecodeRow;
-        let checked = sqlx::query(a::APPOINTMENTS_OF_DAY)
+    async fn day_findings(
+        &self,
+        clinic: &ClinicId,
+        date: chrono::NaiveDate,
+    ) -> Result<crate::store::audit::DayFindings, StoreError> {
+        use crate::store::audit as a;
+        let checked = query(a::appointments_of_day())
             .bind(clinic.as_str())
             .bind(date)
-            .fetch_one(&self.reader)
+            .fetch_one(self.reader())
             .await?
             .int("n")?;
-        let mut rows = sqlx::query(&a::slot_duplicates_of_day())
+        let mut rows = query(a::slot_duplicates_of_day())
             .bind(clinic.as_str())
             .bind(date)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?;
         rows.extend(
-            sqlx::query(&a::token_duplicates_of_day())
+            query(a::token_duplicates_of_day())
                 .bind(clinic.as_str())
                 .bind(date)
-                .fetch_all(&self.reader)
+                .fetch_all(self.reader())
                 .await?,
         );
         Ok(a::DayFindings {
@@ -421,22 +422,30 @@ impl $crate::store::audit::AuditStore for $store {
         })
     }
 
-    async fn unresolved_groups(&self, clinic: &ClinicId, date: chrono::NaiveDate) -> Result<Vec<$crate::detect::Group>, StoreError> {
-        sqlx::query("SELECT DISTINCT clinic_id, doctor_id, date FROM incidents WHERE clinic_id = $1 AND date = $2 AND state <> 'resolved'")
+    async fn unresolved_groups(
+        &self,
+        clinic: &ClinicId,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<crate::detect::Group>, StoreError> {
+        query("SELECT DISTINCT clinic_id, doctor_id, date FROM incidents WHERE clinic_id = $1 AND date = $2 AND state <> 'resolved'")
             .bind(clinic.as_str())
             .bind(date)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::detection::group)
+            .map(crate::store::detection::group)
             .collect()
     }
 
-    async fn claim_audit_run(&self, run: &$crate::store::audit::AuditRun, stale_before: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+    async fn claim_audit_run(
+        &self,
+        run: &crate::store::audit::AuditRun,
+        stale_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
         let scheduled = run.trigger.is_scheduled();
         let mut tx = self.begin_write().await?;
         if scheduled {
-            sqlx::query(
+            query(
                 "UPDATE audit_runs SET status = 'failed', scheduled = 0, finished_at = $3, \
                  error = 'abandoned: its runner stopped before finishing' \
                  WHERE clinic_id = $1 AND local_date = $2 AND scheduled = 1 AND status = 'running' AND started_at < $4",
@@ -445,10 +454,10 @@ impl $crate::store::audit::AuditStore for $store {
             .bind(run.local_date)
             .bind(run.started_at)
             .bind(stale_before)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO audit_runs (id, clinic_id, local_date, scheduled, trigger, runner, status, started_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'running', $7) \
              ON CONFLICT (clinic_id, local_date) WHERE scheduled = 1 DO NOTHING",
@@ -460,15 +469,18 @@ impl $crate::store::audit::AuditStore for $store {
         .bind(run.trigger.as_str())
         .bind(&run.runner)
         .bind(run.started_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
-    async fn finish_audit_run(&self, run: &$crate::store::audit::AuditRun) -> Result<(), StoreError> {
+    async fn finish_audit_run(
+        &self,
+        run: &crate::store::audit::AuditRun,
+    ) -> Result<(), StoreError> {
         let c = &run.counts;
-        sqlx::query(
+        query(
             "UPDATE audit_runs SET status = $2, finished_at = $3, appointments_checked = $4, duplicate_groups = $5, \
              extra_rows = $6, affected_rows = $7, incidents_opened = $8, incidents_resolved = $9, error = $10, \
              scheduled = CASE WHEN $2 = 'failed' THEN 0 ELSE scheduled END WHERE id = $1",
@@ -483,14 +495,19 @@ impl $crate::store::audit::AuditStore for $store {
         .bind(run.incidents_opened as i64)
         .bind(run.incidents_resolved as i64)
         .bind(run.error.as_deref())
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
         Ok(())
     }
 
-    async fn audit_runs(&self, clinic: Option<&ClinicId>, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<$crate::store::audit::AuditRun>, StoreError> {
-        use $crate::store::audit as a;
-        sqlx::query(&format!(
+    async fn audit_runs(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<crate::store::audit::AuditRun>, StoreError> {
+        use crate::store::audit as a;
+        query(format!(
             "SELECT {} FROM audit_runs WHERE ($1 IS NULL OR clinic_id = $1) AND local_date >= $2 AND local_date <= $3 \
              ORDER BY local_date, started_at, id",
             a::AUDIT_RUN_COLUMNS
@@ -498,38 +515,51 @@ impl $crate::store::audit::AuditStore for $store {
         .bind(clinic.map(ClinicId::as_str))
         .bind(from)
         .bind(to)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?
         .iter()
         .map(a::audit_run)
         .collect()
     }
 
-    async fn audited_dates(&self, clinic: &ClinicId, from: chrono::NaiveDate, stale_before: chrono::DateTime<chrono::Utc>) -> Result<Vec<chrono::NaiveDate>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query(
+    async fn audited_dates(
+        &self,
+        clinic: &ClinicId,
+        from: chrono::NaiveDate,
+        stale_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<chrono::NaiveDate>, StoreError> {
+        query(
             "SELECT local_date FROM audit_runs WHERE clinic_id = $1 AND scheduled = 1 AND local_date >= $2 \
              AND (status = 'succeeded' OR started_at >= $3)",
         )
             .bind(clinic.as_str())
             .bind(from)
             .bind(stale_before)
-            .fetch_all(&self.writer)
+            .fetch_all(self.writer())
             .await?
             .iter()
             .map(|r| r.date("local_date"))
             .collect()
     }
 
-    async fn queue_notices(&self, rows: &[$crate::store::detection::NotificationRow]) -> Result<(), StoreError> {
+    async fn queue_notices(
+        &self,
+        rows: &[crate::store::detection::NotificationRow],
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        $crate::store::detection::insert_notifications!(tx, rows);
+        crate::store::detection::insert_notifications(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn keep_weekly_report(&self, clinic: &str, week: &str, generated_at: chrono::DateTime<chrono::Utc>, body: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    async fn keep_weekly_report(
+        &self,
+        clinic: &str,
+        week: &str,
+        generated_at: chrono::DateTime<chrono::Utc>,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let done = query(
             "INSERT INTO weekly_reports (clinic_id, week, generated_at, body) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (clinic_id, week) DO NOTHING",
         )
@@ -537,23 +567,18 @@ impl $crate::store::audit::AuditStore for $store {
         .bind(week)
         .bind(generated_at)
         .bind(body)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     async fn weekly_report(&self, clinic: &str, week: &str) -> Result<Option<String>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT body FROM weekly_reports WHERE clinic_id = $1 AND week = $2")
+        query("SELECT body FROM weekly_reports WHERE clinic_id = $1 AND week = $2")
             .bind(clinic)
             .bind(week)
-            .fetch_optional(&self.reader)
+            .fetch_optional(self.reader())
             .await?
             .map(|r| r.text("body"))
             .transpose()
     }
 }
-    };
-}
-
-pub(crate) use impl_audit;

@@ -1,8 +1,10 @@
 //! What both stores share: the SQL text that is the same on SQLite and PostgreSQL
 //! (both accept `$n` placeholders), and turning rows into domain values.
 
+use super::sql::{query, DecodeRow, SqlBackend, Tx};
+use super::{AppointmentFilter, Backend, Booking, Store};
+use crate::domain::schedule::days_off_to_json;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{ApiKeyRecord, Role, StoreError, StoredResponse};
 use crate::domain::clinic::parse_timezone;
@@ -15,37 +17,6 @@ use crate::domain::{
 pub const APPOINTMENT_COLUMNS: &str = "id, clinic_id, doctor_id, date, session_index, \
     slot_index, time, kind, numeric_token, token_number, status, patient_name, patient_phone, \
     booked_via, created_at, updated_at, previous_appointment_id";
-
-pub const INSERT_APPOINTMENT: &str = "INSERT INTO appointments (id, clinic_id, doctor_id, date, \
-    session_index, slot_index, time, kind, numeric_token, token_number, status, patient_name, \
-    patient_phone, booked_via, created_at, updated_at, previous_appointment_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
-
-/// Binds an appointment's fields in `INSERT_APPOINTMENT` order.
-macro_rules! bind_appointment {
-    ($query:expr, $a:expr) => {{
-        let a = $a;
-        $query
-            .bind(a.id.as_str())
-            .bind(a.clinic_id.as_str())
-            .bind(a.doctor_id.as_str())
-            .bind(a.date)
-            .bind(i64::from(a.session_index))
-            .bind(i64::from(a.slot_index))
-            .bind(a.time.as_str())
-            .bind(a.kind.as_str())
-            .bind(i64::from(a.numeric_token))
-            .bind(a.token_number.as_str())
-            .bind(a.status.as_str())
-            .bind(a.patient_name.as_str())
-            .bind(a.patient_phone.as_deref())
-            .bind(a.booked_via.as_str())
-            .bind(a.created_at)
-            .bind(a.updated_at)
-            .bind(a.previous_appointment_id.as_ref().map(|p| p.as_str()))
-    }};
-}
-pub(crate) use bind_appointment;
 
 /// Where a unique index refused a write, from the constraint name (PostgreSQL) or
 /// the message (SQLite names the columns).
@@ -69,11 +40,11 @@ pub fn unique_violation_named(what: &str) -> StoreError {
     } else if what.contains("idempotency") {
         StoreError::IdempotencyKeyUsed
     } else if what.contains("doctors") {
-        StoreError::AlreadyExists("doctor")
+        StoreError::AlreadyExists(crate::domain::Entity::Doctor)
     } else if what.contains("clinics") {
-        StoreError::AlreadyExists("clinic")
+        StoreError::AlreadyExists(crate::domain::Entity::Clinic)
     } else {
-        StoreError::AlreadyExists("record")
+        StoreError::AlreadyExists(crate::domain::Entity::Record)
     }
 }
 
@@ -85,57 +56,7 @@ pub fn u32_of(what: &str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(what, v))
 }
 
-/// Rows of either backend decode the same way: both map these Rust types to their
-/// columns (TEXT dates on SQLite, DATE and TIMESTAMPTZ on PostgreSQL).
-pub trait DecodeRow: Row
-where
-    for<'a> &'a str: ColumnIndex<Self>,
-{
-    fn text(&self, col: &str) -> Result<String, StoreError>;
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
-    fn int(&self, col: &str) -> Result<i64, StoreError>;
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
-    fn date(&self, col: &str) -> Result<NaiveDate, StoreError>;
-    fn instant(&self, col: &str) -> Result<DateTime<Utc>, StoreError>;
-    fn opt_instant(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
-}
-
-impl<R> DecodeRow for R
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> NaiveDate: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> DateTime<Utc>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn text(&self, col: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn int(&self, col: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn date(&self, col: &str) -> Result<NaiveDate, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn instant(&self, col: &str) -> Result<DateTime<Utc>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_instant(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-}
-
-pub fn appointment<R: DecodeRow>(row: &R) -> Result<Appointment, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn appointment<R: DecodeRow>(row: &R) -> Result<Appointment, StoreError> {
     let status = row.text("status")?;
     let kind = row.text("kind")?;
     Ok(Appointment {
@@ -163,10 +84,7 @@ where
     })
 }
 
-pub fn clinic<R: DecodeRow>(row: &R) -> Result<Clinic, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn clinic<R: DecodeRow>(row: &R) -> Result<Clinic, StoreError> {
     let bp = row.int("walk_in_reserve_bp")?;
     Ok(Clinic {
         id: ClinicId::parse("id", &row.text("id")?).map_err(|e| corrupt("clinic id", e))?,
@@ -185,10 +103,7 @@ where
     })
 }
 
-pub fn doctor<R: DecodeRow>(row: &R) -> Result<Doctor, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn doctor<R: DecodeRow>(row: &R) -> Result<Doctor, StoreError> {
     let slot_minutes = u32_of("slot_minutes", row.int("slot_minutes")?)?;
     let json = |col: &str| -> Result<serde_json::Value, StoreError> {
         serde_json::from_str(&row.text(col)?).map_err(|e| corrupt(col, e))
@@ -210,10 +125,7 @@ where
     })
 }
 
-pub fn stored_response<R: DecodeRow>(row: &R) -> Result<StoredResponse, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn stored_response<R: DecodeRow>(row: &R) -> Result<StoredResponse, StoreError> {
     Ok(StoredResponse {
         request_hash: row.text("request_hash")?,
         status: u16::try_from(row.int("response_status")?)
@@ -222,10 +134,7 @@ where
     })
 }
 
-pub fn api_key<R: DecodeRow>(row: &R) -> Result<ApiKeyRecord, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn api_key<R: DecodeRow>(row: &R) -> Result<ApiKeyRecord, StoreError> {
     let role = row.text("role")?;
     let clinics: Vec<String> =
         serde_json::from_str(&row.text("clinics")?).map_err(|e| corrupt("clinics", e))?;
@@ -247,134 +156,6 @@ where
         revoked_at: row.opt_instant("revoked_at")?,
     })
 }
-
-/// The appointment a planned slot becomes, with its token already decided.
-pub fn new_appointment(
-    booking: &super::Booking,
-    planned: crate::booking::rules::PlannedSlot,
-    token: crate::domain::Token,
-) -> Appointment {
-    Appointment {
-        id: booking.id.clone(),
-        clinic_id: booking.clinic_id.clone(),
-        doctor_id: booking.doctor_id.clone(),
-        date: booking.date,
-        session_index: planned.slot.session(),
-        slot_index: planned.slot.value(),
-        time: planned.time.format("%H:%M").to_string(),
-        kind: booking.kind,
-        numeric_token: token.numeric,
-        token_number: token.number,
-        status: Status::Pending,
-        patient_name: booking.patient.name.clone(),
-        patient_phone: booking.patient.phone.clone(),
-        booked_via: booking.patient.booked_via.clone(),
-        created_at: booking.now,
-        updated_at: booking.now,
-        previous_appointment_id: booking.replaces.clone(),
-    }
-}
-
-pub const OCCUPIED_SLOTS: &str = "SELECT slot_index FROM appointments \
-    WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
-    AND status NOT IN ('Cancelled', 'No-show')";
-
-pub const NEXT_WALK_IN_NUMBER: &str = "INSERT INTO walk_in_counters \
-    (clinic_id, doctor_id, date, session_index, last_number) VALUES ($1, $2, $3, $4, 1) \
-    ON CONFLICT (clinic_id, doctor_id, date, session_index) \
-    DO UPDATE SET last_number = walk_in_counters.last_number + 1 RETURNING last_number";
-
-pub const CANCEL_REPLACED: &str = "UPDATE appointments SET status = 'Cancelled', updated_at = $1 \
-    WHERE id = $2 AND clinic_id = $3 AND status NOT IN ('Cancelled', 'No-show')";
-
-pub const INSERT_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
-    (clinic_id, key_hash, request_hash, response_status, response_body, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6)";
-
-/// A reschedule whose old appointment was cancelled or closed meanwhile.
-pub fn replaced_gone() -> StoreError {
-    StoreError::Changed("the appointment being rescheduled is no longer active")
-}
-
-/// The response body an idempotency key replays: the appointment booked.
-pub fn idempotent_body(appointment: &Appointment) -> Result<String, StoreError> {
-    serde_json::to_string(appointment).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// The steps of a booking inside an open transaction `$tx` on PostgreSQL: cancel the
-/// appointment being replaced, read the day's occupied slots, let the planner choose,
-/// number the token, insert, record the idempotency key. The caller begins, locks the
-/// doctor-day and commits. SQLite's group committer (`store::group_commit`) runs the
-/// same steps with the same SQL through its own connection.
-macro_rules! book_in_transaction {
-    ($tx:ident, $b:expr) => {{
-        let b = $b;
-        if let Some(old) = &b.replaces {
-            let cancelled = sqlx::query($crate::store::codec::CANCEL_REPLACED)
-                .bind(b.now)
-                .bind(old.as_str())
-                .bind(b.clinic_id.as_str())
-                .execute(&mut *$tx)
-                .await?;
-            if cancelled.rows_affected() == 0 {
-                return Err($crate::store::codec::replaced_gone());
-            }
-        }
-        let taken: std::collections::BTreeSet<u32> =
-            sqlx::query_scalar::<_, i64>($crate::store::codec::OCCUPIED_SLOTS)
-                .bind(b.clinic_id.as_str())
-                .bind(b.doctor_id.as_str())
-                .bind(b.date)
-                .fetch_all(&mut *$tx)
-                .await?
-                .into_iter()
-                .filter_map(|s| u32::try_from(s).ok())
-                .collect();
-        let planned = (b.plan)(&taken)?;
-        let token = match b.kind {
-            $crate::domain::Kind::Advance => $crate::domain::Token::advance(planned.slot),
-            $crate::domain::Kind::WalkIn => {
-                let n: i64 = sqlx::query_scalar($crate::store::codec::NEXT_WALK_IN_NUMBER)
-                    .bind(b.clinic_id.as_str())
-                    .bind(b.doctor_id.as_str())
-                    .bind(b.date)
-                    .bind(i64::from(planned.slot.session()))
-                    .fetch_one(&mut *$tx)
-                    .await?;
-                let n = u32::try_from(n)
-                    .map_err(|_| StoreError::Corrupt(format!("walk-in number {n}")))?;
-                $crate::domain::Token::walk_in(planned.slot.session(), n)
-            }
-        };
-        let appointment = $crate::store::codec::new_appointment(b, planned, token);
-        $crate::store::codec::bind_appointment!(
-            sqlx::query($crate::store::codec::INSERT_APPOINTMENT),
-            &appointment
-        )
-        .execute(&mut *$tx)
-        .await
-        .map_err(|e| {
-            $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e))
-        })?;
-        if let Some(key) = &b.idempotency {
-            let body = $crate::store::codec::idempotent_body(&appointment)?;
-            sqlx::query($crate::store::codec::INSERT_IDEMPOTENCY_KEY)
-                .bind(b.clinic_id.as_str())
-                .bind(key.key_hash.as_str())
-                .bind(key.request_hash.as_str())
-                .bind(201_i64)
-                .bind(body)
-                .bind(b.now)
-                .execute(&mut *$tx)
-                .await
-                .map_err(|e| {
-                    $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e))
-                })?;
-        }
-        appointment
-    }};
-}
-pub(crate) use book_in_transaction;
 
 /// Filters of `AppointmentFilter`, each `NULL` when unset: `$1` clinic, `$2` doctor,
 /// `$3` date, `$4` status, `$5` limit.
@@ -400,36 +181,31 @@ pub fn clinics_json(clinics: &[ClinicId]) -> String {
         .unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// `impl Store` for a backend. The SQL and steps are the same on both; the backend
-/// provides `self.reader`, `self.writer`, `self.begin_write()`, `Self::LOCK_ROW` and
-/// `self.book_committed(booking)`, its own booking transaction.
-macro_rules! impl_store {
-    ($store:ty, $backend:expr) => {
 #[async_trait::async_trait]
-impl $crate::store::Store for $store {
+impl<B: SqlBackend> Store for B {
     fn backend(&self) -> Backend {
-        $backend
+        B::BACKEND
     }
 
-    async fn announce(&self, group: &$crate::detect::Group) -> Result<(), StoreError> {
+    async fn announce(&self, group: &crate::detect::Group) -> Result<(), StoreError> {
         self.announce_group(group).await
     }
 
-    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<$crate::detect::Group>> {
+    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>> {
         self.listen_groups().await
     }
 
-    async fn book(&self, booking: Booking) -> $crate::store::BookingOutcome {
+    async fn book(&self, booking: Booking) -> crate::store::BookingOutcome {
         self.book_committed(booking).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        query("SELECT 1").execute(self.reader()).await?;
         Ok(())
     }
 
     async fn insert_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO clinics (id, name, timezone, walk_in_reserve_bp, min_lead_minutes, created_at, updated_at, audit_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
         )
@@ -440,14 +216,14 @@ impl $crate::store::Store for $store {
         .bind(i64::from(clinic.policy.min_lead_minutes))
         .bind(now)
         .bind(clinic.audit_at.format("%H:%M").to_string())
-        .execute(&self.writer)
+        .execute(self.writer())
         .await
-        .map_err(|e| $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        .map_err(|e| crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
         Ok(())
     }
 
     async fn update_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let done = query(
             "UPDATE clinics SET name = $2, timezone = $3, walk_in_reserve_bp = $4, min_lead_minutes = $5, updated_at = $6, \
              audit_at = $7 WHERE id = $1",
         )
@@ -458,22 +234,22 @@ impl $crate::store::Store for $store {
         .bind(i64::from(clinic.policy.min_lead_minutes))
         .bind(now)
         .bind(clinic.audit_at.format("%H:%M").to_string())
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
-        $crate::store::codec::found(done.rows_affected(), "clinic")
+        crate::store::codec::found(done, crate::domain::Entity::Clinic)
     }
 
     async fn clinic(&self, id: &ClinicId) -> Result<Option<Clinic>, StoreError> {
-        sqlx::query("SELECT * FROM clinics WHERE id = $1")
+        query("SELECT * FROM clinics WHERE id = $1")
             .bind(id.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_optional(self.reader())
             .await?
-            .map(|r| $crate::store::codec::clinic(&r))
+            .map(|r| crate::store::codec::clinic(&r))
             .transpose()
     }
 
     async fn insert_doctor(&self, doctor: &Doctor, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO doctors (clinic_id, id, name, slot_minutes, availability, date_overrides, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
@@ -484,14 +260,14 @@ impl $crate::store::Store for $store {
         .bind(doctor.availability.to_json().to_string())
         .bind(days_off_to_json(&doctor.days_off).to_string())
         .bind(now)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await
-        .map_err(|e| $crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        .map_err(|e| crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
         Ok(())
     }
 
     async fn update_doctor(&self, doctor: &Doctor, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let done = query(
             "UPDATE doctors SET name = $3, slot_minutes = $4, availability = $5, date_overrides = $6, updated_at = $7 \
              WHERE clinic_id = $1 AND id = $2",
         )
@@ -502,18 +278,18 @@ impl $crate::store::Store for $store {
         .bind(doctor.availability.to_json().to_string())
         .bind(days_off_to_json(&doctor.days_off).to_string())
         .bind(now)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
-        $crate::store::codec::found(done.rows_affected(), "doctor")
+        crate::store::codec::found(done, crate::domain::Entity::Doctor)
     }
 
     async fn doctor(&self, clinic: &ClinicId, id: &DoctorId) -> Result<Option<Doctor>, StoreError> {
-        sqlx::query("SELECT * FROM doctors WHERE clinic_id = $1 AND id = $2")
+        query("SELECT * FROM doctors WHERE clinic_id = $1 AND id = $2")
             .bind(clinic.as_str())
             .bind(id.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_optional(self.reader())
             .await?
-            .map(|r| $crate::store::codec::doctor(&r))
+            .map(|r| crate::store::codec::doctor(&r))
             .transpose()
     }
 
@@ -524,20 +300,26 @@ impl $crate::store::Store for $store {
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1{}", Self::LOCK_ROW))
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("appointment"))?;
-        let mut appointment = $crate::store::codec::appointment(&row)?;
+        let row = query(format!(
+            "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1{}",
+            B::LOCK_ROW
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut tx)
+        .await?
+        .ok_or(StoreError::NotFound(crate::domain::Entity::Appointment))?;
+        let mut appointment = crate::store::codec::appointment(&row)?;
         if !appointment.status.can_become(to) {
-            return Err(StoreError::InvalidTransition { from: appointment.status, to });
+            return Err(StoreError::InvalidTransition {
+                from: appointment.status,
+                to,
+            });
         }
-        sqlx::query("UPDATE appointments SET status = $1, updated_at = $2 WHERE id = $3")
+        query("UPDATE appointments SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(to.as_str())
             .bind(now)
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         appointment.status = to;
@@ -546,25 +328,30 @@ impl $crate::store::Store for $store {
     }
 
     async fn appointment(&self, id: &AppointmentId) -> Result<Option<Appointment>, StoreError> {
-        sqlx::query(&format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?
-            .map(|r| $crate::store::codec::appointment(&r))
-            .transpose()
+        query(format!(
+            "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(self.reader())
+        .await?
+        .map(|r| crate::store::codec::appointment(&r))
+        .transpose()
     }
 
-    async fn appointments(&self, filter: &AppointmentFilter) -> Result<Vec<Appointment>, StoreError> {
-        sqlx::query(&$crate::store::codec::list_appointments_sql())
+    async fn appointments(
+        &self,
+        filter: &AppointmentFilter,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        query(crate::store::codec::list_appointments_sql())
             .bind(filter.clinic_id.as_ref().map(ClinicId::as_str))
             .bind(filter.doctor_id.as_ref().map(DoctorId::as_str))
             .bind(filter.date)
             .bind(filter.status.map(Status::as_str))
             .bind(i64::from(filter.limit))
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::codec::appointment)
+            .map(crate::store::codec::appointment)
             .collect()
     }
 
@@ -574,14 +361,14 @@ impl $crate::store::Store for $store {
         doctor: &DoctorId,
         date: NaiveDate,
     ) -> Result<Vec<Appointment>, StoreError> {
-        sqlx::query(&$crate::store::codec::occupying_sql())
+        query(crate::store::codec::occupying_sql())
             .bind(clinic.as_str())
             .bind(doctor.as_str())
             .bind(date)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::codec::appointment)
+            .map(crate::store::codec::appointment)
             .collect()
     }
 
@@ -590,70 +377,68 @@ impl $crate::store::Store for $store {
         clinic: &ClinicId,
         key_hash: &str,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        sqlx::query("SELECT * FROM idempotency_keys WHERE clinic_id = $1 AND key_hash = $2")
+        query("SELECT * FROM idempotency_keys WHERE clinic_id = $1 AND key_hash = $2")
             .bind(clinic.as_str())
             .bind(key_hash)
-            .fetch_optional(&self.reader)
+            .fetch_optional(self.reader())
             .await?
-            .map(|r| $crate::store::codec::stored_response(&r))
+            .map(|r| crate::store::codec::stored_response(&r))
             .transpose()
     }
 
     async fn forget_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        let done = query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before)
-            .execute(&self.writer)
+            .execute(self.writer())
             .await?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO api_keys (id, role, clinics, secret_hash, created_at, watch_clinics) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.id)
         .bind(key.role.as_str())
-        .bind($crate::store::codec::clinics_json(&key.clinics))
+        .bind(crate::store::codec::clinics_json(&key.clinics))
         .bind(&key.secret_hash)
         .bind(key.created_at)
-        .bind($crate::store::codec::clinics_json(&key.watch_clinics))
-        .execute(&self.writer)
+        .bind(crate::store::codec::clinics_json(&key.watch_clinics))
+        .execute(self.writer())
         .await?;
         Ok(())
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+        query("SELECT * FROM api_keys WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.reader)
+            .fetch_optional(self.reader())
             .await?
-            .map(|r| $crate::store::codec::api_key(&r))
+            .map(|r| crate::store::codec::api_key(&r))
             .transpose()
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.reader)
+        query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::codec::api_key)
+            .map(crate::store::codec::api_key)
             .collect()
     }
 
     async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let done =
+            query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(self.writer())
+                .await?;
+        Ok(done == 1)
     }
 }
-    };
-}
-pub(crate) use impl_store;
 
-pub fn found(rows: u64, what: &'static str) -> Result<(), StoreError> {
+pub fn found(rows: u64, what: crate::domain::Entity) -> Result<(), StoreError> {
     if rows == 0 {
         Err(StoreError::NotFound(what))
     } else {

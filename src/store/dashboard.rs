@@ -5,9 +5,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::ColumnIndex;
 
-use super::codec::{corrupt, u32_of, DecodeRow};
+use super::codec::{corrupt, u32_of};
+use super::sql::{query, DecodeRow, SqlBackend, Tx, Value};
 use super::StoreError;
 use crate::detect::{DuplicateKind, FoundBy, Group, Incident, IncidentState};
 use crate::domain::{ClinicId, Doctor, DoctorId, Email, StaffRole, StaffUser};
@@ -187,10 +187,7 @@ pub trait DashboardStore: Send + Sync {
 
 // ---- decoding and SQL ---------------------------------------------------------
 
-pub fn staff_user<R: DecodeRow>(row: &R) -> Result<StaffUser, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn staff_user<R: DecodeRow>(row: &R) -> Result<StaffUser, StoreError> {
     let role = row.text("role")?;
     let email = row.text("email")?;
     let clinics: Vec<String> =
@@ -209,10 +206,7 @@ where
     })
 }
 
-pub fn staff_session<R: DecodeRow>(row: &R) -> Result<StaffSession, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn staff_session<R: DecodeRow>(row: &R) -> Result<StaffSession, StoreError> {
     Ok(StaffSession {
         id_hash: row.text("id_hash")?,
         user_id: row.text("user_id")?,
@@ -224,10 +218,7 @@ where
     })
 }
 
-pub fn watched_row<R: DecodeRow>(row: &R) -> Result<WatchedRow, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn watched_row<R: DecodeRow>(row: &R) -> Result<WatchedRow, StoreError> {
     Ok(WatchedRow {
         source: row.text("source")?,
         id: row.text("id")?,
@@ -265,18 +256,9 @@ pub const SEEN_DOCTORS: &str = "WITH RECURSIVE \
 pub const STAFF_USER_COLUMNS: &str =
     "id, email, role, clinics, password_hash, created_at, disabled_at";
 
-/// A value bound to a placeholder of a query built from filters.
-#[derive(Debug, Clone)]
-pub enum Bound {
-    Text(String),
-    Date(NaiveDate),
-    Instant(DateTime<Utc>),
-    Int(i64),
-}
-
 /// `clinic_id IN ($n, …)` for a scope (nothing for every clinic; a clause that
 /// matches nothing for an empty list).
-fn scope_clause(scope: Option<&[ClinicId]>, binds: &mut Vec<Bound>) -> Option<String> {
+fn scope_clause(scope: Option<&[ClinicId]>, binds: &mut Vec<Value<'static>>) -> Option<String> {
     let clinics = scope?;
     if clinics.is_empty() {
         return Some("1 = 0".into());
@@ -284,7 +266,7 @@ fn scope_clause(scope: Option<&[ClinicId]>, binds: &mut Vec<Bound>) -> Option<St
     let placeholders: Vec<String> = clinics
         .iter()
         .map(|c| {
-            binds.push(Bound::Text(c.as_str().to_owned()));
+            binds.push(Value::from(c.as_str().to_owned()));
             format!("${}", binds.len())
         })
         .collect();
@@ -292,45 +274,61 @@ fn scope_clause(scope: Option<&[ClinicId]>, binds: &mut Vec<Bound>) -> Option<St
 }
 
 /// The WHERE clause of an incident query (without the cursor) and its values.
-pub fn incident_where(q: &IncidentQuery, with_cursor: bool) -> (String, Vec<Bound>) {
+pub fn incident_where(q: &IncidentQuery, with_cursor: bool) -> (String, Vec<Value<'static>>) {
     let mut binds = Vec::new();
     let mut clauses: Vec<String> = scope_clause(q.scope.as_deref(), &mut binds)
         .into_iter()
         .collect();
-    let mut add = |column: &str, op: &str, value: Bound, binds: &mut Vec<Bound>| {
-        binds.push(value);
-        clauses.push(format!("{column} {op} ${}", binds.len()));
-    };
+    let mut add =
+        |column: &str, op: &str, value: Value<'static>, binds: &mut Vec<Value<'static>>| {
+            binds.push(value);
+            clauses.push(format!("{column} {op} ${}", binds.len()));
+        };
     if let Some(c) = &q.clinic {
-        add("clinic_id", "=", Bound::Text(c.as_str().into()), &mut binds);
+        add(
+            "clinic_id",
+            "=",
+            Value::from(c.as_str().to_owned()),
+            &mut binds,
+        );
     }
     if let Some(d) = &q.doctor {
-        add("doctor_id", "=", Bound::Text(d.as_str().into()), &mut binds);
+        add(
+            "doctor_id",
+            "=",
+            Value::from(d.as_str().to_owned()),
+            &mut binds,
+        );
     }
     if let Some(s) = q.state {
-        add("state", "=", Bound::Text(s.as_str().into()), &mut binds);
+        add("state", "=", Value::from(s.as_str().to_owned()), &mut binds);
     }
     if let Some(k) = q.kind {
-        add("kind", "=", Bound::Text(k.as_str().into()), &mut binds);
+        add("kind", "=", Value::from(k.as_str().to_owned()), &mut binds);
     }
     if let Some(f) = q.found_by {
-        add("found_by", "=", Bound::Text(f.as_str().into()), &mut binds);
+        add(
+            "found_by",
+            "=",
+            Value::from(f.as_str().to_owned()),
+            &mut binds,
+        );
     }
     if let Some(from) = q.from {
-        add("date", ">=", Bound::Date(from), &mut binds);
+        add("date", ">=", Value::from(from), &mut binds);
     }
     if let Some(to) = q.to {
-        add("date", "<=", Bound::Date(to), &mut binds);
+        add("date", "<=", Value::from(to), &mut binds);
     }
     if let Some(since) = q.changed_since {
-        add("changed_at", ">=", Bound::Instant(since), &mut binds);
+        add("changed_at", ">=", Value::from(since), &mut binds);
     }
     if let Some(until) = q.first_seen_until {
-        add("first_seen", "<=", Bound::Instant(until), &mut binds);
+        add("first_seen", "<=", Value::from(until), &mut binds);
     }
     if let (true, Some((seen, id))) = (with_cursor, &q.before) {
-        binds.push(Bound::Instant(*seen));
-        binds.push(Bound::Text(id.clone()));
+        binds.push(Value::from(*seen));
+        binds.push(Value::from(id.clone()));
         let (a, b) = (binds.len() - 1, binds.len());
         clauses.push(format!(
             "(first_seen < ${a} OR (first_seen = ${a} AND id < ${b}))"
@@ -344,7 +342,7 @@ pub fn incident_where(q: &IncidentQuery, with_cursor: bool) -> (String, Vec<Boun
     (clause, binds)
 }
 
-pub fn doctor_names_sql(clinics: &[ClinicId]) -> (String, Vec<Bound>) {
+pub fn doctor_names_sql(clinics: &[ClinicId]) -> (String, Vec<Value<'static>>) {
     let mut binds = Vec::new();
     let clause = scope_clause(Some(clinics), &mut binds).unwrap_or_default();
     (
@@ -353,7 +351,7 @@ pub fn doctor_names_sql(clinics: &[ClinicId]) -> (String, Vec<Bound>) {
     )
 }
 
-pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Bound>) {
+pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Value<'static>>) {
     let mut binds = Vec::new();
     let clause = scope_clause(scope, &mut binds)
         .map(|c| format!(" WHERE {c}"))
@@ -366,10 +364,7 @@ pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Bound>) {
     )
 }
 
-pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError> {
     let state = row.text("state")?;
     Ok(IncidentTally {
         clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
@@ -379,103 +374,105 @@ where
     })
 }
 
-/// Binds filter values in order.
-macro_rules! bind_all {
-    ($query:expr, $binds:expr) => {{
-        let mut query = $query;
-        for b in $binds {
-            query = match b {
-                $crate::store::dashboard::Bound::Text(t) => query.bind(t.clone()),
-                $crate::store::dashboard::Bound::Date(d) => query.bind(*d),
-                $crate::store::dashboard::Bound::Instant(t) => query.bind(*t),
-                $crate::store::dashboard::Bound::Int(n) => query.bind(*n),
-            };
-        }
-        query
-    }};
-}
-pub(crate) use bind_all;
-
-/// `impl DashboardStore` for a backend with `self.reader`, `self.writer` and
-/// `self.begin_write()`; the SQL is the same on both.
-macro_rules! impl_dashboard {
-    ($store:ty) => {
 #[async_trait::async_trait]
-impl $crate::store::dashboard::DashboardStore for $store {
-    async fn insert_staff_user(&self, u: &$crate::domain::StaffUser) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+impl<B: SqlBackend> DashboardStore for B {
+    async fn insert_staff_user(&self, u: &crate::domain::StaffUser) -> Result<(), StoreError> {
+        query(format!(
             "INSERT INTO staff_users ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            $crate::store::dashboard::STAFF_USER_COLUMNS
+            crate::store::dashboard::STAFF_USER_COLUMNS
         ))
         .bind(&u.id)
         .bind(u.email.as_str())
         .bind(u.role.as_str())
-        .bind($crate::store::codec::clinics_json(&u.clinics))
+        .bind(crate::store::codec::clinics_json(&u.clinics))
         .bind(&u.password_hash)
         .bind(u.created_at)
         .bind(u.disabled_at)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await
         .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-            Some(sqlx::error::ErrorKind::UniqueViolation) => StoreError::AlreadyExists("user"),
+            Some(sqlx::error::ErrorKind::UniqueViolation) => {
+                StoreError::AlreadyExists(crate::domain::Entity::User)
+            }
             _ => StoreError::Database(e),
         })?;
         Ok(())
     }
 
-    async fn staff_user(&self, id: &str) -> Result<Option<$crate::domain::StaffUser>, StoreError> {
-        sqlx::query(&format!("SELECT {} FROM staff_users WHERE id = $1", $crate::store::dashboard::STAFF_USER_COLUMNS))
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?
-            .map(|r| $crate::store::dashboard::staff_user(&r))
-            .transpose()
+    async fn staff_user(&self, id: &str) -> Result<Option<crate::domain::StaffUser>, StoreError> {
+        query(format!(
+            "SELECT {} FROM staff_users WHERE id = $1",
+            crate::store::dashboard::STAFF_USER_COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?
+        .map(|r| crate::store::dashboard::staff_user(&r))
+        .transpose()
     }
 
-    async fn staff_user_by_email(&self, email: &$crate::domain::Email) -> Result<Option<$crate::domain::StaffUser>, StoreError> {
-        sqlx::query(&format!("SELECT {} FROM staff_users WHERE email = $1", $crate::store::dashboard::STAFF_USER_COLUMNS))
-            .bind(email.as_str())
-            .fetch_optional(&self.reader)
-            .await?
-            .map(|r| $crate::store::dashboard::staff_user(&r))
-            .transpose()
+    async fn staff_user_by_email(
+        &self,
+        email: &crate::domain::Email,
+    ) -> Result<Option<crate::domain::StaffUser>, StoreError> {
+        query(format!(
+            "SELECT {} FROM staff_users WHERE email = $1",
+            crate::store::dashboard::STAFF_USER_COLUMNS
+        ))
+        .bind(email.as_str())
+        .fetch_optional(self.reader())
+        .await?
+        .map(|r| crate::store::dashboard::staff_user(&r))
+        .transpose()
     }
 
-    async fn staff_users(&self) -> Result<Vec<$crate::domain::StaffUser>, StoreError> {
-        sqlx::query(&format!("SELECT {} FROM staff_users ORDER BY email", $crate::store::dashboard::STAFF_USER_COLUMNS))
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map($crate::store::dashboard::staff_user)
-            .collect()
+    async fn staff_users(&self) -> Result<Vec<crate::domain::StaffUser>, StoreError> {
+        query(format!(
+            "SELECT {} FROM staff_users ORDER BY email",
+            crate::store::dashboard::STAFF_USER_COLUMNS
+        ))
+        .fetch_all(self.reader())
+        .await?
+        .iter()
+        .map(crate::store::dashboard::staff_user)
+        .collect()
     }
 
-    async fn update_staff_user(&self, u: &$crate::domain::StaffUser, end_sessions_at: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), StoreError> {
+    async fn update_staff_user(
+        &self,
+        u: &crate::domain::StaffUser,
+        end_sessions_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
+        let done = query(
             "UPDATE staff_users SET role = $2, clinics = $3, password_hash = $4, disabled_at = $5 WHERE id = $1",
         )
         .bind(&u.id)
         .bind(u.role.as_str())
-        .bind($crate::store::codec::clinics_json(&u.clinics))
+        .bind(crate::store::codec::clinics_json(&u.clinics))
         .bind(&u.password_hash)
         .bind(u.disabled_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        $crate::store::codec::found(done.rows_affected(), "user")?;
+        crate::store::codec::found(done, crate::domain::Entity::User)?;
         if let Some(at) = end_sessions_at {
-            sqlx::query("UPDATE staff_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL")
-                .bind(&u.id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            query(
+                "UPDATE staff_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
+            )
+            .bind(&u.id)
+            .bind(at)
+            .execute(&mut tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn insert_session(&self, s: &$crate::store::dashboard::StaffSession) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn insert_session(
+        &self,
+        s: &crate::store::dashboard::StaffSession,
+    ) -> Result<(), StoreError> {
+        query(
             "INSERT INTO staff_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, ended_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -486,120 +483,162 @@ impl $crate::store::dashboard::DashboardStore for $store {
         .bind(s.last_seen_at)
         .bind(s.expires_at)
         .bind(s.ended_at)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
         Ok(())
     }
 
-    async fn session(&self, id_hash: &str) -> Result<Option<($crate::store::dashboard::StaffSession, $crate::domain::StaffUser)>, StoreError> {
-        use $crate::store::dashboard as d;
-        let Some(row) = sqlx::query("SELECT * FROM staff_sessions WHERE id_hash = $1 AND ended_at IS NULL")
-            .bind(id_hash)
-            .fetch_optional(&self.reader)
-            .await?
+    async fn session(
+        &self,
+        id_hash: &str,
+    ) -> Result<
+        Option<(
+            crate::store::dashboard::StaffSession,
+            crate::domain::StaffUser,
+        )>,
+        StoreError,
+    > {
+        use crate::store::dashboard as d;
+        let Some(row) =
+            query("SELECT * FROM staff_sessions WHERE id_hash = $1 AND ended_at IS NULL")
+                .bind(id_hash)
+                .fetch_optional(self.reader())
+                .await?
         else {
             return Ok(None);
         };
         let session = d::staff_session(&row)?;
-        let user = sqlx::query(&format!("SELECT {} FROM staff_users WHERE id = $1", d::STAFF_USER_COLUMNS))
-            .bind(&session.user_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .map(|r| d::staff_user(&r))
-            .transpose()?;
+        let user = query(format!(
+            "SELECT {} FROM staff_users WHERE id = $1",
+            d::STAFF_USER_COLUMNS
+        ))
+        .bind(&session.user_id)
+        .fetch_optional(self.reader())
+        .await?
+        .map(|r| d::staff_user(&r))
+        .transpose()?;
         Ok(user.map(|u| (session, u)))
     }
 
-    async fn touch_session(&self, id_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE staff_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND ended_at IS NULL")
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        query(
+            "UPDATE staff_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND ended_at IS NULL",
+        )
+        .bind(id_hash)
+        .bind(at)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn end_session(
+        &self,
+        id_hash: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        query("UPDATE staff_sessions SET ended_at = $2 WHERE id_hash = $1 AND ended_at IS NULL")
             .bind(id_hash)
             .bind(at)
-            .execute(&self.writer)
+            .execute(self.writer())
             .await?;
         Ok(())
     }
 
-    async fn end_session(&self, id_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE staff_sessions SET ended_at = $2 WHERE id_hash = $1 AND ended_at IS NULL")
-            .bind(id_hash)
-            .bind(at)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    async fn incident_page(&self, q: &$crate::store::dashboard::IncidentQuery) -> Result<Vec<$crate::detect::Incident>, StoreError> {
-        use $crate::store::dashboard as d;
+    async fn incident_page(
+        &self,
+        q: &crate::store::dashboard::IncidentQuery,
+    ) -> Result<Vec<crate::detect::Incident>, StoreError> {
+        use crate::store::dashboard as d;
         let (clause, mut binds) = d::incident_where(q, true);
-        binds.push(d::Bound::Int(i64::from(q.limit)));
+        binds.push(d::Value::from(i64::from(q.limit)));
         let sql = format!(
             "SELECT {} FROM incidents{clause} ORDER BY first_seen DESC, id DESC LIMIT ${}",
-            $crate::store::detection::INCIDENT_COLUMNS,
+            crate::store::detection::INCIDENT_COLUMNS,
             binds.len()
         );
-        d::bind_all!(sqlx::query(&sql), &binds)
-            .fetch_all(&self.reader)
+        query(&sql)
+            .bind_all(binds)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::detection::incident)
+            .map(crate::store::detection::incident)
             .collect()
     }
 
-    async fn incident_count(&self, q: &$crate::store::dashboard::IncidentQuery) -> Result<u64, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        use $crate::store::dashboard as d;
+    async fn incident_count(
+        &self,
+        q: &crate::store::dashboard::IncidentQuery,
+    ) -> Result<u64, StoreError> {
+        use crate::store::dashboard as d;
         let (clause, binds) = d::incident_where(q, false);
         let sql = format!("SELECT COUNT(*) AS n FROM incidents{clause}");
-        let row = d::bind_all!(sqlx::query(&sql), &binds)
-            .fetch_one(&self.reader)
-            .await?;
+        let row = query(&sql).bind_all(binds).fetch_one(self.reader()).await?;
         Ok(u64::try_from(row.int("n")?).unwrap_or(0))
     }
 
-    async fn incident_tallies(&self, scope: Option<&[ClinicId]>) -> Result<Vec<$crate::store::dashboard::IncidentTally>, StoreError> {
-        use $crate::store::dashboard as d;
+    async fn incident_tallies(
+        &self,
+        scope: Option<&[ClinicId]>,
+    ) -> Result<Vec<crate::store::dashboard::IncidentTally>, StoreError> {
+        use crate::store::dashboard as d;
         let (sql, binds) = d::tallies_sql(scope);
-        d::bind_all!(sqlx::query(&sql), &binds)
-            .fetch_all(&self.reader)
+        query(&sql)
+            .bind_all(binds)
+            .fetch_all(self.reader())
             .await?
             .iter()
             .map(d::incident_tally)
             .collect()
     }
 
-    async fn outbox_events(&self, incident_id: &str) -> Result<Vec<$crate::store::dashboard::OutboxEvent>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT event, created_at FROM alert_outbox WHERE incident_id = $1 ORDER BY created_at, id")
+    async fn outbox_events(
+        &self,
+        incident_id: &str,
+    ) -> Result<Vec<crate::store::dashboard::OutboxEvent>, StoreError> {
+        query("SELECT event, created_at FROM alert_outbox WHERE incident_id = $1 ORDER BY created_at, id")
             .bind(incident_id)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| Ok($crate::store::dashboard::OutboxEvent { event: r.text("event")?, at: r.instant("created_at")? }))
+            .map(|r| Ok(crate::store::dashboard::OutboxEvent { event: r.text("event")?, at: r.instant("created_at")? }))
             .collect()
     }
 
-    async fn doctors_of(&self, clinic: &ClinicId) -> Result<Vec<$crate::domain::Doctor>, StoreError> {
-        sqlx::query("SELECT * FROM doctors WHERE clinic_id = $1 ORDER BY name, id")
+    async fn doctors_of(
+        &self,
+        clinic: &ClinicId,
+    ) -> Result<Vec<crate::domain::Doctor>, StoreError> {
+        query("SELECT * FROM doctors WHERE clinic_id = $1 ORDER BY name, id")
             .bind(clinic.as_str())
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::codec::doctor)
+            .map(crate::store::codec::doctor)
             .collect()
     }
 
-    async fn doctor_names(&self, clinics: &[ClinicId]) -> Result<Vec<(ClinicId, $crate::domain::DoctorId, String)>, StoreError> {
-        use $crate::store::codec::{corrupt, DecodeRow};
-        use $crate::store::dashboard as d;
+    async fn doctor_names(
+        &self,
+        clinics: &[ClinicId],
+    ) -> Result<Vec<(ClinicId, crate::domain::DoctorId, String)>, StoreError> {
+        use crate::store::codec::corrupt;
+        use crate::store::dashboard as d;
         let (clause, binds) = d::doctor_names_sql(clinics);
-        d::bind_all!(sqlx::query(&clause), &binds)
-            .fetch_all(&self.reader)
+        query(&clause)
+            .bind_all(binds)
+            .fetch_all(self.reader())
             .await?
             .iter()
             .map(|r| {
                 Ok((
-                    ClinicId::parse("clinic_id", &r.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))?,
-                    $crate::domain::DoctorId::parse("id", &r.text("id")?).map_err(|e| corrupt("doctor id", e))?,
+                    ClinicId::parse("clinic_id", &r.text("clinic_id")?)
+                        .map_err(|e| corrupt("clinic id", e))?,
+                    crate::domain::DoctorId::parse("id", &r.text("id")?)
+                        .map_err(|e| corrupt("doctor id", e))?,
                     r.text("name")?,
                 ))
             })
@@ -607,38 +646,52 @@ impl $crate::store::dashboard::DashboardStore for $store {
     }
 
     async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query($crate::store::dashboard::SEEN_CLINICS)
-            .fetch_all(&self.reader)
+        query(crate::store::dashboard::SEEN_CLINICS)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| ClinicId::parse("clinic_id", &r.text("clinic_id")?).map_err(|e| $crate::store::codec::corrupt("clinic id", e)))
+            .map(|r| {
+                ClinicId::parse("clinic_id", &r.text("clinic_id")?)
+                    .map_err(|e| crate::store::codec::corrupt("clinic id", e))
+            })
             .collect()
     }
 
-    async fn seen_doctors(&self, clinic: &ClinicId) -> Result<Vec<$crate::domain::DoctorId>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query($crate::store::dashboard::SEEN_DOCTORS)
-        .bind(clinic.as_str())
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|r| $crate::domain::DoctorId::parse_stored("doctor_id", &r.text("doctor_id")?).map_err(|e| $crate::store::codec::corrupt("doctor id", e)))
-        .collect()
+    async fn seen_doctors(
+        &self,
+        clinic: &ClinicId,
+    ) -> Result<Vec<crate::domain::DoctorId>, StoreError> {
+        query(crate::store::dashboard::SEEN_DOCTORS)
+            .bind(clinic.as_str())
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(|r| {
+                crate::domain::DoctorId::parse_stored("doctor_id", &r.text("doctor_id")?)
+                    .map_err(|e| crate::store::codec::corrupt("doctor id", e))
+            })
+            .collect()
     }
 
-    async fn watched_group(&self, source: &str, id: &str) -> Result<Option<$crate::detect::Group>, StoreError> {
-        sqlx::query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
+    async fn watched_group(
+        &self,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<crate::detect::Group>, StoreError> {
+        query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
             .bind(id)
-            .fetch_optional(&self.reader)
+            .fetch_optional(self.reader())
             .await?
-            .map(|r| $crate::store::detection::group(&r))
+            .map(|r| crate::store::detection::group(&r))
             .transpose()
     }
 
-    async fn watched_occupying(&self, group: &$crate::detect::Group) -> Result<Vec<$crate::store::dashboard::WatchedRow>, StoreError> {
-        sqlx::query(
+    async fn watched_occupying(
+        &self,
+        group: &crate::detect::Group,
+    ) -> Result<Vec<crate::store::dashboard::WatchedRow>, StoreError> {
+        query(
             "SELECT source, id, slot_index, token_number, status, is_break, booked_via, document \
              FROM watched_appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
              AND occupying = 1 AND deleted = 0 ORDER BY slot_index, source, id",
@@ -646,21 +699,23 @@ impl $crate::store::dashboard::DashboardStore for $store {
         .bind(group.clinic_id.as_str())
         .bind(group.doctor_id.as_str())
         .bind(group.date)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?
         .iter()
-        .map($crate::store::dashboard::watched_row)
+        .map(crate::store::dashboard::watched_row)
         .collect()
     }
 
-    async fn stored_reports(&self, limit: u32) -> Result<Vec<$crate::store::dashboard::StoredReport>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT clinic_id, week, generated_at FROM weekly_reports ORDER BY week DESC, clinic_id LIMIT $1")
+    async fn stored_reports(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::store::dashboard::StoredReport>, StoreError> {
+        query("SELECT clinic_id, week, generated_at FROM weekly_reports ORDER BY week DESC, clinic_id LIMIT $1")
             .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| Ok($crate::store::dashboard::StoredReport {
+            .map(|r| Ok(crate::store::dashboard::StoredReport {
                 clinic_id: r.text("clinic_id")?,
                 week: r.text("week")?,
                 generated_at: r.instant("generated_at")?,
@@ -668,49 +723,57 @@ impl $crate::store::dashboard::DashboardStore for $store {
             .collect()
     }
 
-    async fn incidents_dated(&self, clinic: Option<&ClinicId>, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<$crate::detect::Incident>, StoreError> {
-        sqlx::query($crate::store::metrics::INCIDENTS_DATED.sql(clinic))
+    async fn incidents_dated(
+        &self,
+        clinic: Option<&ClinicId>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<crate::detect::Incident>, StoreError> {
+        query(crate::store::metrics::INCIDENTS_DATED.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
             .bind(to)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::detection::incident)
+            .map(crate::store::detection::incident)
             .collect()
     }
 
-    async fn incidents_touched_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<(String, ClinicId, chrono::DateTime<chrono::Utc>)>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query(
+    async fn incidents_touched_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, ClinicId, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        query(
             "SELECT id, clinic_id, changed_at, acknowledged_at, resolved_at FROM incidents \
              WHERE changed_at >= $1 OR acknowledged_at >= $1 OR resolved_at >= $1",
         )
         .bind(since)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?
         .iter()
         .map(|r| {
-            let stamp = [r.opt_instant("acknowledged_at")?, r.opt_instant("resolved_at")?]
-                .into_iter()
-                .flatten()
-                .fold(r.instant("changed_at")?, std::cmp::max);
+            let stamp = [
+                r.opt_instant("acknowledged_at")?,
+                r.opt_instant("resolved_at")?,
+            ]
+            .into_iter()
+            .flatten()
+            .fold(r.instant("changed_at")?, std::cmp::max);
             let clinic = ClinicId::parse("clinic_id", &r.text("clinic_id")?)
-                .map_err(|e| $crate::store::codec::corrupt("clinic id", e))?;
+                .map_err(|e| crate::store::codec::corrupt("clinic id", e))?;
             Ok((r.text("id")?, clinic, stamp))
         })
         .collect()
     }
 
-    async fn detector_lease_expiry(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT expires_at FROM leases WHERE name = 'detector'")
-            .fetch_optional(&self.reader)
+    async fn detector_lease_expiry(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        query("SELECT expires_at FROM leases WHERE name = 'detector'")
+            .fetch_optional(self.reader())
             .await?
             .map(|r| r.instant("expires_at"))
             .transpose()
     }
 }
-    };
-}
-pub(crate) use impl_dashboard;

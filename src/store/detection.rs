@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::sql::{query, SqlBackend, Tx};
 use super::{Backend, StoreError};
 use crate::detect::reconcile::Changes;
 use crate::detect::{Group, Incident, IncidentState, Keys, MemberRef, OutboxEntry, Touched};
@@ -274,15 +275,12 @@ pub trait DetectionStore: Send + Sync {
 
 // ---- decoding -------------------------------------------------------------------
 
-use super::codec::{corrupt, u32_of, DecodeRow};
+use super::codec::{corrupt, u32_of};
+use super::sql::DecodeRow;
 use crate::detect::{Duplicate, DuplicateKind, FoundBy};
 use crate::domain::DoctorId;
-use sqlx::ColumnIndex;
 
-pub fn group<R: DecodeRow>(row: &R) -> Result<Group, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn group<R: DecodeRow>(row: &R) -> Result<Group, StoreError> {
     Ok(Group {
         clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
             .map_err(|e| corrupt("clinic id", e))?,
@@ -292,10 +290,7 @@ where
     })
 }
 
-pub fn incident<R: DecodeRow>(row: &R) -> Result<Incident, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn incident<R: DecodeRow>(row: &R) -> Result<Incident, StoreError> {
     let kind = row.text("kind")?;
     let state = row.text("state")?;
     let members: Vec<MemberRef> =
@@ -327,10 +322,7 @@ where
     })
 }
 
-pub fn notification<R: DecodeRow>(row: &R) -> Result<NotificationRow, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn notification<R: DecodeRow>(row: &R) -> Result<NotificationRow, StoreError> {
     let state = row.text("state")?;
     Ok(NotificationRow {
         id: row.text("id")?,
@@ -350,10 +342,7 @@ where
     })
 }
 
-pub fn attempt<R: DecodeRow>(row: &R) -> Result<Attempt, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn attempt<R: DecodeRow>(row: &R) -> Result<Attempt, StoreError> {
     Ok(Attempt {
         notification_id: row.text("notification_id")?,
         channel: row.text("channel")?,
@@ -364,10 +353,7 @@ where
     })
 }
 
-pub fn silence<R: DecodeRow>(row: &R) -> Result<Silence, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn silence<R: DecodeRow>(row: &R) -> Result<Silence, StoreError> {
     Ok(Silence {
         id: row.text("id")?,
         clinic_id: row.opt_text("clinic_id")?,
@@ -381,10 +367,7 @@ where
 
 /// Adds the slot and token a stored watched row holds (`clinic_id`, `doctor_id`,
 /// `date`, `slot_index`, `token_number`) to `touched`.
-pub fn touch<R: DecodeRow>(touched: &mut Touched, row: &R) -> Result<(), StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn touch<R: DecodeRow>(touched: &mut Touched, row: &R) -> Result<(), StoreError> {
     let slot = u32_of("slot_index", row.int("slot_index")?)?;
     touched.key(group(row)?, slot, row.opt_text("token_number")?);
     Ok(())
@@ -393,10 +376,7 @@ where
 /// Folds the member rows of `DUPLICATES` into one duplicate per (kind, key).
 pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
     rows: impl IntoIterator<Item = &'r R>,
-) -> Result<Vec<Duplicate>, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+) -> Result<Vec<Duplicate>, StoreError> {
     let mut found: std::collections::BTreeMap<(DuplicateKind, String), Duplicate> =
         Default::default();
     for row in rows {
@@ -588,10 +568,7 @@ pub fn key_statements(keys: &[(Group, Keys)]) -> Vec<(Vec<(&Group, u32)>, Vec<(&
 }
 
 /// Splits the rows of `duplicates_of_days` by doctor-day and folds each day's.
-pub fn fold_days<R: DecodeRow>(rows: &[R]) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn fold_days<R: DecodeRow>(rows: &[R]) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError> {
     let mut by_day: BTreeMap<Group, Vec<&R>> = BTreeMap::new();
     for row in rows {
         by_day.entry(group(row)?).or_default().push(row);
@@ -641,10 +618,7 @@ pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, 
 
 /// The [`crate::watch::EventOrder`] of a stored document (`version`, `stage`,
 /// `fingerprint` columns).
-pub fn stored_order<R: DecodeRow>(row: &R) -> Result<crate::watch::EventOrder, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn stored_order<R: DecodeRow>(row: &R) -> Result<crate::watch::EventOrder, StoreError> {
     let stage = row.int("stage")?;
     Ok(crate::watch::EventOrder {
         version: row.opt_int("version")?,
@@ -655,138 +629,145 @@ where
 
 /// Queues notification rows in transaction `tx`. A row already there (same id and
 /// channel: a notice queued twice) is left as it is, so it is delivered once.
-macro_rules! insert_notifications {
-    ($tx:ident, $rows:expr) => {
-        for n in $rows {
-            sqlx::query(&format!(
-                "INSERT INTO notifications ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (id, channel) DO NOTHING",
-                $crate::store::detection::NOTIFICATION_COLUMNS
-            ))
-            .bind(&n.id)
-            .bind(&n.channel)
-            .bind(&n.clinic_id)
-            .bind(&n.event)
-            .bind(&n.payload)
-            .bind(n.state.as_str())
-            .bind(i64::from(n.attempts))
-            .bind(n.next_attempt_at)
-            .bind(n.last_error.as_deref())
-            .bind(n.delivered_at)
-            .bind(n.created_at)
-            .bind(i64::from(n.retry_from))
-            .bind(n.retried_at)
-            .bind(n.retried_by.as_deref())
-            .execute(&mut *$tx)
-            .await?;
-        }
-    };
+pub async fn insert_notifications<T: Tx>(
+    tx: &mut T,
+    rows: &[NotificationRow],
+) -> Result<(), StoreError> {
+    for n in rows {
+        query(format!(
+            "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (id, channel) DO NOTHING"
+        ))
+        .bind(&n.id)
+        .bind(&n.channel)
+        .bind(&n.clinic_id)
+        .bind(&n.event)
+        .bind(&n.payload)
+        .bind(n.state.as_str())
+        .bind(i64::from(n.attempts))
+        .bind(n.next_attempt_at)
+        .bind(n.last_error.as_deref())
+        .bind(n.delivered_at)
+        .bind(n.created_at)
+        .bind(i64::from(n.retry_from))
+        .bind(n.retried_at)
+        .bind(n.retried_by.as_deref())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
-pub(crate) use insert_notifications;
 
 /// Stores `$documents` of `$source` in transaction `$tx` (`UPSERT_WATCHED`, one by
 /// one, each logged when two versions were put in order): which were applied, and
 /// the slots and tokens touched, the stored copies' included. An expression of type
 /// `Result<(Vec<bool>, Touched), StoreError>`; the caller commits.
-macro_rules! upsert_watched_rows {
-    ($tx:ident, $source:expr, $documents:expr, $received_at:expr) => {
-        async {
-            use $crate::store::detection as d;
-            let (source, documents, received_at) = ($source, $documents, $received_at);
-            let mut applied = Vec::with_capacity(documents.len());
-            let mut touched = $crate::detect::Touched::default();
-            for w in documents {
-                let order = w.order();
-                let mut stored = None;
-                if let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, slot_index, token_number, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
-                    .bind(source)
-                    .bind(&w.id)
-                    .fetch_optional(&mut *$tx)
-                    .await?
-                {
-                    d::touch(&mut touched, &row)?;
-                    stored = Some(d::stored_order(&row)?);
-                }
-                let done = sqlx::query(d::UPSERT_WATCHED)
-                    .bind(source)
-                    .bind(&w.id)
-                    .bind(w.clinic_id.as_str())
-                    .bind(w.doctor_id.as_str())
-                    .bind(w.date)
-                    .bind(w.session_index.map(i64::from))
-                    .bind(i64::from(w.slot_index))
-                    .bind(w.token_number.as_deref())
-                    .bind(&w.status)
-                    .bind(i64::from(w.occupying))
-                    .bind(i64::from(w.is_break))
-                    .bind(w.booked_via.as_deref())
-                    .bind(w.created_at)
-                    .bind(w.updated_at)
-                    .bind(w.version())
-                    .bind(received_at)
-                    .bind(w.document.to_string())
-                    .bind(w.update_time)
-                    .bind(i64::from(order.stage))
-                    .bind(&order.fingerprint)
-                    .execute(&mut *$tx)
-                    .await?;
-                let kept = done.rows_affected() > 0;
-                if let Some(stored) = stored.filter(|s| s.version == order.version || !kept) {
-                    // Out of order, or the same version twice: say which was kept and why.
-                    let (winner, loser) = if kept { (&order, &stored) } else { (&stored, &order) };
-                    tracing::info!(
-                        target: "slotguard::watch",
-                        source,
-                        id = %w.id,
-                        kept = if kept { "the event received" } else { "the stored version" },
-                        decided_by = winner.decided_by(loser),
-                        received_version = ?order.version,
-                        stored_version = ?stored.version,
-                        "two versions of a document put in order"
-                    );
-                }
-                applied.push(kept);
-                touched.key(
-                    $crate::detect::Group { clinic_id: w.clinic_id.clone(), doctor_id: w.doctor_id.clone(), date: w.date },
-                    w.slot_index,
-                    w.token_number.clone(),
-                );
-            }
-            Ok::<_, StoreError>((applied, touched))
+pub async fn upsert_watched_rows<T: Tx>(
+    tx: &mut T,
+    source: &str,
+    documents: &[WatchedAppointment],
+    received_at: DateTime<Utc>,
+) -> Result<(Vec<bool>, Touched), StoreError> {
+    let mut applied = Vec::with_capacity(documents.len());
+    let mut touched = Touched::default();
+    for w in documents {
+        let order = w.order();
+        let mut stored = None;
+        if let Some(row) = query("SELECT clinic_id, doctor_id, date, slot_index, token_number, version, stage, fingerprint FROM watched_appointments WHERE source = $1 AND id = $2")
+            .bind(source)
+            .bind(&w.id)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            touch(&mut touched, &row)?;
+            stored = Some(stored_order(&row)?);
         }
-        .await
-    };
+        let done = query(UPSERT_WATCHED)
+            .bind(source)
+            .bind(&w.id)
+            .bind(w.clinic_id.as_str())
+            .bind(w.doctor_id.as_str())
+            .bind(w.date)
+            .bind(w.session_index.map(i64::from))
+            .bind(i64::from(w.slot_index))
+            .bind(w.token_number.as_deref())
+            .bind(&w.status)
+            .bind(i64::from(w.occupying))
+            .bind(i64::from(w.is_break))
+            .bind(w.booked_via.as_deref())
+            .bind(w.created_at)
+            .bind(w.updated_at)
+            .bind(w.version())
+            .bind(received_at)
+            .bind(w.document.to_string())
+            .bind(w.update_time)
+            .bind(i64::from(order.stage))
+            .bind(&order.fingerprint)
+            .execute(&mut *tx)
+            .await?;
+        let kept = done > 0;
+        if let Some(stored) = stored.filter(|s| s.version == order.version || !kept) {
+            // Out of order, or the same version twice: say which was kept and why.
+            let (winner, loser) = if kept {
+                (&order, &stored)
+            } else {
+                (&stored, &order)
+            };
+            tracing::info!(
+                target: "slotguarwatch",
+                source,
+                id = %w.id,
+                kept = if kept { "the event received" } else { "the stored version" },
+                decided_by = winner.decided_by(loser),
+                received_version = ?order.version,
+                stored_version = ?stored.version,
+                "two versions of a document put in order"
+            );
+        }
+        applied.push(kept);
+        touched.key(
+            crate::detect::Group {
+                clinic_id: w.clinic_id.clone(),
+                doctor_id: w.doctor_id.clone(),
+                date: w.date,
+            },
+            w.slot_index,
+            w.token_number.clone(),
+        );
+    }
+    Ok((applied, touched))
 }
-pub(crate) use upsert_watched_rows;
 
-/// `impl DetectionStore` for a backend with `self.reader`, `self.writer` and
-/// `self.begin_write()`; the SQL is the same on both.
-macro_rules! impl_detection {
-    ($store:ty, $backend:expr) => {
 #[async_trait::async_trait]
-impl $crate::store::detection::DetectionStore for $store {
+impl<B: SqlBackend> DetectionStore for B {
     async fn upsert_watched(
         &self,
         source: &str,
-        documents: &[$crate::watch::WatchedAppointment],
+        documents: &[crate::watch::WatchedAppointment],
         received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(Vec<bool>, $crate::detect::Touched), StoreError> {
-        self.upsert_watched_committed(source, documents, received_at).await
+    ) -> Result<(Vec<bool>, crate::detect::Touched), StoreError> {
+        self.upsert_watched_committed(source, documents, received_at)
+            .await
     }
 
-    async fn delete_watched(&self, source: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Option<$crate::detect::Touched>, StoreError> {
+    async fn delete_watched(
+        &self,
+        source: &str,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::detect::Touched>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(row) = sqlx::query("SELECT clinic_id, doctor_id, date, slot_index, token_number FROM watched_appointments WHERE source = $1 AND id = $2")
+        let Some(row) = query("SELECT clinic_id, doctor_id, date, slot_index, token_number FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?
         else {
             return Ok(None);
         };
-        let mut touched = $crate::detect::Touched::default();
-        $crate::store::detection::touch(&mut touched, &row)?;
-        sqlx::query(
+        let mut touched = crate::detect::Touched::default();
+        crate::store::detection::touch(&mut touched, &row)?;
+        query(
             "UPDATE watched_appointments SET deleted = 1, occupying = 0, received_at = $3, \
              version = CASE WHEN version IS NULL OR version < $4 THEN $4 ELSE version END \
              WHERE source = $1 AND id = $2",
@@ -795,66 +776,104 @@ impl $crate::store::detection::DetectionStore for $store {
         .bind(id)
         .bind(at)
         .bind(at.timestamp_micros())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(Some(touched))
     }
 
-    async fn duplicates_of(&self, days: &[$crate::detect::Group]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Duplicate>>, StoreError> {
-        use $crate::store::detection as d;
+    async fn duplicates_of(
+        &self,
+        days: &[crate::detect::Group],
+    ) -> Result<
+        std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Duplicate>>,
+        StoreError,
+    > {
+        use crate::store::detection as d;
         let mut found = std::collections::BTreeMap::new();
         for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
-            let sql = d::duplicates_of_days($backend, chunk.len());
-            let mut query = sqlx::query(&sql);
+            let sql = d::duplicates_of_days(B::BACKEND, chunk.len());
+            let mut query = query(&sql);
             for day in chunk {
-                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);
+                query = query
+                    .bind(day.clinic_id.as_str())
+                    .bind(day.doctor_id.as_str())
+                    .bind(day.date);
             }
-            found.append(&mut d::fold_days(&query.fetch_all(&self.reader).await?)?);
+            found.append(&mut d::fold_days(&query.fetch_all(self.reader()).await?)?);
         }
         Ok(found)
     }
 
-    async fn duplicates_at(&self, keys: &[($crate::detect::Group, $crate::detect::Keys)]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Duplicate>>, StoreError> {
-        use $crate::store::detection as d;
+    async fn duplicates_at(
+        &self,
+        keys: &[(crate::detect::Group, crate::detect::Keys)],
+    ) -> Result<
+        std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Duplicate>>,
+        StoreError,
+    > {
+        use crate::store::detection as d;
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
         for (slots, tokens) in d::key_statements(keys) {
-            let sql = d::duplicates_at_keys($backend, slots.len(), tokens.len());
-            let mut query = sqlx::query(&sql);
+            let sql = d::duplicates_at_keys(B::BACKEND, slots.len(), tokens.len());
+            let mut query = query(&sql);
             for (day, slot) in slots {
-                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date).bind(i64::from(slot));
+                query = query
+                    .bind(day.clinic_id.as_str())
+                    .bind(day.doctor_id.as_str())
+                    .bind(day.date)
+                    .bind(i64::from(slot));
             }
             for (day, token) in tokens {
-                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date).bind(token);
+                query = query
+                    .bind(day.clinic_id.as_str())
+                    .bind(day.doctor_id.as_str())
+                    .bind(day.date)
+                    .bind(token);
             }
-            for (day, duplicates) in d::fold_days(&query.fetch_all(&self.reader).await?)? {
+            for (day, duplicates) in d::fold_days(&query.fetch_all(self.reader()).await?)? {
                 found.entry(day).or_default().extend(duplicates);
             }
         }
         Ok(found)
     }
 
-    async fn incidents_of(&self, days: &[$crate::detect::Group]) -> Result<std::collections::BTreeMap<$crate::detect::Group, Vec<$crate::detect::Incident>>, StoreError> {
-        use $crate::store::detection as d;
+    async fn incidents_of(
+        &self,
+        days: &[crate::detect::Group],
+    ) -> Result<
+        std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Incident>>,
+        StoreError,
+    > {
+        use crate::store::detection as d;
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
         for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
-            let sql = d::incidents_of_days($backend, chunk.len());
-            let mut query = sqlx::query(&sql);
+            let sql = d::incidents_of_days(B::BACKEND, chunk.len());
+            let mut query = query(&sql);
             for day in chunk {
-                query = query.bind(day.clinic_id.as_str()).bind(day.doctor_id.as_str()).bind(day.date);
+                query = query
+                    .bind(day.clinic_id.as_str())
+                    .bind(day.doctor_id.as_str())
+                    .bind(day.date);
             }
-            for row in query.fetch_all(&self.reader).await? {
+            for row in query.fetch_all(self.reader()).await? {
                 let incident = d::incident(&row)?;
-                found.entry(incident.group.clone()).or_default().push(incident);
+                found
+                    .entry(incident.group.clone())
+                    .or_default()
+                    .push(incident);
             }
         }
         Ok(found)
     }
 
-    async fn save_incidents(&self, changes: &$crate::detect::reconcile::Changes) -> Result<(), StoreError> {
+    async fn save_incidents(
+        &self,
+        changes: &crate::detect::reconcile::Changes,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for i in &changes.incidents {
-            let saved = sqlx::query($crate::store::detection::UPSERT_INCIDENT)
+            let saved = query(crate::store::detection::UPSERT_INCIDENT)
                 .bind(&i.id)
                 .bind(i.group.clinic_id.as_str())
                 .bind(i.group.doctor_id.as_str())
@@ -863,7 +882,10 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(&i.key)
                 .bind(i.state.as_str())
                 .bind(i.found_by.as_str())
-                .bind(serde_json::to_string(&i.members).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                .bind(
+                    serde_json::to_string(&i.members)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
                 .bind(i.members.len() as i64)
                 .bind(i64::from(i.regressions))
                 .bind(i.first_seen)
@@ -877,82 +899,93 @@ impl $crate::store::detection::DetectionStore for $store {
                 .bind(i.note.as_deref())
                 .bind(i.last_notified_at)
                 .bind(i.revision)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
-                .map_err(|e| match $crate::store::codec::unique_violation(&e) {
+                .map_err(|e| match crate::store::codec::unique_violation(&e) {
                     // Another checker (the audit, another server's detector) opened the
                     // same incident first: decide again from what is stored now.
                     Some(_) => StoreError::Changed("the incident was opened meanwhile"),
                     None => StoreError::Database(e),
                 })?;
-            if saved.rows_affected() == 0 {
+            if saved == 0 {
                 // Someone saved a newer revision since this change was decided; the
                 // transaction rolls back as it is dropped.
                 return Err(StoreError::Changed("the incident changed meanwhile"));
             }
         }
         for o in &changes.outbox {
-            sqlx::query("INSERT INTO alert_outbox (id, clinic_id, incident_id, event, created_at) VALUES ($1, $2, $3, $4, $5)")
+            query("INSERT INTO alert_outbox (id, clinic_id, incident_id, event, created_at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&o.id)
                 .bind(o.clinic_id.as_str())
                 .bind(&o.incident_id)
                 .bind(serde_json::to_value(o.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
                 .bind(o.created_at)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn changed_groups(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<$crate::detect::Group>, StoreError> {
-        sqlx::query(
+    async fn changed_groups(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::detect::Group>, StoreError> {
+        query(
             "SELECT clinic_id, doctor_id, date FROM appointments WHERE updated_at >= $1 \
              UNION SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE received_at >= $1",
         )
         .bind(since)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?
         .iter()
-        .map($crate::store::detection::group)
+        .map(crate::store::detection::group)
         .collect()
     }
 
-    async fn incident(&self, id: &str) -> Result<Option<$crate::detect::Incident>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!("SELECT {} FROM incidents WHERE id = $1", d::INCIDENT_COLUMNS))
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?
-            .map(|r| d::incident(&r))
-            .transpose()
+    async fn incident(&self, id: &str) -> Result<Option<crate::detect::Incident>, StoreError> {
+        use crate::store::detection as d;
+        query(format!(
+            "SELECT {} FROM incidents WHERE id = $1",
+            d::INCIDENT_COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?
+        .map(|r| d::incident(&r))
+        .transpose()
     }
 
-    async fn member_rows(&self, group: &$crate::detect::Group, members: &[$crate::detect::MemberRef]) -> Result<Vec<$crate::store::detection::MemberRow>, StoreError> {
-        use $crate::store::codec::DecodeRow;
+    async fn member_rows(
+        &self,
+        group: &crate::detect::Group,
+        members: &[crate::detect::MemberRef],
+    ) -> Result<Vec<crate::store::detection::MemberRow>, StoreError> {
         let mut rows = Vec::with_capacity(members.len());
         for m in members {
-            let native = m.source == $crate::detect::NATIVE;
+            let native = m.source == crate::detect::NATIVE;
             let row = if native {
-                sqlx::query("SELECT slot_index, token_number, status, created_at, time, booked_via, patient_name, patient_phone \
+                query("SELECT slot_index, token_number, status, created_at, time, booked_via, patient_name, patient_phone \
                              FROM appointments WHERE id = $1 AND clinic_id = $2")
                     .bind(&m.id)
                     .bind(group.clinic_id.as_str())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(self.reader())
                     .await?
             } else {
-                sqlx::query("SELECT slot_index, token_number, status, created_at, booked_via, document \
-                             FROM watched_appointments WHERE source = $1 AND id = $2")
-                    .bind(&m.source)
-                    .bind(&m.id)
-                    .fetch_optional(&self.reader)
-                    .await?
+                query(
+                    "SELECT slot_index, token_number, status, created_at, booked_via, document \
+                             FROM watched_appointments WHERE source = $1 AND id = $2",
+                )
+                .bind(&m.source)
+                .bind(&m.id)
+                .fetch_optional(self.reader())
+                .await?
             };
             if let Some(row) = row {
-                let member = $crate::store::detection::MemberRow {
+                let member = crate::store::detection::MemberRow {
                     source: m.source.clone(),
                     id: m.id.clone(),
-                    slot_index: $crate::store::codec::u32_of("slot_index", row.int("slot_index")?)?,
+                    slot_index: crate::store::codec::u32_of("slot_index", row.int("slot_index")?)?,
                     token_number: row.opt_text("token_number")?,
                     status: row.text("status")?,
                     created_at: row.opt_instant("created_at")?,
@@ -962,7 +995,7 @@ impl $crate::store::detection::DetectionStore for $store {
                     patient_phone: None,
                 };
                 rows.push(if native {
-                    $crate::store::detection::MemberRow {
+                    crate::store::detection::MemberRow {
                         time: row.opt_text("time")?,
                         patient_name: row.opt_text("patient_name")?,
                         patient_phone: row.opt_text("patient_phone")?,
@@ -970,7 +1003,7 @@ impl $crate::store::detection::DetectionStore for $store {
                     }
                 } else {
                     let document: serde_json::Value = serde_json::from_str(&row.text("document")?)
-                        .map_err(|e| $crate::store::codec::corrupt("document", e))?;
+                        .map_err(|e| crate::store::codec::corrupt("document", e))?;
                     member.with_document(&document)
                 });
             }
@@ -978,8 +1011,14 @@ impl $crate::store::detection::DetectionStore for $store {
         Ok(rows)
     }
 
-    async fn try_lease(&self, name: &str, holder: &str, now: chrono::DateTime<chrono::Utc>, until: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = query(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
              WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
@@ -988,103 +1027,127 @@ impl $crate::store::detection::DetectionStore for $store {
         .bind(holder)
         .bind(until)
         .bind(now)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+        query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
-            .execute(&self.writer)
+            .execute(self.writer())
             .await?;
         Ok(())
     }
 
-    async fn watermark(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        sqlx::query("SELECT checked_until FROM watermarks WHERE name = $1")
+    async fn watermark(
+        &self,
+        name: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        query("SELECT checked_until FROM watermarks WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.writer)
+            .fetch_optional(self.writer())
             .await?
             .map(|r| r.instant("checked_until"))
             .transpose()
     }
 
-    async fn set_watermark(&self, name: &str, until: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn set_watermark(
+        &self,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        query(
             "INSERT INTO watermarks (name, checked_until) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET checked_until = excluded.checked_until \
              WHERE excluded.checked_until > watermarks.checked_until",
         )
         .bind(name)
         .bind(until)
-        .execute(&self.writer)
+        .execute(self.writer())
         .await?;
         Ok(())
     }
 
-    async fn ungrouped_alerts(&self) -> Result<Vec<$crate::detect::OutboxEntry>, StoreError> {
-        use $crate::store::codec::DecodeRow;
-        let rows = sqlx::query("SELECT id, clinic_id, incident_id, event, created_at FROM alert_outbox WHERE notification_id IS NULL ORDER BY created_at, id LIMIT 1000")
-            .fetch_all(&self.writer)
+    async fn ungrouped_alerts(&self) -> Result<Vec<crate::detect::OutboxEntry>, StoreError> {
+        let rows = query("SELECT id, clinic_id, incident_id, event, created_at FROM alert_outbox WHERE notification_id IS NULL ORDER BY created_at, id LIMIT 1000")
+            .fetch_all(self.writer())
             .await?;
         rows.iter()
             .map(|r| {
                 let event = r.text("event")?;
-                Ok($crate::detect::OutboxEntry {
+                Ok(crate::detect::OutboxEntry {
                     id: r.text("id")?,
-                    clinic_id: ClinicId::parse("clinic_id", &r.text("clinic_id")?).map_err(|e| $crate::store::codec::corrupt("clinic id", e))?,
+                    clinic_id: ClinicId::parse("clinic_id", &r.text("clinic_id")?)
+                        .map_err(|e| crate::store::codec::corrupt("clinic id", e))?,
                     incident_id: r.text("incident_id")?,
-                    event: serde_json::from_value(serde_json::Value::String(event.clone())).map_err(|_| $crate::store::codec::corrupt("event", &event))?,
+                    event: serde_json::from_value(serde_json::Value::String(event.clone()))
+                        .map_err(|_| crate::store::codec::corrupt("event", &event))?,
                     created_at: r.instant("created_at")?,
                 })
             })
             .collect()
     }
 
-    async fn queue_notifications(&self, outbox_ids: &[String], notification_id: &str, rows: &[$crate::store::detection::NotificationRow], incident_ids: &[String], at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    async fn queue_notifications(
+        &self,
+        outbox_ids: &[String],
+        notification_id: &str,
+        rows: &[crate::store::detection::NotificationRow],
+        incident_ids: &[String],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for id in outbox_ids {
-            sqlx::query("UPDATE alert_outbox SET notification_id = $1 WHERE id = $2")
+            query("UPDATE alert_outbox SET notification_id = $1 WHERE id = $2")
                 .bind(notification_id)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
-        $crate::store::detection::insert_notifications!(tx, rows);
+        insert_notifications(&mut tx, rows).await?;
         // Also with no delivery: a server with no channel (its log is the channel)
         // reminds once per repeat interval, not at every pass.
         for id in incident_ids {
-            sqlx::query("UPDATE incidents SET last_notified_at = $1, revision = revision + 1 WHERE id = $2")
-                .bind(at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            query(
+                "UPDATE incidents SET last_notified_at = $1, revision = revision + 1 WHERE id = $2",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn due_notifications(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!(
+    async fn due_notifications(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
+        use crate::store::detection as d;
+        query(format!(
             "SELECT {} FROM notifications WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
             d::NOTIFICATION_COLUMNS
         ))
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.writer)
+        .fetch_all(self.writer())
         .await?
         .iter()
         .map(d::notification)
         .collect()
     }
 
-    async fn record_attempt(&self, n: &$crate::store::detection::NotificationRow, a: &$crate::store::detection::Attempt) -> Result<(), StoreError> {
+    async fn record_attempt(
+        &self,
+        n: &crate::store::detection::NotificationRow,
+        a: &crate::store::detection::Attempt,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        query(
             "UPDATE notifications SET state = $3, attempts = $4, next_attempt_at = $5, last_error = $6, delivered_at = $7 \
              WHERE id = $1 AND channel = $2",
         )
@@ -1095,24 +1158,30 @@ impl $crate::store::detection::DetectionStore for $store {
         .bind(n.next_attempt_at)
         .bind(n.last_error.as_deref())
         .bind(n.delivered_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        sqlx::query("INSERT INTO notification_attempts (notification_id, channel, attempt, at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6)")
+        query("INSERT INTO notification_attempts (notification_id, channel, attempt, at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&a.notification_id)
             .bind(&a.channel)
             .bind(i64::from(a.attempt))
             .bind(a.at)
             .bind(&a.outcome)
             .bind(a.error.as_deref())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn notifications(&self, state: Option<$crate::store::detection::DeliveryState>, clinic: Option<&ClinicId>, after: Option<&(chrono::DateTime<chrono::Utc>, String, String)>, limit: u32) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!(
+    async fn notifications(
+        &self,
+        state: Option<crate::store::detection::DeliveryState>,
+        clinic: Option<&ClinicId>,
+        after: Option<&(chrono::DateTime<chrono::Utc>, String, String)>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
+        use crate::store::detection as d;
+        query(format!(
             "SELECT {} FROM notifications WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR clinic_id = $2) \
              AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND (id > $5 OR (id = $5 AND channel > $6)))) \
              ORDER BY created_at DESC, id, channel LIMIT $3",
@@ -1124,29 +1193,40 @@ impl $crate::store::detection::DetectionStore for $store {
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1.as_str()).unwrap_or(""))
         .bind(after.map(|a| a.2.as_str()).unwrap_or(""))
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?
         .iter()
         .map(d::notification)
         .collect()
     }
 
-    async fn notification(&self, id: &str) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!("SELECT {} FROM notifications WHERE id = $1 ORDER BY channel", d::NOTIFICATION_COLUMNS))
-            .bind(id)
-            .fetch_all(&self.writer)
-            .await?
-            .iter()
-            .map(d::notification)
-            .collect()
+    async fn notification(
+        &self,
+        id: &str,
+    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
+        use crate::store::detection as d;
+        query(format!(
+            "SELECT {} FROM notifications WHERE id = $1 ORDER BY channel",
+            d::NOTIFICATION_COLUMNS
+        ))
+        .bind(id)
+        .fetch_all(self.writer())
+        .await?
+        .iter()
+        .map(d::notification)
+        .collect()
     }
 
-    async fn retry_dead(&self, which: &$crate::store::detection::DeadLetters, by: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<$crate::store::detection::NotificationRow>, StoreError> {
-        use $crate::store::detection as d;
+    async fn retry_dead(
+        &self,
+        which: &crate::store::detection::DeadLetters,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
+        use crate::store::detection as d;
         // Only dead rows change, in one statement: a retry racing the dispatcher, or
         // a second click, finds nothing dead and queues nothing twice.
-        sqlx::query(&format!(
+        query(format!(
             "UPDATE notifications SET state = 'pending', next_attempt_at = $1, retry_from = attempts, \
              retried_at = $1, retried_by = $2 \
              WHERE state = 'dead' AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR channel = $4) \
@@ -1158,30 +1238,39 @@ impl $crate::store::detection::DetectionStore for $store {
         .bind(which.id.as_deref())
         .bind(which.channel.as_deref())
         .bind(which.clinic.as_ref().map(ClinicId::as_str))
-        .fetch_all(&self.writer)
+        .fetch_all(self.writer())
         .await?
         .iter()
         .map(d::notification)
         .collect()
     }
 
-    async fn incident_notifications(&self, incident_id: &str) -> Result<Vec<($crate::store::detection::NotificationRow, Vec<$crate::store::detection::Attempt>)>, StoreError> {
-        use $crate::store::detection as d;
-        let rows = sqlx::query(&format!(
+    async fn incident_notifications(
+        &self,
+        incident_id: &str,
+    ) -> Result<
+        Vec<(
+            crate::store::detection::NotificationRow,
+            Vec<crate::store::detection::Attempt>,
+        )>,
+        StoreError,
+    > {
+        use crate::store::detection as d;
+        let rows = query(format!(
             "SELECT {} FROM notifications WHERE id IN \
              (SELECT notification_id FROM alert_outbox WHERE incident_id = $1) ORDER BY created_at, channel",
             d::NOTIFICATION_COLUMNS
         ))
         .bind(incident_id)
-        .fetch_all(&self.reader)
+        .fetch_all(self.reader())
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let n = d::notification(row)?;
-            let attempts = sqlx::query("SELECT * FROM notification_attempts WHERE notification_id = $1 AND channel = $2 ORDER BY attempt")
+            let attempts = query("SELECT * FROM notification_attempts WHERE notification_id = $1 AND channel = $2 ORDER BY attempt")
                 .bind(&n.id)
                 .bind(&n.channel)
-                .fetch_all(&self.reader)
+                .fetch_all(self.reader())
                 .await?
                 .iter()
                 .map(d::attempt)
@@ -1191,23 +1280,26 @@ impl $crate::store::detection::DetectionStore for $store {
         Ok(out)
     }
 
-    async fn reminders_due(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Vec<$crate::detect::Incident>, StoreError> {
-        use $crate::store::detection as d;
-        sqlx::query(&format!(
+    async fn reminders_due(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::detect::Incident>, StoreError> {
+        use crate::store::detection as d;
+        query(format!(
             "SELECT {} FROM incidents WHERE state = 'open' AND last_notified_at IS NOT NULL AND last_notified_at < $1 \
              AND id NOT IN (SELECT incident_id FROM alert_outbox WHERE notification_id IS NULL)",
             d::INCIDENT_COLUMNS
         ))
         .bind(before)
-        .fetch_all(&self.writer)
+        .fetch_all(self.writer())
         .await?
         .iter()
         .map(d::incident)
         .collect()
     }
 
-    async fn insert_silence(&self, s: &$crate::store::detection::Silence) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO silences (id, clinic_id, kind, reason, created_by, created_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+    async fn insert_silence(&self, s: &crate::store::detection::Silence) -> Result<(), StoreError> {
+        query("INSERT INTO silences (id, clinic_id, kind, reason, created_by, created_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&s.id)
             .bind(s.clinic_id.as_deref())
             .bind(s.kind.as_deref())
@@ -1215,33 +1307,37 @@ impl $crate::store::detection::DetectionStore for $store {
             .bind(&s.created_by)
             .bind(s.created_at)
             .bind(s.ends_at)
-            .execute(&self.writer)
+            .execute(self.writer())
             .await?;
         Ok(())
     }
 
-    async fn silences(&self, active_at: Option<chrono::DateTime<chrono::Utc>>) -> Result<Vec<$crate::store::detection::Silence>, StoreError> {
-        sqlx::query("SELECT * FROM silences WHERE ($1 IS NULL OR ends_at > $1) ORDER BY created_at, id")
+    async fn silences(
+        &self,
+        active_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<crate::store::detection::Silence>, StoreError> {
+        query("SELECT * FROM silences WHERE ($1 IS NULL OR ends_at > $1) ORDER BY created_at, id")
             .bind(active_at)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::detection::silence)
+            .map(crate::store::detection::silence)
             .collect()
     }
 
-    async fn end_silence(&self, id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1")
+    async fn end_silence(
+        &self,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1")
             .bind(now)
             .bind(id)
-            .execute(&self.writer)
+            .execute(self.writer())
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 }
-    };
-}
-pub(crate) use impl_detection;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 
+use super::audit::WATCHED_CHECKED;
+use super::sql::{query, Reads, SqlBackend, Tx};
 use super::StoreError;
 use crate::detect::Incident;
 use crate::domain::{ClinicId, DoctorId, Kind};
@@ -143,28 +145,19 @@ pub fn stored(n: u64) -> i64 {
 
 // ---- decoding -------------------------------------------------------------------
 
-use super::codec::{corrupt, DecodeRow};
-use sqlx::ColumnIndex;
+use super::codec::corrupt;
+use super::sql::DecodeRow;
 
-pub fn count<R: DecodeRow>(row: &R, col: &str) -> Result<u64, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn count<R: DecodeRow>(row: &R, col: &str) -> Result<u64, StoreError> {
     let n = row.int(col)?;
     u64::try_from(n).map_err(|_| corrupt(col, n))
 }
 
-fn clinic_id<R: DecodeRow>(row: &R) -> Result<ClinicId, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+fn clinic_id<R: DecodeRow>(row: &R) -> Result<ClinicId, StoreError> {
     ClinicId::parse("clinic_id", &row.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))
 }
 
-pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError> {
     let doctor = row.text("doctor_id")?;
     Ok(DoctorOutcome {
         clinic_id: clinic_id(row)?,
@@ -185,10 +178,7 @@ pub struct OutcomeSums {
 }
 
 impl OutcomeSums {
-    pub fn add<R: DecodeRow>(&mut self, row: &R) -> Result<(), StoreError>
-    where
-        for<'a> &'a str: ColumnIndex<R>,
-    {
+    pub fn add<R: DecodeRow>(&mut self, row: &R) -> Result<(), StoreError> {
         let day = row.date("day")?;
         let hour = row.int("hour")?;
         let hour = u32::try_from(hour)
@@ -233,10 +223,7 @@ impl OutcomeSums {
     }
 }
 
-pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError> {
     Ok(DayAppointments {
         clinic_id: clinic_id(row)?,
         date: row.date("date")?,
@@ -244,10 +231,7 @@ where
     })
 }
 
-pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError> {
     let kind = row.text("kind")?;
     Ok(BookingTotal {
         kind: Kind::from_stored(&kind).ok_or_else(|| corrupt("kind", &kind))?,
@@ -259,10 +243,7 @@ where
 
 /// Rows of `(label, label, count)`: the shape of every grouped count in
 /// [`AlertingGauges`].
-pub fn labelled_counts<R: DecodeRow>(rows: &[R]) -> Result<Vec<(String, String, u64)>, StoreError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn labelled_counts<R: DecodeRow>(rows: &[R]) -> Result<Vec<(String, String, u64)>, StoreError> {
     rows.iter()
         .map(|r| Ok((r.text("a")?, r.text("b")?, count(r, "count")?)))
         .collect()
@@ -271,69 +252,64 @@ where
 /// One statement in two forms: over one clinic's rows (`clinic_id = $1`) or over every
 /// clinic's (`$1` bound as NULL). Each form gets a plan of its own, so the one-clinic
 /// form seeks the clinic's index instead of scanning every clinic's rows, as one text
-/// with `($1 IS NULL OR clinic_id = $1)` does on both backends.
-pub struct Scoped {
-    one: &'static str,
-    all: &'static str,
-}
+/// with `($1 IS NULL OR clinic_id = $1)` does on both backends. Held as the text
+/// around each place of the clinic filter, each piece a list of parts.
+pub struct Scoped(&'static [&'static [&'static str]]);
 
 impl Scoped {
-    pub fn sql(&self, clinic: Option<&ClinicId>) -> &'static str {
-        match clinic {
-            Some(_) => self.one,
-            None => self.all,
-        }
+    pub fn sql(&self, clinic: Option<&ClinicId>) -> String {
+        let filter = match clinic {
+            Some(_) => "clinic_id = $1",
+            None => "CAST($1 AS TEXT) IS NULL",
+        };
+        self.0
+            .iter()
+            .map(|parts| parts.concat())
+            .collect::<Vec<_>>()
+            .join(filter)
     }
-}
-
-/// `scoped!("… WHERE ", " AND …")`: the text around each place of the clinic filter
-/// (each a literal, or a `concat!` of them).
-macro_rules! scoped {
-    ($first:literal $(, $rest:expr)*) => {
-        Scoped {
-            one: concat!($first $(, "clinic_id = $1", $rest)*),
-            all: concat!($first $(, "CAST($1 AS TEXT) IS NULL", $rest)*),
-        }
-    };
 }
 
 /// Booking outcomes per clinic, day, hour and outcome (doctors and kinds summed), in
 /// the order of `booking_rollups_by_day` so no sort is needed: both the day outcomes
 /// and the hour outcomes come from this one read ([`outcomes_of`]). Sums are cast back
 /// to BIGINT: PostgreSQL's `SUM(bigint)` is `numeric`.
-pub const OUTCOMES: Scoped = scoped!(
-    "SELECT clinic_id, day, CAST(hour AS BIGINT) AS hour, outcome, \
+pub const OUTCOMES: Scoped = Scoped(&[
+    &[
+        "SELECT clinic_id, day, CAST(hour AS BIGINT) AS hour, outcome, \
     CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
     FROM booking_rollups WHERE ",
-    " AND day BETWEEN $2 AND $3 GROUP BY day, clinic_id, hour, outcome"
-);
+    ],
+    &[" AND day BETWEEN $2 AND $3 GROUP BY day, clinic_id, hour, outcome"],
+]);
 
-pub const DOCTOR_OUTCOMES: Scoped = scoped!(
-    "SELECT clinic_id, doctor_id, outcome, \
+pub const DOCTOR_OUTCOMES: Scoped = Scoped(&[
+    &["SELECT clinic_id, doctor_id, outcome, \
     CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(retries) AS BIGINT) AS retries \
-    FROM booking_rollups WHERE ",
-    " AND day BETWEEN $2 AND $3 \
-    GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome"
-);
+    FROM booking_rollups WHERE "],
+    &[" AND day BETWEEN $2 AND $3 \
+    GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome"],
+]);
 
-/// `appointmentsChecked` per clinic and date (`audit::counts::is_checked`).
-pub const DAY_APPOINTMENTS: Scoped = scoped!(
-    "SELECT clinic_id, date, COUNT(*) AS count FROM ( \
-      SELECT clinic_id, date FROM appointments WHERE ",
-    " AND date BETWEEN $2 AND $3 \
+/// `appointmentsChecked` per clinic and date (`audit::counts::is_checked`; the
+/// watched rows' part is [`WATCHED_CHECKED`]).
+pub const DAY_APPOINTMENTS: Scoped = Scoped(&[
+    &["SELECT clinic_id, date, COUNT(*) AS count FROM ( \
+      SELECT clinic_id, date FROM appointments WHERE "],
+    &[" AND date BETWEEN $2 AND $3 \
     UNION ALL \
-      SELECT clinic_id, date FROM watched_appointments WHERE ",
-    concat!(
+      SELECT clinic_id, date FROM watched_appointments WHERE "],
+    &[
         " AND date BETWEEN $2 AND $3 AND ",
-        crate::audit::counts::watched_checked!(),
-        " ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date"
-    )
-);
+        WATCHED_CHECKED,
+        " ) AS dated GROUP BY clinic_id, date ORDER BY clinic_id, date",
+    ],
+]);
 
-pub const INCIDENTS_DATED: Scoped = scoped!(
-    "SELECT * FROM incidents WHERE ",
-    " AND date BETWEEN $2 AND $3 ORDER BY clinic_id, date, doctor_id, kind, key"
-);
+pub const INCIDENTS_DATED: Scoped = Scoped(&[
+    &["SELECT * FROM incidents WHERE "],
+    &[" AND date BETWEEN $2 AND $3 ORDER BY clinic_id, date, doctor_id, kind, key"],
+]);
 
 pub const ADD_ROLLUP: &str = "INSERT INTO booking_rollups \
     (clinic_id, day, hour, doctor_id, kind, outcome, count, retries, latency_us_sum) \
@@ -348,20 +324,16 @@ pub const ADD_TOTAL: &str = "INSERT INTO booking_totals (kind, outcome, count, r
     count = booking_totals.count + excluded.count, \
     retries = booking_totals.retries + excluded.retries";
 
-/// `impl MetricsStore` for a backend with `self.reader`, `self.writer` and
-/// `self.begin_write()`; the SQL is the same on both.
-macro_rules! impl_metrics {
-    ($store:ty) => {
 #[async_trait::async_trait]
-impl $crate::store::metrics::MetricsStore for $store {
+impl<B: SqlBackend> MetricsStore for B {
     async fn add_rollups(
         &self,
-        deltas: &std::collections::BTreeMap<$crate::metrics::RollupKey, $crate::metrics::Tally>,
+        deltas: &std::collections::BTreeMap<crate::metrics::RollupKey, crate::metrics::Tally>,
     ) -> Result<(), StoreError> {
-        use $crate::store::metrics as m;
+        use crate::store::metrics as m;
         let mut tx = self.begin_write().await?;
         for (key, tally) in deltas {
-            sqlx::query(m::ADD_ROLLUP)
+            query(m::ADD_ROLLUP)
                 .bind(key.clinic_id.as_str())
                 .bind(key.day)
                 .bind(i16::from(key.hour))
@@ -371,16 +343,16 @@ impl $crate::store::metrics::MetricsStore for $store {
                 .bind(m::stored(tally.count))
                 .bind(m::stored(tally.retries))
                 .bind(m::stored(tally.latency_us))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         for ((kind, outcome), tally) in m::totals_of(deltas) {
-            sqlx::query(m::ADD_TOTAL)
+            query(m::ADD_TOTAL)
                 .bind(kind.as_str())
                 .bind(outcome)
                 .bind(m::stored(tally.count))
                 .bind(m::stored(tally.retries))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;
@@ -392,19 +364,27 @@ impl $crate::store::metrics::MetricsStore for $store {
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
-        use $crate::store::metrics as m;
+    ) -> Result<crate::store::metrics::StatsRows, StoreError> {
+        use crate::store::metrics as m;
         let dated = |sql: &m::Scoped| {
-            sqlx::query(sql.sql(clinic))
+            query(sql.sql(clinic))
                 .bind(clinic.map(ClinicId::as_str))
                 .bind(from)
                 .bind(to)
-                .fetch_all(&self.reader)
+                .fetch_all(self.reader())
         };
         let outcomes = self.booking_outcomes(clinic, from, to).await?;
         Ok(m::StatsRows {
-            appointments: dated(&m::DAY_APPOINTMENTS).await?.iter().map(m::day_appointments).collect::<Result<_, _>>()?,
-            incidents: dated(&m::INCIDENTS_DATED).await?.iter().map($crate::store::detection::incident).collect::<Result<_, _>>()?,
+            appointments: dated(&m::DAY_APPOINTMENTS)
+                .await?
+                .iter()
+                .map(m::day_appointments)
+                .collect::<Result<_, _>>()?,
+            incidents: dated(&m::INCIDENTS_DATED)
+                .await?
+                .iter()
+                .map(crate::store::detection::incident)
+                .collect::<Result<_, _>>()?,
             ..outcomes
         })
     }
@@ -414,18 +394,16 @@ impl $crate::store::metrics::MetricsStore for $store {
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<$crate::store::metrics::StatsRows, StoreError> {
-        use $crate::store::metrics as m;
-        use futures_util::TryStreamExt;
-        let mut rows = sqlx::query(m::OUTCOMES.sql(clinic))
+    ) -> Result<crate::store::metrics::StatsRows, StoreError> {
+        use crate::store::metrics as m;
+        let mut sums = m::OutcomeSums::default();
+        let outcomes = query(m::OUTCOMES.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
-            .bind(to)
-            .fetch(&self.reader);
-        let mut sums = m::OutcomeSums::default();
-        while let Some(row) = rows.try_next().await? {
-            sums.add(&row)?;
-        }
+            .bind(to);
+        self.reader()
+            .for_each_row(outcomes, |row| sums.add(row))
+            .await?;
         let (day_outcomes, hour_outcomes) = sums.finish();
         Ok(m::StatsRows {
             day_outcomes,
@@ -439,13 +417,13 @@ impl $crate::store::metrics::MetricsStore for $store {
         clinic: &ClinicId,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<$crate::store::metrics::DayAppointments>, StoreError> {
-        use $crate::store::metrics as m;
-        sqlx::query(m::DAY_APPOINTMENTS.sql(Some(clinic)))
+    ) -> Result<Vec<crate::store::metrics::DayAppointments>, StoreError> {
+        use crate::store::metrics as m;
+        query(m::DAY_APPOINTMENTS.sql(Some(clinic)))
             .bind(clinic.as_str())
             .bind(from)
             .bind(to)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
             .map(m::day_appointments)
@@ -457,33 +435,34 @@ impl $crate::store::metrics::MetricsStore for $store {
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<$crate::store::metrics::DoctorOutcome>, StoreError> {
-        sqlx::query($crate::store::metrics::DOCTOR_OUTCOMES.sql(clinic))
+    ) -> Result<Vec<crate::store::metrics::DoctorOutcome>, StoreError> {
+        query(crate::store::metrics::DOCTOR_OUTCOMES.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
             .bind(to)
-            .fetch_all(&self.reader)
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::metrics::doctor_outcome)
+            .map(crate::store::metrics::doctor_outcome)
             .collect()
     }
 
-    async fn booking_totals(&self) -> Result<Vec<$crate::store::metrics::BookingTotal>, StoreError> {
-        sqlx::query("SELECT kind, outcome, count, retries FROM booking_totals ORDER BY kind, outcome")
-            .fetch_all(&self.reader)
+    async fn booking_totals(&self) -> Result<Vec<crate::store::metrics::BookingTotal>, StoreError> {
+        query("SELECT kind, outcome, count, retries FROM booking_totals ORDER BY kind, outcome")
+            .fetch_all(self.reader())
             .await?
             .iter()
-            .map($crate::store::metrics::booking_total)
+            .map(crate::store::metrics::booking_total)
             .collect()
     }
 
-    async fn alerting_gauges(&self) -> Result<$crate::store::metrics::AlertingGauges, StoreError> {
-        use $crate::store::metrics as m;
-        let grouped = |sql: &'static str| sqlx::query(sql).fetch_all(&self.reader);
-        let backlog: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_outbox WHERE notification_id IS NULL")
-            .fetch_one(&self.reader)
-            .await?;
+    async fn alerting_gauges(&self) -> Result<crate::store::metrics::AlertingGauges, StoreError> {
+        use crate::store::metrics as m;
+        let grouped = |sql: &'static str| query(sql).fetch_all(self.reader());
+        let backlog = query("SELECT COUNT(*) AS n FROM alert_outbox WHERE notification_id IS NULL")
+            .fetch_one(self.reader())
+            .await?
+            .int("n")?;
         Ok(m::AlertingGauges {
             open_incidents: m::labelled_counts(&grouped(
                 "SELECT clinic_id AS a, state AS b, COUNT(*) AS count FROM incidents \
@@ -497,10 +476,7 @@ impl $crate::store::metrics::MetricsStore for $store {
                 "SELECT channel AS a, outcome AS b, COUNT(*) AS count FROM notification_attempts \
                  WHERE outcome <> 'delivered' GROUP BY channel, outcome ORDER BY channel, outcome",
             ).await?)?,
-            outbox_backlog: u64::try_from(backlog).map_err(|_| $crate::store::codec::corrupt("outbox backlog", backlog))?,
+            outbox_backlog: u64::try_from(backlog).map_err(|_| crate::store::codec::corrupt("outbox backlog", backlog))?,
         })
     }
 }
-    };
-}
-pub(crate) use impl_metrics;

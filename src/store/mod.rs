@@ -11,27 +11,27 @@ use serde::Serialize;
 
 use crate::booking::rules::{PlannedSlot, Refusal};
 use crate::domain::{
-    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, Status,
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Kind, Patient, Status,
 };
 
 pub mod audit;
+mod booking;
 mod codec;
 pub mod dashboard;
 pub mod detection;
-mod group_commit;
 pub mod metrics;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
-mod watched_commit;
 
 pub use sqlite::SqliteSync;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(Entity),
     #[error("{0} already exists")]
-    AlreadyExists(&'static str),
+    AlreadyExists(Entity),
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error("an appointment that is {from} cannot become {to}")]

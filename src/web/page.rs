@@ -116,7 +116,7 @@ impl From<FieldError> for PageError {
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::not_found(what),
+            StoreError::NotFound(what) => Self::not_found(what.name()),
             StoreError::AlreadyExists(what) => {
                 Self::new(StatusCode::CONFLICT, format!("That {what} already exists."))
             }

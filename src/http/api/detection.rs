@@ -163,7 +163,7 @@ pub async fn watch_delete(
         .store()
         .delete_watched(&source, &id, bookings.now())
         .await?
-        .ok_or(StoreError::NotFound("document"))?;
+        .ok_or(StoreError::NotFound(crate::domain::Entity::Document))?;
     wake(&state, touched).await;
     Ok(Json(json!({"source": source, "id": id, "deleted": true})))
 }
@@ -229,7 +229,7 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Incid
         .store()
         .incident(id)
         .await?
-        .ok_or(StoreError::NotFound("incident"))?;
+        .ok_or(StoreError::NotFound(crate::domain::Entity::Incident))?;
     principal.may(Action::RunClinicDay, Some(&incident.group.clinic_id))?;
     Ok(incident)
 }
@@ -427,7 +427,7 @@ pub async fn retry_notification(
     let deliveries = store.notification(&id).await?;
     let first = deliveries
         .first()
-        .ok_or(StoreError::NotFound("notification"))?;
+        .ok_or(StoreError::NotFound(crate::domain::Entity::Notification))?;
     // A notice for every clinic (the weekly report of all) is an admin's to retry.
     let clinic = ClinicId::parse("clinicId", &first.clinic_id).ok();
     principal.may(Action::RunClinicDay, clinic.as_ref())?;
@@ -584,7 +584,7 @@ pub async fn end_silence(
         .await?
         .into_iter()
         .find(|s| s.id == id)
-        .ok_or(StoreError::NotFound("silence"))?;
+        .ok_or(StoreError::NotFound(crate::domain::Entity::Silence))?;
     let clinic = silence
         .clinic_id
         .as_deref()

@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres};
 
-use super::codec::{book_in_transaction, impl_store, APPOINTMENT_COLUMNS};
-use super::{
-    ApiKeyRecord, AppointmentFilter, Backend, Booking, BookingOutcome, StoreError, StoredResponse,
-};
-use crate::domain::schedule::days_off_to_json;
-use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
+use super::booking::book_in;
+use super::sql::{query, sqlx_query, Reads, SqlBackend, Statement, Tx};
+use super::{Backend, Booking, BookingOutcome, StoreError};
+use crate::detect::{Group, Touched};
+use crate::domain::Appointment;
+use crate::watch::WatchedAppointment;
 
 /// The NOTIFY channel on which instances announce changed doctor-days.
 const CHANGED_DAYS: &str = "slotguard_changed_days";
@@ -35,72 +35,72 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
         (
             1,
             "booking core",
-            include_str!("../../migrations/postgres/0001_booking_core.sql"),
+            include_str!("../../../migrations/postgres/0001_booking_core.sql"),
         ),
         (
             2,
             "detection",
-            include_str!("../../migrations/postgres/0002_detection.sql"),
+            include_str!("../../../migrations/postgres/0002_detection.sql"),
         ),
         (
             3,
             "audit",
-            include_str!("../../migrations/postgres/0003_audit.sql"),
+            include_str!("../../../migrations/postgres/0003_audit.sql"),
         ),
         (
             4,
             "rollups",
-            include_str!("../../migrations/postgres/0004_rollups.sql"),
+            include_str!("../../../migrations/postgres/0004_rollups.sql"),
         ),
         (
             5,
             "dashboard",
-            include_str!("../../migrations/postgres/0005_dashboard.sql"),
+            include_str!("../../../migrations/postgres/0005_dashboard.sql"),
         ),
         (
             6,
             "incident revision",
-            include_str!("../../migrations/postgres/0006_incident_revision.sql"),
+            include_str!("../../../migrations/postgres/0006_incident_revision.sql"),
         ),
         (
             7,
             "notification retry",
-            include_str!("../../migrations/postgres/0007_notification_retry.sql"),
+            include_str!("../../../migrations/postgres/0007_notification_retry.sql"),
         ),
         (
             8,
             "watch key clinics",
-            include_str!("../../migrations/postgres/0008_watch_key_clinics.sql"),
+            include_str!("../../../migrations/postgres/0008_watch_key_clinics.sql"),
         ),
         (
             9,
             "incident changes",
-            include_str!("../../migrations/postgres/0009_incident_changes.sql"),
+            include_str!("../../../migrations/postgres/0009_incident_changes.sql"),
         ),
         (
             10,
             "watermarks",
-            include_str!("../../migrations/postgres/0010_watermarks.sql"),
+            include_str!("../../../migrations/postgres/0010_watermarks.sql"),
         ),
         (
             11,
             "rollups by day covering",
-            include_str!("../../migrations/postgres/0011_rollups_by_day_covering.sql"),
+            include_str!("../../../migrations/postgres/0011_rollups_by_day_covering.sql"),
         ),
         (
             12,
             "event order",
-            include_str!("../../migrations/postgres/0012_event_order.sql"),
+            include_str!("../../../migrations/postgres/0012_event_order.sql"),
         ),
         (
             13,
             "watched clinics",
-            include_str!("../../migrations/postgres/0013_watched_clinics.sql"),
+            include_str!("../../../migrations/postgres/0013_watched_clinics.sql"),
         ),
         (
             14,
             "watched keys",
-            include_str!("../../migrations/postgres/0014_watched_keys.sql"),
+            include_str!("../../../migrations/postgres/0014_watched_keys.sql"),
         ),
     ])
 }
@@ -152,10 +152,75 @@ impl PostgresStore {
         })
     }
 
+    /// One attempt: the doctor-day's lock first, so bookings of one day queue
+    /// instead of failing on each other's unique index.
+    async fn book_once(&self, b: &Booking) -> Result<Appointment, StoreError> {
+        let mut tx = self.begin_write().await?;
+        query(LOCK_DOCTOR_DAY)
+            .bind(b.clinic_id.as_str())
+            .bind(b.doctor_id.as_str())
+            .bind(b.date)
+            .execute(&mut tx)
+            .await?;
+        let appointment = book_in(&mut tx, b).await?;
+        Tx::commit(tx).await?;
+        Ok(appointment)
+    }
+}
+
+impl SqlBackend for PostgresStore {
+    const BACKEND: Backend = Backend::Postgres;
     const LOCK_ROW: &'static str = " FOR UPDATE";
+    type Row = PgRow;
+    type Pool = PgPool;
+    type Tx = sqlx::Transaction<'static, Postgres>;
+
+    fn reader(&self) -> &PgPool {
+        &self.reader
+    }
+
+    fn writer(&self) -> &PgPool {
+        &self.writer
+    }
+
+    async fn begin_write(&self) -> Result<Self::Tx, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    /// Runs the booking, again when PostgreSQL rolled it back for a serialization
+    /// failure or deadlock, with jittered exponential backoff.
+    async fn book_committed(&self, booking: Booking) -> BookingOutcome {
+        let mut retries = 0;
+        loop {
+            let result = self.book_once(&booking).await;
+            match result {
+                Err(ref e) if retries + 1 < MAX_ATTEMPTS && is_retryable(e) => {
+                    retries += 1;
+                    let ceiling_ms = 5u64 << retries;
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=ceiling_ms))).await;
+                }
+                _ => return BookingOutcome { result, retries },
+            }
+        }
+    }
+
+    /// Watched documents in a transaction of their own: PostgreSQL commits
+    /// concurrent transactions together by itself.
+    async fn upsert_watched_committed(
+        &self,
+        source: &str,
+        documents: &[WatchedAppointment],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, Touched), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done =
+            super::detection::upsert_watched_rows(&mut tx, source, documents, received_at).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
 
     /// Hands the changed day to the announcer task; the booking does not wait for it.
-    async fn announce_group(&self, group: &crate::detect::Group) -> Result<(), StoreError> {
+    async fn announce_group(&self, group: &Group) -> Result<(), StoreError> {
         let _ = self.announcements.send(group.clone());
         Ok(())
     }
@@ -163,9 +228,7 @@ impl PostgresStore {
     /// Listens for other instances' announcements on a connection of its own (the
     /// listener reconnects by itself after a database restart), and shows that it
     /// does, in `leases`, for as long as the receiver is held.
-    async fn listen_groups(
-        &self,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>> {
+    async fn listen_groups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Group>> {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&self.writer).await {
             Ok(l) => l,
             Err(e) => {
@@ -207,54 +270,45 @@ impl PostgresStore {
         });
         Some(rx)
     }
+}
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
-        self.writer.begin().await
+impl Reads for PgPool {
+    type Row = PgRow;
+    async fn execute(&self, s: Statement<'_>) -> Result<u64, sqlx::Error> {
+        Ok(sqlx_query(&s).execute(self).await?.rows_affected())
     }
-
-    /// Watched documents in a transaction of their own: PostgreSQL commits
-    /// concurrent transactions together by itself.
-    async fn upsert_watched_committed(
-        &self,
-        source: &str,
-        documents: &[crate::watch::WatchedAppointment],
-        received_at: DateTime<Utc>,
-    ) -> Result<(Vec<bool>, crate::detect::Touched), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done =
-            crate::store::detection::upsert_watched_rows!(tx, source, documents, received_at)?;
-        tx.commit().await?;
-        Ok(done)
+    async fn fetch_all(&self, s: Statement<'_>) -> Result<Vec<PgRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_all(self).await
     }
-
-    async fn book_once(&self, b: &Booking) -> Result<Appointment, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(LOCK_DOCTOR_DAY)
-            .bind(b.clinic_id.as_str())
-            .bind(b.doctor_id.as_str())
-            .bind(b.date)
-            .execute(&mut *tx)
-            .await?;
-        let appointment = book_in_transaction!(tx, b);
-        tx.commit().await?;
-        Ok(appointment)
+    async fn fetch_optional(&self, s: Statement<'_>) -> Result<Option<PgRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_optional(self).await
     }
-
-    /// Runs the booking, again when PostgreSQL rolled it back for a serialization
-    /// failure or deadlock, with jittered exponential backoff.
-    async fn book_committed(&self, booking: Booking) -> BookingOutcome {
-        let mut retries = 0;
-        loop {
-            let result = self.book_once(&booking).await;
-            match result {
-                Err(ref e) if retries + 1 < MAX_ATTEMPTS && is_retryable(e) => {
-                    retries += 1;
-                    let ceiling_ms = 5u64 << retries;
-                    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=ceiling_ms))).await;
-                }
-                _ => return BookingOutcome { result, retries },
-            }
+    async fn for_each_row<'a, F>(&'a self, s: Statement<'a>, mut each: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&PgRow) -> Result<(), StoreError> + Send + 'a,
+    {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx_query(&s).fetch(self);
+        while let Some(row) = rows.try_next().await? {
+            each(&row)?;
         }
+        Ok(())
+    }
+}
+
+impl Tx for sqlx::Transaction<'_, Postgres> {
+    type Row = PgRow;
+    async fn execute(&mut self, s: Statement<'_>) -> Result<u64, sqlx::Error> {
+        Ok(sqlx_query(&s).execute(&mut **self).await?.rows_affected())
+    }
+    async fn fetch_all(&mut self, s: Statement<'_>) -> Result<Vec<PgRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_all(&mut **self).await
+    }
+    async fn fetch_optional(&mut self, s: Statement<'_>) -> Result<Option<PgRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_optional(&mut **self).await
+    }
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        sqlx::Transaction::commit(self).await
     }
 }
 
@@ -361,9 +415,3 @@ fn is_retryable(err: &StoreError) -> bool {
         .and_then(|d| d.code())
         .is_some_and(|code| code == "40001" || code == "40P01")
 }
-
-crate::store::detection::impl_detection!(PostgresStore, crate::store::Backend::Postgres);
-crate::store::audit::impl_audit!(PostgresStore);
-crate::store::metrics::impl_metrics!(PostgresStore);
-crate::store::dashboard::impl_dashboard!(PostgresStore);
-impl_store!(PostgresStore, Backend::Postgres);

@@ -10,24 +10,24 @@
 //! While it commits, the committer holds sqlx's only writer connection, so no other
 //! write of this process has to wait in SQLite's busy handler (which sleeps).
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::types::ToSql;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 use sqlx::SqlitePool;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{
-    self, CANCEL_REPLACED, INSERT_APPOINTMENT, INSERT_IDEMPOTENCY_KEY, NEXT_WALK_IN_NUMBER,
-    OCCUPIED_SLOTS,
-};
-use super::{Booking, SqliteSync, StoreError};
-use crate::domain::{Appointment, Kind, Token};
+use futures_util::FutureExt;
+
+use super::SqliteSync;
+use crate::domain::Appointment;
+use crate::store::booking::{book_in, BookingTx};
+use crate::store::codec::{corrupt, unique_violation_named};
+use crate::store::sql::{Statement, Value};
+use crate::store::{Booking, StoreError};
 
 /// Bookings committed together at most: bounds how long the first one waits.
 const MAX_GROUP: usize = 64;
@@ -234,116 +234,53 @@ fn commit_group(
     committed
 }
 
-/// The steps of one booking, as `codec::book_in_transaction!` runs them on
-/// PostgreSQL: cancel the appointment being replaced, read the day's occupied
-/// slots, let the planner choose, number the token, insert, record the
-/// idempotency key.
-fn book(conn: &Connection, b: &Booking) -> Result<Appointment, StoreError> {
-    let date = b.date.format("%F").to_string();
-    let now = instant(b.now);
-    if let Some(old) = &b.replaces {
-        let cancelled = bound(
-            conn,
-            CANCEL_REPLACED,
-            &[&now, &old.as_str(), &b.clinic_id.as_str()],
-        )?
-        .raw_execute()?;
-        if cancelled == 0 {
-            return Err(codec::replaced_gone());
-        }
+/// The group's connection inside one booking's savepoint.
+struct Savepoint<'c>(&'c Connection);
+
+impl BookingTx for Savepoint<'_> {
+    async fn execute(&mut self, s: Statement<'_>) -> Result<u64, StoreError> {
+        Ok(bound(self.0, &s)?.raw_execute().map_err(refused)? as u64)
     }
-    let day: [&dyn ToSql; 3] = [&b.clinic_id.as_str(), &b.doctor_id.as_str(), &date];
-    let mut taken = BTreeSet::new();
-    {
-        let mut occupied = bound(conn, OCCUPIED_SLOTS, &day)?;
-        let mut rows = occupied.raw_query();
-        while let Some(row) = rows.next()? {
-            if let Ok(slot) = u32::try_from(row.get::<_, i64>(0)?) {
-                taken.insert(slot);
-            }
+
+    async fn integers(&mut self, s: Statement<'_>, column: &str) -> Result<Vec<i64>, StoreError> {
+        let mut statement = bound(self.0, &s)?;
+        let at = statement.column_index(column)?;
+        let mut rows = statement.raw_query();
+        let mut found = Vec::new();
+        while let Some(row) = rows.next().map_err(refused)? {
+            found.push(row.get::<_, i64>(at)?);
         }
+        Ok(found)
     }
-    let planned = (b.plan)(&taken)?;
-    let token = match b.kind {
-        Kind::Advance => Token::advance(planned.slot),
-        Kind::WalkIn => {
-            let session = i64::from(planned.slot.session());
-            let mut next = bound(
-                conn,
-                NEXT_WALK_IN_NUMBER,
-                &[day[0], day[1], day[2], &session],
-            )?;
-            let n: i64 = match next.raw_query().next()? {
-                Some(row) => row.get(0)?,
-                None => return Err(codec::corrupt("walk-in number", "missing")),
-            };
-            let n = u32::try_from(n).map_err(|_| codec::corrupt("walk-in number", n))?;
-            Token::walk_in(planned.slot.session(), n)
-        }
-    };
-    let a = codec::new_appointment(b, planned, token);
-    // A new appointment is created and last updated at the booking's `now`.
-    debug_assert!(a.created_at == b.now && a.updated_at == b.now);
-    bound(
-        conn,
-        INSERT_APPOINTMENT,
-        &[
-            &a.id.as_str(),
-            &a.clinic_id.as_str(),
-            &a.doctor_id.as_str(),
-            &date,
-            &i64::from(a.session_index),
-            &i64::from(a.slot_index),
-            &a.time,
-            &a.kind.as_str(),
-            &i64::from(a.numeric_token),
-            &a.token_number,
-            &a.status.as_str(),
-            &a.patient_name,
-            &a.patient_phone,
-            &a.booked_via,
-            &now,
-            &now,
-            &a.previous_appointment_id.as_ref().map(|p| p.as_str()),
-        ],
-    )?
-    .raw_execute()
-    .map_err(refused)?;
-    if let Some(key) = &b.idempotency {
-        let body = codec::idempotent_body(&a)?;
-        bound(
-            conn,
-            INSERT_IDEMPOTENCY_KEY,
-            &[
-                &b.clinic_id.as_str(),
-                &key.key_hash,
-                &key.request_hash,
-                &201_i64,
-                &body,
-                &now,
-            ],
-        )?
-        .raw_execute()
-        .map_err(refused)?;
-    }
-    Ok(a)
 }
 
-/// A cached statement with `values[n - 1]` bound to each `$n`, as sqlx binds them,
-/// so the SQL text is the one both backends share.
-fn bound<'c>(
-    conn: &'c Connection,
-    sql: &str,
-    values: &[&dyn ToSql],
-) -> Result<CachedStatement<'c>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
+/// Runs the booking's steps (`store::booking::book_in`) in the open savepoint. They
+/// never wait: every statement of a `Savepoint` runs to completion when called.
+fn book(conn: &Connection, b: &Booking) -> Result<Appointment, StoreError> {
+    book_in(&mut Savepoint(conn), b)
+        .now_or_never()
+        .expect("a savepoint's statements complete without waiting")
+}
+
+/// A cached statement with each `$n` bound to the statement's `n`th value, as sqlx
+/// binds them, so the SQL text is the one both backends share.
+fn bound<'c>(conn: &'c Connection, s: &Statement<'_>) -> Result<CachedStatement<'c>, StoreError> {
+    let mut statement = conn.prepare_cached(&s.text)?;
     for index in 1..=statement.parameter_count() {
-        let n = statement
+        let value = statement
             .parameter_name(index)
             .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
-            .filter(|n| (1..=values.len()).contains(n))
-            .ok_or_else(|| codec::corrupt("placeholder", format!("{index} of {sql}")))?;
-        statement.raw_bind_parameter(index, values[n - 1])?;
+            .and_then(|n| s.values.get(n.checked_sub(1)?))
+            .ok_or_else(|| corrupt("placeholder", format!("{index} of {}", s.text)))?;
+        match value {
+            Value::Text(v) => statement.raw_bind_parameter(index, v.as_deref())?,
+            Value::Int(v) => statement.raw_bind_parameter(index, v)?,
+            Value::SmallInt(v) => statement.raw_bind_parameter(index, v)?,
+            Value::Date(v) => {
+                statement.raw_bind_parameter(index, v.map(|d| d.format("%F").to_string()))?
+            }
+            Value::Instant(v) => statement.raw_bind_parameter(index, v.map(instant))?,
+        }
     }
     Ok(statement)
 }
@@ -360,7 +297,7 @@ fn refused(e: rusqlite::Error) -> StoreError {
             if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
-            codec::unique_violation_named(message)
+            unique_violation_named(message)
         }
         _ => e.into(),
     }
@@ -369,6 +306,7 @@ fn refused(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Kind;
 
     #[test]
     fn timestamps_are_written_as_sqlx_writes_them() {

@@ -9,19 +9,20 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::SqlitePool;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::mpsc;
 
-use super::codec::{impl_store, APPOINTMENT_COLUMNS};
-use super::group_commit::GroupCommitter;
-use super::watched_commit::WatchedCommitter;
-use super::{
-    ApiKeyRecord, AppointmentFilter, Backend, Booking, BookingOutcome, StoreError, StoredResponse,
-};
-use crate::domain::schedule::days_off_to_json;
-use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
+use super::sql::{sqlx_query, Reads, SqlBackend, Statement, Tx};
+use super::{Backend, Booking, BookingOutcome, StoreError};
+use crate::detect::{Group, Touched};
+use crate::watch::WatchedAppointment;
+use group_commit::GroupCommitter;
+use watched_commit::WatchedCommitter;
+
+mod group_commit;
+mod watched_commit;
 
 /// SQLite's durability setting for each commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -56,72 +57,72 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
         (
             1,
             "booking core",
-            include_str!("../../migrations/sqlite/0001_booking_core.sql"),
+            include_str!("../../../migrations/sqlite/0001_booking_core.sql"),
         ),
         (
             2,
             "detection",
-            include_str!("../../migrations/sqlite/0002_detection.sql"),
+            include_str!("../../../migrations/sqlite/0002_detection.sql"),
         ),
         (
             3,
             "audit",
-            include_str!("../../migrations/sqlite/0003_audit.sql"),
+            include_str!("../../../migrations/sqlite/0003_audit.sql"),
         ),
         (
             4,
             "rollups",
-            include_str!("../../migrations/sqlite/0004_rollups.sql"),
+            include_str!("../../../migrations/sqlite/0004_rollups.sql"),
         ),
         (
             5,
             "dashboard",
-            include_str!("../../migrations/sqlite/0005_dashboard.sql"),
+            include_str!("../../../migrations/sqlite/0005_dashboard.sql"),
         ),
         (
             6,
             "incident revision",
-            include_str!("../../migrations/sqlite/0006_incident_revision.sql"),
+            include_str!("../../../migrations/sqlite/0006_incident_revision.sql"),
         ),
         (
             7,
             "notification retry",
-            include_str!("../../migrations/sqlite/0007_notification_retry.sql"),
+            include_str!("../../../migrations/sqlite/0007_notification_retry.sql"),
         ),
         (
             8,
             "watch key clinics",
-            include_str!("../../migrations/sqlite/0008_watch_key_clinics.sql"),
+            include_str!("../../../migrations/sqlite/0008_watch_key_clinics.sql"),
         ),
         (
             9,
             "incident changes",
-            include_str!("../../migrations/sqlite/0009_incident_changes.sql"),
+            include_str!("../../../migrations/sqlite/0009_incident_changes.sql"),
         ),
         (
             10,
             "watermarks",
-            include_str!("../../migrations/sqlite/0010_watermarks.sql"),
+            include_str!("../../../migrations/sqlite/0010_watermarks.sql"),
         ),
         (
             11,
             "rollups by day covering",
-            include_str!("../../migrations/sqlite/0011_rollups_by_day_covering.sql"),
+            include_str!("../../../migrations/sqlite/0011_rollups_by_day_covering.sql"),
         ),
         (
             12,
             "event order",
-            include_str!("../../migrations/sqlite/0012_event_order.sql"),
+            include_str!("../../../migrations/sqlite/0012_event_order.sql"),
         ),
         (
             13,
             "watched clinics",
-            include_str!("../../migrations/sqlite/0013_watched_clinics.sql"),
+            include_str!("../../../migrations/sqlite/0013_watched_clinics.sql"),
         ),
         (
             14,
             "watched keys",
-            include_str!("../../migrations/sqlite/0014_watched_keys.sql"),
+            include_str!("../../../migrations/sqlite/0014_watched_keys.sql"),
         ),
     ])
 }
@@ -165,32 +166,27 @@ impl SqliteStore {
             watched,
         })
     }
+}
 
-    /// Row locks are implicit: `BEGIN IMMEDIATE` holds the database's write lock.
+impl SqlBackend for SqliteStore {
+    const BACKEND: Backend = Backend::Sqlite;
     const LOCK_ROW: &'static str = "";
+    type Row = SqliteRow;
+    type Pool = SqlitePool;
+    type Tx = sqlx::Transaction<'static, Sqlite>;
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// `BEGIN IMMEDIATE`: the write lock is taken at the start, so a transaction that
+    /// read first never fails to upgrade it.
+    async fn begin_write(&self) -> Result<Self::Tx, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
-    }
-
-    /// Watched documents through the watched-write committer (`watched_commit`).
-    async fn upsert_watched_committed(
-        &self,
-        source: &str,
-        documents: &[crate::watch::WatchedAppointment],
-        received_at: DateTime<Utc>,
-    ) -> Result<(Vec<bool>, crate::detect::Touched), StoreError> {
-        self.watched
-            .upsert(source.to_owned(), documents.to_vec(), received_at)
-            .await
-    }
-
-    async fn announce_group(&self, _group: &crate::detect::Group) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn listen_groups(&self) -> Option<mpsc::UnboundedReceiver<crate::detect::Group>> {
-        None
     }
 
     /// The single writer never meets a serialization failure, so nothing is retried.
@@ -200,10 +196,65 @@ impl SqliteStore {
             retries: 0,
         }
     }
+
+    /// Watched documents through the watched-write committer (`watched_commit`).
+    async fn upsert_watched_committed(
+        &self,
+        source: &str,
+        documents: &[WatchedAppointment],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, Touched), StoreError> {
+        self.watched
+            .upsert(source.to_owned(), documents.to_vec(), received_at)
+            .await
+    }
+
+    /// One process serves a SQLite file: there is nobody to tell.
+    async fn announce_group(&self, _group: &Group) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn listen_groups(&self) -> Option<mpsc::UnboundedReceiver<Group>> {
+        None
+    }
 }
 
-crate::store::detection::impl_detection!(SqliteStore, crate::store::Backend::Sqlite);
-crate::store::audit::impl_audit!(SqliteStore);
-crate::store::metrics::impl_metrics!(SqliteStore);
-crate::store::dashboard::impl_dashboard!(SqliteStore);
-impl_store!(SqliteStore, Backend::Sqlite);
+impl Reads for SqlitePool {
+    type Row = SqliteRow;
+    async fn execute(&self, s: Statement<'_>) -> Result<u64, sqlx::Error> {
+        Ok(sqlx_query(&s).execute(self).await?.rows_affected())
+    }
+    async fn fetch_all(&self, s: Statement<'_>) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_all(self).await
+    }
+    async fn fetch_optional(&self, s: Statement<'_>) -> Result<Option<SqliteRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_optional(self).await
+    }
+    async fn for_each_row<'a, F>(&'a self, s: Statement<'a>, mut each: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&SqliteRow) -> Result<(), StoreError> + Send + 'a,
+    {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx_query(&s).fetch(self);
+        while let Some(row) = rows.try_next().await? {
+            each(&row)?;
+        }
+        Ok(())
+    }
+}
+
+impl Tx for sqlx::Transaction<'_, Sqlite> {
+    type Row = SqliteRow;
+    async fn execute(&mut self, s: Statement<'_>) -> Result<u64, sqlx::Error> {
+        Ok(sqlx_query(&s).execute(&mut **self).await?.rows_affected())
+    }
+    async fn fetch_all(&mut self, s: Statement<'_>) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_all(&mut **self).await
+    }
+    async fn fetch_optional(&mut self, s: Statement<'_>) -> Result<Option<SqliteRow>, sqlx::Error> {
+        sqlx_query(&s).fetch_optional(&mut **self).await
+    }
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        sqlx::Transaction::commit(self).await
+    }
+}

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::detection::upsert_watched_rows;
-use super::StoreError;
 use crate::detect::Touched;
+use crate::store::detection::upsert_watched_rows;
+use crate::store::StoreError;
 use crate::watch::WatchedAppointment;
 
 /// Requests stored together at most: bounds how long the first one waits.
@@ -94,12 +94,13 @@ async fn commit_group(writer: &SqlitePool, group: &[Job]) -> Result<Vec<Stored>,
     let mut stored = Vec::with_capacity(group.len());
     for job in group {
         let mut savepoint = tx.begin().await?;
-        let done = upsert_watched_rows!(
-            savepoint,
+        let done = upsert_watched_rows(
+            &mut savepoint,
             job.source.as_str(),
             &job.documents,
-            job.received_at
-        );
+            job.received_at,
+        )
+        .await;
         match done {
             Ok(done) => {
                 savepoint.commit().await?;
