@@ -1,6 +1,7 @@
 //! What the audit keeps and reads: a clinic's whole local day checked at once, the
 //! record of every audit run, notices (daily summary, missed audit, weekly report) and
-//! stored weekly reports. One trait, one SQL text for both backends (`impl_audit!`).
+//! stored weekly reports: the trait, its SQL, and its one implementation for every
+//! [`SqlBackend`].
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::codec::corrupt;
 use super::detection::NotificationRow;
+use super::rows;
 use super::sql::{query, DecodeRow, SqlBackend, Tx};
 use super::StoreError;
 use crate::audit::counts::Counts;
@@ -207,15 +208,6 @@ pub const WATCHED_CLINICS: &str = "WITH RECURSIVE pairs(clinic_id, source) AS ( 
       WHERE w.clinic_id = pairs.clinic_id AND w.source = pairs.source) AS first_seen \
     FROM pairs WHERE clinic_id IS NOT NULL ORDER BY clinic_id, source";
 
-pub fn watched_clinic<R: DecodeRow>(row: &R) -> Result<WatchedClinic, StoreError> {
-    Ok(WatchedClinic {
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        source: row.text("source")?,
-        first_seen: row.instant("first_seen")?,
-    })
-}
-
 /// The clinic's occupying rows of one local day, native and watched; `$1` clinic,
 /// `$2` date. Break placeholders hold their slot but no token.
 const OCCUPYING_DAY: &str = "WITH occ AS ( \
@@ -281,7 +273,7 @@ pub fn fold_day<R: DecodeRow>(
             let group = Group {
                 clinic_id: clinic.clone(),
                 doctor_id: DoctorId::parse_stored("doctor_id", &doctor)
-                    .map_err(|e| corrupt("doctor id", e))?,
+                    .map_err(|e| rows::corrupt("doctor id", e))?,
                 date,
             };
             Ok((group, super::detection::fold_duplicates(&rows)?))
@@ -289,41 +281,9 @@ pub fn fold_day<R: DecodeRow>(
         .collect()
 }
 
-fn count_of(row_value: i64, field: &str) -> Result<u64, StoreError> {
-    u64::try_from(row_value).map_err(|_| corrupt(field, row_value))
-}
-
-pub fn audit_run<R: DecodeRow>(row: &R) -> Result<AuditRun, StoreError> {
-    let trigger = row.text("trigger")?;
-    let status = row.text("status")?;
-    Ok(AuditRun {
-        id: row.text("id")?,
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        local_date: row.date("local_date")?,
-        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("trigger", &trigger))?,
-        runner: row.text("runner")?,
-        status: RunStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        started_at: row.instant("started_at")?,
-        finished_at: row.opt_instant("finished_at")?,
-        counts: Counts {
-            appointments_checked: count_of(
-                row.int("appointments_checked")?,
-                "appointments_checked",
-            )?,
-            duplicate_groups: count_of(row.int("duplicate_groups")?, "duplicate_groups")?,
-            extra_rows: count_of(row.int("extra_rows")?, "extra_rows")?,
-            affected_rows: count_of(row.int("affected_rows")?, "affected_rows")?,
-        },
-        incidents_opened: count_of(row.int("incidents_opened")?, "incidents_opened")?,
-        incidents_resolved: count_of(row.int("incidents_resolved")?, "incidents_resolved")?,
-        error: row.opt_text("error")?,
-    })
-}
-
 #[async_trait::async_trait]
 impl<B: SqlBackend> AuditStore for B {
-    async fn audit_gauges(&self) -> Result<crate::store::audit::AuditGauges, StoreError> {
+    async fn audit_gauges(&self) -> Result<AuditGauges, StoreError> {
         let runs = query(
             "SELECT clinic_id AS a, status AS b, COUNT(*) AS count FROM audit_runs \
              GROUP BY clinic_id, status ORDER BY clinic_id, status",
@@ -343,9 +303,9 @@ impl<B: SqlBackend> AuditStore for B {
         )
         .fetch_all(self.reader())
         .await?;
-        let count = |n: i64| u64::try_from(n).map_err(|_| crate::store::codec::corrupt("count", n));
-        Ok(crate::store::audit::AuditGauges {
-            runs: crate::store::metrics::labelled_counts(&runs)?,
+        let count = |n: i64| u64::try_from(n).map_err(|_| rows::corrupt("count", n));
+        Ok(AuditGauges {
+            runs: rows::labelled_counts(&runs)?,
             incidents_opened: opened
                 .iter()
                 .map(|r| Ok((r.text("clinic_id")?, count(r.int("opened")?)?)))
@@ -368,16 +328,16 @@ impl<B: SqlBackend> AuditStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::codec::clinic)
+            .map(rows::clinic)
             .collect()
     }
 
     async fn watched_clinics(&self) -> Result<Vec<crate::domain::WatchedClinic>, StoreError> {
-        query(crate::store::audit::WATCHED_CLINICS)
+        query(WATCHED_CLINICS)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::audit::watched_clinic)
+            .map(rows::watched_clinic)
             .collect()
     }
 
@@ -388,7 +348,7 @@ impl<B: SqlBackend> AuditStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| Ok((crate::store::codec::clinic(r)?, r.instant("created_at")?)))
+            .map(|r| Ok((rows::clinic(r)?, r.instant("created_at")?)))
             .collect()
     }
 
@@ -396,29 +356,28 @@ impl<B: SqlBackend> AuditStore for B {
         &self,
         clinic: &ClinicId,
         date: chrono::NaiveDate,
-    ) -> Result<crate::store::audit::DayFindings, StoreError> {
-        use crate::store::audit as a;
-        let checked = query(a::appointments_of_day())
+    ) -> Result<DayFindings, StoreError> {
+        let checked = query(appointments_of_day())
             .bind(clinic.as_str())
             .bind(date)
             .fetch_one(self.reader())
             .await?
             .int("n")?;
-        let mut rows = query(a::slot_duplicates_of_day())
+        let mut rows = query(slot_duplicates_of_day())
             .bind(clinic.as_str())
             .bind(date)
             .fetch_all(self.reader())
             .await?;
         rows.extend(
-            query(a::token_duplicates_of_day())
+            query(token_duplicates_of_day())
                 .bind(clinic.as_str())
                 .bind(date)
                 .fetch_all(self.reader())
                 .await?,
         );
-        Ok(a::DayFindings {
+        Ok(DayFindings {
             appointments_checked: u64::try_from(checked).unwrap_or(0),
-            duplicates: a::fold_day(clinic, date, rows)?,
+            duplicates: fold_day(clinic, date, rows)?,
         })
     }
 
@@ -433,13 +392,13 @@ impl<B: SqlBackend> AuditStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::detection::group)
+            .map(rows::group)
             .collect()
     }
 
     async fn claim_audit_run(
         &self,
-        run: &crate::store::audit::AuditRun,
+        run: &AuditRun,
         stale_before: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, StoreError> {
         let scheduled = run.trigger.is_scheduled();
@@ -475,10 +434,7 @@ impl<B: SqlBackend> AuditStore for B {
         Ok(done > 0)
     }
 
-    async fn finish_audit_run(
-        &self,
-        run: &crate::store::audit::AuditRun,
-    ) -> Result<(), StoreError> {
+    async fn finish_audit_run(&self, run: &AuditRun) -> Result<(), StoreError> {
         let c = &run.counts;
         query(
             "UPDATE audit_runs SET status = $2, finished_at = $3, appointments_checked = $4, duplicate_groups = $5, \
@@ -505,12 +461,11 @@ impl<B: SqlBackend> AuditStore for B {
         clinic: Option<&ClinicId>,
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
-    ) -> Result<Vec<crate::store::audit::AuditRun>, StoreError> {
-        use crate::store::audit as a;
+    ) -> Result<Vec<AuditRun>, StoreError> {
         query(format!(
             "SELECT {} FROM audit_runs WHERE ($1 IS NULL OR clinic_id = $1) AND local_date >= $2 AND local_date <= $3 \
              ORDER BY local_date, started_at, id",
-            a::AUDIT_RUN_COLUMNS
+            AUDIT_RUN_COLUMNS
         ))
         .bind(clinic.map(ClinicId::as_str))
         .bind(from)
@@ -518,7 +473,7 @@ impl<B: SqlBackend> AuditStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(a::audit_run)
+        .map(rows::audit_run)
         .collect()
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::codec::corrupt;
+use super::rows;
 use super::sql::{query, Statement, Tx};
 use super::{Booking, StoreError};
 use crate::booking::rules::PlannedSlot;
@@ -29,7 +29,7 @@ impl<T: Tx> BookingTx for T {
     async fn execute(&mut self, s: Statement<'_>) -> Result<u64, StoreError> {
         Tx::execute(self, s)
             .await
-            .map_err(|e| super::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))
+            .map_err(|e| super::records::unique_violation(&e).unwrap_or(StoreError::Database(e)))
     }
 
     async fn integers(&mut self, s: Statement<'_>, column: &str) -> Result<Vec<i64>, StoreError> {
@@ -110,8 +110,8 @@ pub async fn book_in<T: BookingTx>(tx: &mut T, b: &Booking) -> Result<Appointmen
                 .await?;
             let n = *numbered
                 .first()
-                .ok_or_else(|| corrupt("walk-in number", "missing"))?;
-            let n = u32::try_from(n).map_err(|_| corrupt("walk-in number", n))?;
+                .ok_or_else(|| rows::corrupt("walk-in number", "missing"))?;
+            let n = u32::try_from(n).map_err(|_| rows::corrupt("walk-in number", n))?;
             Token::walk_in(planned.slot.session(), n)
         }
     };

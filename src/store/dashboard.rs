@@ -1,16 +1,16 @@
 //! What the dashboard keeps and reads: staff accounts and their sessions, and the
 //! views its pages need (a page of incidents, counts, a doctor-day's watched rows,
-//! stored weekly reports). One trait, one SQL text for both backends
-//! (`impl_dashboard!`), like `detection.rs`.
+//! stored weekly reports): the trait, its SQL, and its one implementation for every
+//! [`SqlBackend`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::codec::{corrupt, u32_of};
+use super::rows;
 use super::sql::{query, DecodeRow, SqlBackend, Tx, Value};
 use super::StoreError;
 use crate::detect::{DuplicateKind, FoundBy, Group, Incident, IncidentState};
-use crate::domain::{ClinicId, Doctor, DoctorId, Email, StaffRole, StaffUser};
+use crate::domain::{ClinicId, Doctor, DoctorId, Email, StaffUser};
 
 /// A logged-in browser, as stored: the hash of its cookie's secret, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,51 +187,6 @@ pub trait DashboardStore: Send + Sync {
 
 // ---- decoding and SQL ---------------------------------------------------------
 
-pub fn staff_user<R: DecodeRow>(row: &R) -> Result<StaffUser, StoreError> {
-    let role = row.text("role")?;
-    let email = row.text("email")?;
-    let clinics: Vec<String> =
-        serde_json::from_str(&row.text("clinics")?).map_err(|e| corrupt("clinics", e))?;
-    Ok(StaffUser {
-        id: row.text("id")?,
-        email: Email::parse("email", &email).map_err(|e| corrupt("email", e))?,
-        role: StaffRole::parse("role", &role).map_err(|e| corrupt("role", e))?,
-        clinics: clinics
-            .iter()
-            .map(|c| ClinicId::parse("clinics", c).map_err(|e| corrupt("clinic id", e)))
-            .collect::<Result<_, _>>()?,
-        password_hash: row.text("password_hash")?,
-        created_at: row.instant("created_at")?,
-        disabled_at: row.opt_instant("disabled_at")?,
-    })
-}
-
-pub fn staff_session<R: DecodeRow>(row: &R) -> Result<StaffSession, StoreError> {
-    Ok(StaffSession {
-        id_hash: row.text("id_hash")?,
-        user_id: row.text("user_id")?,
-        csrf_token: row.text("csrf_token")?,
-        created_at: row.instant("created_at")?,
-        last_seen_at: row.instant("last_seen_at")?,
-        expires_at: row.instant("expires_at")?,
-        ended_at: row.opt_instant("ended_at")?,
-    })
-}
-
-pub fn watched_row<R: DecodeRow>(row: &R) -> Result<WatchedRow, StoreError> {
-    Ok(WatchedRow {
-        source: row.text("source")?,
-        id: row.text("id")?,
-        slot_index: u32_of("slot_index", row.int("slot_index")?)?,
-        token_number: row.opt_text("token_number")?,
-        status: row.text("status")?,
-        is_break: row.int("is_break")? != 0,
-        booked_via: row.opt_text("booked_via")?,
-        document: serde_json::from_str(&row.text("document")?)
-            .map_err(|e| corrupt("document", e))?,
-    })
-}
-
 /// Distinct clinics of the incidents and the watched mirror, read as a skip scan
 /// (one index probe per clinic, not one row per document: the mirror may hold
 /// millions), on both backends.
@@ -364,27 +319,17 @@ pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Value<'static>>) 
     )
 }
 
-pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError> {
-    let state = row.text("state")?;
-    Ok(IncidentTally {
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        state: IncidentState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        count: u64::try_from(row.int("n")?).unwrap_or(0),
-    })
-}
-
 #[async_trait::async_trait]
 impl<B: SqlBackend> DashboardStore for B {
     async fn insert_staff_user(&self, u: &crate::domain::StaffUser) -> Result<(), StoreError> {
         query(format!(
             "INSERT INTO staff_users ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            crate::store::dashboard::STAFF_USER_COLUMNS
+            STAFF_USER_COLUMNS
         ))
         .bind(&u.id)
         .bind(u.email.as_str())
         .bind(u.role.as_str())
-        .bind(crate::store::codec::clinics_json(&u.clinics))
+        .bind(crate::store::records::clinics_json(&u.clinics))
         .bind(&u.password_hash)
         .bind(u.created_at)
         .bind(u.disabled_at)
@@ -402,12 +347,12 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn staff_user(&self, id: &str) -> Result<Option<crate::domain::StaffUser>, StoreError> {
         query(format!(
             "SELECT {} FROM staff_users WHERE id = $1",
-            crate::store::dashboard::STAFF_USER_COLUMNS
+            STAFF_USER_COLUMNS
         ))
         .bind(id)
         .fetch_optional(self.reader())
         .await?
-        .map(|r| crate::store::dashboard::staff_user(&r))
+        .map(|r| rows::staff_user(&r))
         .transpose()
     }
 
@@ -417,24 +362,24 @@ impl<B: SqlBackend> DashboardStore for B {
     ) -> Result<Option<crate::domain::StaffUser>, StoreError> {
         query(format!(
             "SELECT {} FROM staff_users WHERE email = $1",
-            crate::store::dashboard::STAFF_USER_COLUMNS
+            STAFF_USER_COLUMNS
         ))
         .bind(email.as_str())
         .fetch_optional(self.reader())
         .await?
-        .map(|r| crate::store::dashboard::staff_user(&r))
+        .map(|r| rows::staff_user(&r))
         .transpose()
     }
 
     async fn staff_users(&self) -> Result<Vec<crate::domain::StaffUser>, StoreError> {
         query(format!(
             "SELECT {} FROM staff_users ORDER BY email",
-            crate::store::dashboard::STAFF_USER_COLUMNS
+            STAFF_USER_COLUMNS
         ))
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(crate::store::dashboard::staff_user)
+        .map(rows::staff_user)
         .collect()
     }
 
@@ -449,12 +394,12 @@ impl<B: SqlBackend> DashboardStore for B {
         )
         .bind(&u.id)
         .bind(u.role.as_str())
-        .bind(crate::store::codec::clinics_json(&u.clinics))
+        .bind(crate::store::records::clinics_json(&u.clinics))
         .bind(&u.password_hash)
         .bind(u.disabled_at)
         .execute(&mut tx)
         .await?;
-        crate::store::codec::found(done, crate::domain::Entity::User)?;
+        crate::store::records::found(done, crate::domain::Entity::User)?;
         if let Some(at) = end_sessions_at {
             query(
                 "UPDATE staff_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
@@ -468,10 +413,7 @@ impl<B: SqlBackend> DashboardStore for B {
         Ok(())
     }
 
-    async fn insert_session(
-        &self,
-        s: &crate::store::dashboard::StaffSession,
-    ) -> Result<(), StoreError> {
+    async fn insert_session(&self, s: &StaffSession) -> Result<(), StoreError> {
         query(
             "INSERT INTO staff_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, ended_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -491,14 +433,7 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn session(
         &self,
         id_hash: &str,
-    ) -> Result<
-        Option<(
-            crate::store::dashboard::StaffSession,
-            crate::domain::StaffUser,
-        )>,
-        StoreError,
-    > {
-        use crate::store::dashboard as d;
+    ) -> Result<Option<(StaffSession, crate::domain::StaffUser)>, StoreError> {
         let Some(row) =
             query("SELECT * FROM staff_sessions WHERE id_hash = $1 AND ended_at IS NULL")
                 .bind(id_hash)
@@ -507,15 +442,15 @@ impl<B: SqlBackend> DashboardStore for B {
         else {
             return Ok(None);
         };
-        let session = d::staff_session(&row)?;
+        let session = rows::staff_session(&row)?;
         let user = query(format!(
             "SELECT {} FROM staff_users WHERE id = $1",
-            d::STAFF_USER_COLUMNS
+            STAFF_USER_COLUMNS
         ))
         .bind(&session.user_id)
         .fetch_optional(self.reader())
         .await?
-        .map(|r| d::staff_user(&r))
+        .map(|r| rows::staff_user(&r))
         .transpose()?;
         Ok(user.map(|u| (session, u)))
     }
@@ -550,11 +485,10 @@ impl<B: SqlBackend> DashboardStore for B {
 
     async fn incident_page(
         &self,
-        q: &crate::store::dashboard::IncidentQuery,
+        q: &IncidentQuery,
     ) -> Result<Vec<crate::detect::Incident>, StoreError> {
-        use crate::store::dashboard as d;
-        let (clause, mut binds) = d::incident_where(q, true);
-        binds.push(d::Value::from(i64::from(q.limit)));
+        let (clause, mut binds) = incident_where(q, true);
+        binds.push(Value::from(i64::from(q.limit)));
         let sql = format!(
             "SELECT {} FROM incidents{clause} ORDER BY first_seen DESC, id DESC LIMIT ${}",
             crate::store::detection::INCIDENT_COLUMNS,
@@ -565,16 +499,12 @@ impl<B: SqlBackend> DashboardStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::detection::incident)
+            .map(rows::incident)
             .collect()
     }
 
-    async fn incident_count(
-        &self,
-        q: &crate::store::dashboard::IncidentQuery,
-    ) -> Result<u64, StoreError> {
-        use crate::store::dashboard as d;
-        let (clause, binds) = d::incident_where(q, false);
+    async fn incident_count(&self, q: &IncidentQuery) -> Result<u64, StoreError> {
+        let (clause, binds) = incident_where(q, false);
         let sql = format!("SELECT COUNT(*) AS n FROM incidents{clause}");
         let row = query(&sql).bind_all(binds).fetch_one(self.reader()).await?;
         Ok(u64::try_from(row.int("n")?).unwrap_or(0))
@@ -583,28 +513,24 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn incident_tallies(
         &self,
         scope: Option<&[ClinicId]>,
-    ) -> Result<Vec<crate::store::dashboard::IncidentTally>, StoreError> {
-        use crate::store::dashboard as d;
-        let (sql, binds) = d::tallies_sql(scope);
+    ) -> Result<Vec<IncidentTally>, StoreError> {
+        let (sql, binds) = tallies_sql(scope);
         query(&sql)
             .bind_all(binds)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(d::incident_tally)
+            .map(rows::incident_tally)
             .collect()
     }
 
-    async fn outbox_events(
-        &self,
-        incident_id: &str,
-    ) -> Result<Vec<crate::store::dashboard::OutboxEvent>, StoreError> {
+    async fn outbox_events(&self, incident_id: &str) -> Result<Vec<OutboxEvent>, StoreError> {
         query("SELECT event, created_at FROM alert_outbox WHERE incident_id = $1 ORDER BY created_at, id")
             .bind(incident_id)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| Ok(crate::store::dashboard::OutboxEvent { event: r.text("event")?, at: r.instant("created_at")? }))
+            .map(|r| Ok(OutboxEvent { event: r.text("event")?, at: r.instant("created_at")? }))
             .collect()
     }
 
@@ -617,7 +543,7 @@ impl<B: SqlBackend> DashboardStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::codec::doctor)
+            .map(rows::doctor)
             .collect()
     }
 
@@ -625,9 +551,7 @@ impl<B: SqlBackend> DashboardStore for B {
         &self,
         clinics: &[ClinicId],
     ) -> Result<Vec<(ClinicId, crate::domain::DoctorId, String)>, StoreError> {
-        use crate::store::codec::corrupt;
-        use crate::store::dashboard as d;
-        let (clause, binds) = d::doctor_names_sql(clinics);
+        let (clause, binds) = doctor_names_sql(clinics);
         query(&clause)
             .bind_all(binds)
             .fetch_all(self.reader())
@@ -636,9 +560,9 @@ impl<B: SqlBackend> DashboardStore for B {
             .map(|r| {
                 Ok((
                     ClinicId::parse("clinic_id", &r.text("clinic_id")?)
-                        .map_err(|e| corrupt("clinic id", e))?,
+                        .map_err(|e| rows::corrupt("clinic id", e))?,
                     crate::domain::DoctorId::parse("id", &r.text("id")?)
-                        .map_err(|e| corrupt("doctor id", e))?,
+                        .map_err(|e| rows::corrupt("doctor id", e))?,
                     r.text("name")?,
                 ))
             })
@@ -646,13 +570,13 @@ impl<B: SqlBackend> DashboardStore for B {
     }
 
     async fn seen_clinics(&self) -> Result<Vec<ClinicId>, StoreError> {
-        query(crate::store::dashboard::SEEN_CLINICS)
+        query(SEEN_CLINICS)
             .fetch_all(self.reader())
             .await?
             .iter()
             .map(|r| {
                 ClinicId::parse("clinic_id", &r.text("clinic_id")?)
-                    .map_err(|e| crate::store::codec::corrupt("clinic id", e))
+                    .map_err(|e| rows::corrupt("clinic id", e))
             })
             .collect()
     }
@@ -661,14 +585,14 @@ impl<B: SqlBackend> DashboardStore for B {
         &self,
         clinic: &ClinicId,
     ) -> Result<Vec<crate::domain::DoctorId>, StoreError> {
-        query(crate::store::dashboard::SEEN_DOCTORS)
+        query(SEEN_DOCTORS)
             .bind(clinic.as_str())
             .fetch_all(self.reader())
             .await?
             .iter()
             .map(|r| {
                 crate::domain::DoctorId::parse_stored("doctor_id", &r.text("doctor_id")?)
-                    .map_err(|e| crate::store::codec::corrupt("doctor id", e))
+                    .map_err(|e| rows::corrupt("doctor id", e))
             })
             .collect()
     }
@@ -683,14 +607,14 @@ impl<B: SqlBackend> DashboardStore for B {
             .bind(id)
             .fetch_optional(self.reader())
             .await?
-            .map(|r| crate::store::detection::group(&r))
+            .map(|r| rows::group(&r))
             .transpose()
     }
 
     async fn watched_occupying(
         &self,
         group: &crate::detect::Group,
-    ) -> Result<Vec<crate::store::dashboard::WatchedRow>, StoreError> {
+    ) -> Result<Vec<WatchedRow>, StoreError> {
         query(
             "SELECT source, id, slot_index, token_number, status, is_break, booked_via, document \
              FROM watched_appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
@@ -702,20 +626,17 @@ impl<B: SqlBackend> DashboardStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(crate::store::dashboard::watched_row)
+        .map(rows::watched_row)
         .collect()
     }
 
-    async fn stored_reports(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<crate::store::dashboard::StoredReport>, StoreError> {
+    async fn stored_reports(&self, limit: u32) -> Result<Vec<StoredReport>, StoreError> {
         query("SELECT clinic_id, week, generated_at FROM weekly_reports ORDER BY week DESC, clinic_id LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(|r| Ok(crate::store::dashboard::StoredReport {
+            .map(|r| Ok(StoredReport {
                 clinic_id: r.text("clinic_id")?,
                 week: r.text("week")?,
                 generated_at: r.instant("generated_at")?,
@@ -736,7 +657,7 @@ impl<B: SqlBackend> DashboardStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::detection::incident)
+            .map(rows::incident)
             .collect()
     }
 
@@ -761,7 +682,7 @@ impl<B: SqlBackend> DashboardStore for B {
             .flatten()
             .fold(r.instant("changed_at")?, std::cmp::max);
             let clinic = ClinicId::parse("clinic_id", &r.text("clinic_id")?)
-                .map_err(|e| crate::store::codec::corrupt("clinic id", e))?;
+                .map_err(|e| rows::corrupt("clinic id", e))?;
             Ok((r.text("id")?, clinic, stamp))
         })
         .collect()

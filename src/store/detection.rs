@@ -1,6 +1,6 @@
 //! What detection and alerting keep: the watched mirror, incidents, the alert outbox,
-//! notifications and their attempts, silences, leases. One trait, one SQL text for
-//! both backends (`impl_detection!`), like `codec::impl_store!`.
+//! notifications and their attempts, silences, leases: the trait, its SQL, and its one
+//! implementation for every [`SqlBackend`] (the day lookups differ by `B::BACKEND`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::rows;
 use super::sql::{query, SqlBackend, Tx};
 use super::{Backend, StoreError};
 use crate::detect::reconcile::Changes;
-use crate::detect::{Group, Incident, IncidentState, Keys, MemberRef, OutboxEntry, Touched};
+use crate::detect::{Group, Incident, Keys, MemberRef, OutboxEntry, Touched};
 use crate::domain::ClinicId;
 use crate::watch::WatchedAppointment;
 
@@ -275,103 +276,8 @@ pub trait DetectionStore: Send + Sync {
 
 // ---- decoding -------------------------------------------------------------------
 
-use super::codec::{corrupt, u32_of};
 use super::sql::DecodeRow;
-use crate::detect::{Duplicate, DuplicateKind, FoundBy};
-use crate::domain::DoctorId;
-
-pub fn group<R: DecodeRow>(row: &R) -> Result<Group, StoreError> {
-    Ok(Group {
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        doctor_id: DoctorId::parse_stored("doctor_id", &row.text("doctor_id")?)
-            .map_err(|e| corrupt("doctor id", e))?,
-        date: row.date("date")?,
-    })
-}
-
-pub fn incident<R: DecodeRow>(row: &R) -> Result<Incident, StoreError> {
-    let kind = row.text("kind")?;
-    let state = row.text("state")?;
-    let members: Vec<MemberRef> =
-        serde_json::from_str(&row.text("members")?).map_err(|e| corrupt("members", e))?;
-    Ok(Incident {
-        id: row.text("id")?,
-        group: group(row)?,
-        kind: DuplicateKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        key: row.text("key")?,
-        state: IncidentState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        found_by: if row.text("found_by")? == "audit" {
-            FoundBy::Audit
-        } else {
-            FoundBy::Realtime
-        },
-        members,
-        regressions: u32_of("regressions", row.int("regressions")?)?,
-        first_seen: row.instant("first_seen")?,
-        last_seen: row.instant("last_seen")?,
-        changed_at: row.instant("changed_at")?,
-        detection_ms: row.opt_int("detection_ms")?,
-        acknowledged_at: row.opt_instant("acknowledged_at")?,
-        acknowledged_by: row.opt_text("acknowledged_by")?,
-        resolved_at: row.opt_instant("resolved_at")?,
-        resolved_by: row.opt_text("resolved_by")?,
-        note: row.opt_text("note")?,
-        last_notified_at: row.opt_instant("last_notified_at")?,
-        revision: row.int("revision")?,
-    })
-}
-
-pub fn notification<R: DecodeRow>(row: &R) -> Result<NotificationRow, StoreError> {
-    let state = row.text("state")?;
-    Ok(NotificationRow {
-        id: row.text("id")?,
-        channel: row.text("channel")?,
-        clinic_id: row.text("clinic_id")?,
-        event: row.text("event")?,
-        payload: row.text("payload")?,
-        state: DeliveryState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        attempts: u32_of("attempts", row.int("attempts")?)?,
-        next_attempt_at: row.instant("next_attempt_at")?,
-        last_error: row.opt_text("last_error")?,
-        delivered_at: row.opt_instant("delivered_at")?,
-        created_at: row.instant("created_at")?,
-        retry_from: u32_of("retry_from", row.int("retry_from")?)?,
-        retried_at: row.opt_instant("retried_at")?,
-        retried_by: row.opt_text("retried_by")?,
-    })
-}
-
-pub fn attempt<R: DecodeRow>(row: &R) -> Result<Attempt, StoreError> {
-    Ok(Attempt {
-        notification_id: row.text("notification_id")?,
-        channel: row.text("channel")?,
-        attempt: u32_of("attempt", row.int("attempt")?)?,
-        at: row.instant("at")?,
-        outcome: row.text("outcome")?,
-        error: row.opt_text("error")?,
-    })
-}
-
-pub fn silence<R: DecodeRow>(row: &R) -> Result<Silence, StoreError> {
-    Ok(Silence {
-        id: row.text("id")?,
-        clinic_id: row.opt_text("clinic_id")?,
-        kind: row.opt_text("kind")?,
-        reason: row.text("reason")?,
-        created_by: row.text("created_by")?,
-        created_at: row.instant("created_at")?,
-        ends_at: row.instant("ends_at")?,
-    })
-}
-
-/// Adds the slot and token a stored watched row holds (`clinic_id`, `doctor_id`,
-/// `date`, `slot_index`, `token_number`) to `touched`.
-pub fn touch<R: DecodeRow>(touched: &mut Touched, row: &R) -> Result<(), StoreError> {
-    let slot = u32_of("slot_index", row.int("slot_index")?)?;
-    touched.key(group(row)?, slot, row.opt_text("token_number")?);
-    Ok(())
-}
+use crate::detect::{Duplicate, DuplicateKind};
 
 /// Folds the member rows of `DUPLICATES` into one duplicate per (kind, key).
 pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
@@ -381,7 +287,7 @@ pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
         Default::default();
     for row in rows {
         let kind = row.text("kind")?;
-        let kind = DuplicateKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?;
+        let kind = DuplicateKind::parse(&kind).ok_or_else(|| rows::corrupt("kind", &kind))?;
         let key = row.text("key")?;
         let entry = found
             .entry((kind, key.clone()))
@@ -571,7 +477,7 @@ pub fn key_statements(keys: &[(Group, Keys)]) -> Vec<(Vec<(&Group, u32)>, Vec<(&
 pub fn fold_days<R: DecodeRow>(rows: &[R]) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError> {
     let mut by_day: BTreeMap<Group, Vec<&R>> = BTreeMap::new();
     for row in rows {
-        by_day.entry(group(row)?).or_default().push(row);
+        by_day.entry(rows::group(row)?).or_default().push(row);
     }
     by_day
         .into_iter()
@@ -615,17 +521,6 @@ pub const UPSERT_INCIDENT: &str = "INSERT INTO incidents (id, clinic_id, doctor_
 
 pub const NOTIFICATION_COLUMNS: &str = "id, channel, clinic_id, event, payload, state, attempts, \
     next_attempt_at, last_error, delivered_at, created_at, retry_from, retried_at, retried_by";
-
-/// The [`crate::watch::EventOrder`] of a stored document (`version`, `stage`,
-/// `fingerprint` columns).
-pub fn stored_order<R: DecodeRow>(row: &R) -> Result<crate::watch::EventOrder, StoreError> {
-    let stage = row.int("stage")?;
-    Ok(crate::watch::EventOrder {
-        version: row.opt_int("version")?,
-        stage: u8::try_from(stage).map_err(|_| super::codec::corrupt("stage", stage))?,
-        fingerprint: row.text("fingerprint")?,
-    })
-}
 
 /// Queues notification rows in transaction `tx`. A row already there (same id and
 /// channel: a notice queued twice) is left as it is, so it is delivered once.
@@ -679,8 +574,8 @@ pub async fn upsert_watched_rows<T: Tx>(
             .fetch_optional(&mut *tx)
             .await?
         {
-            touch(&mut touched, &row)?;
-            stored = Some(stored_order(&row)?);
+            rows::touch(&mut touched, &row)?;
+            stored = Some(rows::stored_order(&row)?);
         }
         let done = query(UPSERT_WATCHED)
             .bind(source)
@@ -766,7 +661,7 @@ impl<B: SqlBackend> DetectionStore for B {
             return Ok(None);
         };
         let mut touched = crate::detect::Touched::default();
-        crate::store::detection::touch(&mut touched, &row)?;
+        rows::touch(&mut touched, &row)?;
         query(
             "UPDATE watched_appointments SET deleted = 1, occupying = 0, received_at = $3, \
              version = CASE WHEN version IS NULL OR version < $4 THEN $4 ELSE version END \
@@ -789,10 +684,9 @@ impl<B: SqlBackend> DetectionStore for B {
         std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Duplicate>>,
         StoreError,
     > {
-        use crate::store::detection as d;
         let mut found = std::collections::BTreeMap::new();
-        for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
-            let sql = d::duplicates_of_days(B::BACKEND, chunk.len());
+        for chunk in days.chunks(DAYS_PER_STATEMENT) {
+            let sql = duplicates_of_days(B::BACKEND, chunk.len());
             let mut query = query(&sql);
             for day in chunk {
                 query = query
@@ -800,7 +694,7 @@ impl<B: SqlBackend> DetectionStore for B {
                     .bind(day.doctor_id.as_str())
                     .bind(day.date);
             }
-            found.append(&mut d::fold_days(&query.fetch_all(self.reader()).await?)?);
+            found.append(&mut fold_days(&query.fetch_all(self.reader()).await?)?);
         }
         Ok(found)
     }
@@ -812,10 +706,9 @@ impl<B: SqlBackend> DetectionStore for B {
         std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Duplicate>>,
         StoreError,
     > {
-        use crate::store::detection as d;
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
-        for (slots, tokens) in d::key_statements(keys) {
-            let sql = d::duplicates_at_keys(B::BACKEND, slots.len(), tokens.len());
+        for (slots, tokens) in key_statements(keys) {
+            let sql = duplicates_at_keys(B::BACKEND, slots.len(), tokens.len());
             let mut query = query(&sql);
             for (day, slot) in slots {
                 query = query
@@ -831,7 +724,7 @@ impl<B: SqlBackend> DetectionStore for B {
                     .bind(day.date)
                     .bind(token);
             }
-            for (day, duplicates) in d::fold_days(&query.fetch_all(self.reader()).await?)? {
+            for (day, duplicates) in fold_days(&query.fetch_all(self.reader()).await?)? {
                 found.entry(day).or_default().extend(duplicates);
             }
         }
@@ -845,10 +738,9 @@ impl<B: SqlBackend> DetectionStore for B {
         std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Incident>>,
         StoreError,
     > {
-        use crate::store::detection as d;
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
-        for chunk in days.chunks(d::DAYS_PER_STATEMENT) {
-            let sql = d::incidents_of_days(B::BACKEND, chunk.len());
+        for chunk in days.chunks(DAYS_PER_STATEMENT) {
+            let sql = incidents_of_days(B::BACKEND, chunk.len());
             let mut query = query(&sql);
             for day in chunk {
                 query = query
@@ -857,7 +749,7 @@ impl<B: SqlBackend> DetectionStore for B {
                     .bind(day.date);
             }
             for row in query.fetch_all(self.reader()).await? {
-                let incident = d::incident(&row)?;
+                let incident = rows::incident(&row)?;
                 found
                     .entry(incident.group.clone())
                     .or_default()
@@ -873,7 +765,7 @@ impl<B: SqlBackend> DetectionStore for B {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for i in &changes.incidents {
-            let saved = query(crate::store::detection::UPSERT_INCIDENT)
+            let saved = query(UPSERT_INCIDENT)
                 .bind(&i.id)
                 .bind(i.group.clinic_id.as_str())
                 .bind(i.group.doctor_id.as_str())
@@ -901,7 +793,7 @@ impl<B: SqlBackend> DetectionStore for B {
                 .bind(i.revision)
                 .execute(&mut tx)
                 .await
-                .map_err(|e| match crate::store::codec::unique_violation(&e) {
+                .map_err(|e| match crate::store::records::unique_violation(&e) {
                     // Another checker (the audit, another server's detector) opened the
                     // same incident first: decide again from what is stored now.
                     Some(_) => StoreError::Changed("the incident was opened meanwhile"),
@@ -939,20 +831,19 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(crate::store::detection::group)
+        .map(rows::group)
         .collect()
     }
 
     async fn incident(&self, id: &str) -> Result<Option<crate::detect::Incident>, StoreError> {
-        use crate::store::detection as d;
         query(format!(
             "SELECT {} FROM incidents WHERE id = $1",
-            d::INCIDENT_COLUMNS
+            INCIDENT_COLUMNS
         ))
         .bind(id)
         .fetch_optional(self.reader())
         .await?
-        .map(|r| d::incident(&r))
+        .map(|r| rows::incident(&r))
         .transpose()
     }
 
@@ -960,7 +851,7 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         group: &crate::detect::Group,
         members: &[crate::detect::MemberRef],
-    ) -> Result<Vec<crate::store::detection::MemberRow>, StoreError> {
+    ) -> Result<Vec<MemberRow>, StoreError> {
         let mut rows = Vec::with_capacity(members.len());
         for m in members {
             let native = m.source == crate::detect::NATIVE;
@@ -982,10 +873,10 @@ impl<B: SqlBackend> DetectionStore for B {
                 .await?
             };
             if let Some(row) = row {
-                let member = crate::store::detection::MemberRow {
+                let member = MemberRow {
                     source: m.source.clone(),
                     id: m.id.clone(),
-                    slot_index: crate::store::codec::u32_of("slot_index", row.int("slot_index")?)?,
+                    slot_index: rows::u32_of("slot_index", row.int("slot_index")?)?,
                     token_number: row.opt_text("token_number")?,
                     status: row.text("status")?,
                     created_at: row.opt_instant("created_at")?,
@@ -995,7 +886,7 @@ impl<B: SqlBackend> DetectionStore for B {
                     patient_phone: None,
                 };
                 rows.push(if native {
-                    crate::store::detection::MemberRow {
+                    MemberRow {
                         time: row.opt_text("time")?,
                         patient_name: row.opt_text("patient_name")?,
                         patient_phone: row.opt_text("patient_phone")?,
@@ -1003,7 +894,7 @@ impl<B: SqlBackend> DetectionStore for B {
                     }
                 } else {
                     let document: serde_json::Value = serde_json::from_str(&row.text("document")?)
-                        .map_err(|e| crate::store::codec::corrupt("document", e))?;
+                        .map_err(|e| rows::corrupt("document", e))?;
                     member.with_document(&document)
                 });
             }
@@ -1080,10 +971,10 @@ impl<B: SqlBackend> DetectionStore for B {
                 Ok(crate::detect::OutboxEntry {
                     id: r.text("id")?,
                     clinic_id: ClinicId::parse("clinic_id", &r.text("clinic_id")?)
-                        .map_err(|e| crate::store::codec::corrupt("clinic id", e))?,
+                        .map_err(|e| rows::corrupt("clinic id", e))?,
                     incident_id: r.text("incident_id")?,
                     event: serde_json::from_value(serde_json::Value::String(event.clone()))
-                        .map_err(|_| crate::store::codec::corrupt("event", &event))?,
+                        .map_err(|_| rows::corrupt("event", &event))?,
                     created_at: r.instant("created_at")?,
                 })
             })
@@ -1094,7 +985,7 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         outbox_ids: &[String],
         notification_id: &str,
-        rows: &[crate::store::detection::NotificationRow],
+        rows: &[NotificationRow],
         incident_ids: &[String],
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
@@ -1126,26 +1017,21 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         now: chrono::DateTime<chrono::Utc>,
         limit: u32,
-    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
-        use crate::store::detection as d;
+    ) -> Result<Vec<NotificationRow>, StoreError> {
         query(format!(
             "SELECT {} FROM notifications WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
-            d::NOTIFICATION_COLUMNS
+            NOTIFICATION_COLUMNS
         ))
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(d::notification)
+        .map(rows::notification)
         .collect()
     }
 
-    async fn record_attempt(
-        &self,
-        n: &crate::store::detection::NotificationRow,
-        a: &crate::store::detection::Attempt,
-    ) -> Result<(), StoreError> {
+    async fn record_attempt(&self, n: &NotificationRow, a: &Attempt) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         query(
             "UPDATE notifications SET state = $3, attempts = $4, next_attempt_at = $5, last_error = $6, delivered_at = $7 \
@@ -1175,19 +1061,18 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn notifications(
         &self,
-        state: Option<crate::store::detection::DeliveryState>,
+        state: Option<DeliveryState>,
         clinic: Option<&ClinicId>,
         after: Option<&(chrono::DateTime<chrono::Utc>, String, String)>,
         limit: u32,
-    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
-        use crate::store::detection as d;
+    ) -> Result<Vec<NotificationRow>, StoreError> {
         query(format!(
             "SELECT {} FROM notifications WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR clinic_id = $2) \
              AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND (id > $5 OR (id = $5 AND channel > $6)))) \
              ORDER BY created_at DESC, id, channel LIMIT $3",
-            d::NOTIFICATION_COLUMNS
+            NOTIFICATION_COLUMNS
         ))
-        .bind(state.map(d::DeliveryState::as_str))
+        .bind(state.map(DeliveryState::as_str))
         .bind(clinic.map(ClinicId::as_str))
         .bind(i64::from(limit))
         .bind(after.map(|a| a.0))
@@ -1196,34 +1081,29 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(d::notification)
+        .map(rows::notification)
         .collect()
     }
 
-    async fn notification(
-        &self,
-        id: &str,
-    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
-        use crate::store::detection as d;
+    async fn notification(&self, id: &str) -> Result<Vec<NotificationRow>, StoreError> {
         query(format!(
             "SELECT {} FROM notifications WHERE id = $1 ORDER BY channel",
-            d::NOTIFICATION_COLUMNS
+            NOTIFICATION_COLUMNS
         ))
         .bind(id)
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(d::notification)
+        .map(rows::notification)
         .collect()
     }
 
     async fn retry_dead(
         &self,
-        which: &crate::store::detection::DeadLetters,
+        which: &DeadLetters,
         by: &str,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<crate::store::detection::NotificationRow>, StoreError> {
-        use crate::store::detection as d;
+    ) -> Result<Vec<NotificationRow>, StoreError> {
         // Only dead rows change, in one statement: a retry racing the dispatcher, or
         // a second click, finds nothing dead and queues nothing twice.
         query(format!(
@@ -1231,7 +1111,7 @@ impl<B: SqlBackend> DetectionStore for B {
              retried_at = $1, retried_by = $2 \
              WHERE state = 'dead' AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR channel = $4) \
              AND ($5 IS NULL OR clinic_id = $5) RETURNING {}",
-            d::NOTIFICATION_COLUMNS
+            NOTIFICATION_COLUMNS
         ))
         .bind(now)
         .bind(by)
@@ -1241,39 +1121,32 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(d::notification)
+        .map(rows::notification)
         .collect()
     }
 
     async fn incident_notifications(
         &self,
         incident_id: &str,
-    ) -> Result<
-        Vec<(
-            crate::store::detection::NotificationRow,
-            Vec<crate::store::detection::Attempt>,
-        )>,
-        StoreError,
-    > {
-        use crate::store::detection as d;
+    ) -> Result<Vec<(NotificationRow, Vec<Attempt>)>, StoreError> {
         let rows = query(format!(
             "SELECT {} FROM notifications WHERE id IN \
              (SELECT notification_id FROM alert_outbox WHERE incident_id = $1) ORDER BY created_at, channel",
-            d::NOTIFICATION_COLUMNS
+            NOTIFICATION_COLUMNS
         ))
         .bind(incident_id)
         .fetch_all(self.reader())
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let n = d::notification(row)?;
+            let n = rows::notification(row)?;
             let attempts = query("SELECT * FROM notification_attempts WHERE notification_id = $1 AND channel = $2 ORDER BY attempt")
                 .bind(&n.id)
                 .bind(&n.channel)
                 .fetch_all(self.reader())
                 .await?
                 .iter()
-                .map(d::attempt)
+                .map(rows::attempt)
                 .collect::<Result<Vec<_>, _>>()?;
             out.push((n, attempts));
         }
@@ -1284,21 +1157,20 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         before: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<crate::detect::Incident>, StoreError> {
-        use crate::store::detection as d;
         query(format!(
             "SELECT {} FROM incidents WHERE state = 'open' AND last_notified_at IS NOT NULL AND last_notified_at < $1 \
              AND id NOT IN (SELECT incident_id FROM alert_outbox WHERE notification_id IS NULL)",
-            d::INCIDENT_COLUMNS
+            INCIDENT_COLUMNS
         ))
         .bind(before)
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(d::incident)
+        .map(rows::incident)
         .collect()
     }
 
-    async fn insert_silence(&self, s: &crate::store::detection::Silence) -> Result<(), StoreError> {
+    async fn insert_silence(&self, s: &Silence) -> Result<(), StoreError> {
         query("INSERT INTO silences (id, clinic_id, kind, reason, created_by, created_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&s.id)
             .bind(s.clinic_id.as_deref())
@@ -1315,13 +1187,13 @@ impl<B: SqlBackend> DetectionStore for B {
     async fn silences(
         &self,
         active_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Vec<crate::store::detection::Silence>, StoreError> {
+    ) -> Result<Vec<Silence>, StoreError> {
         query("SELECT * FROM silences WHERE ($1 IS NULL OR ends_at > $1) ORDER BY created_at, id")
             .bind(active_at)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::detection::silence)
+            .map(rows::silence)
             .collect()
     }
 

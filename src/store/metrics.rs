@@ -1,6 +1,6 @@
 //! What the metrics keep and read: the booking rollups and totals the servers add to,
-//! and the counts `/api/v1/stats` and `/metrics` read from the other tables. One
-//! trait, one SQL text for both backends (`impl_metrics!`), like `detection.rs`.
+//! and the counts `/api/v1/stats` and `/metrics` read from the other tables: the trait,
+//! its SQL, and its one implementation for every [`SqlBackend`].
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 
 use super::audit::WATCHED_CHECKED;
+use super::rows;
 use super::sql::{query, Reads, SqlBackend, Tx};
 use super::StoreError;
 use crate::detect::Incident;
@@ -145,28 +146,7 @@ pub fn stored(n: u64) -> i64 {
 
 // ---- decoding -------------------------------------------------------------------
 
-use super::codec::corrupt;
 use super::sql::DecodeRow;
-
-pub fn count<R: DecodeRow>(row: &R, col: &str) -> Result<u64, StoreError> {
-    let n = row.int(col)?;
-    u64::try_from(n).map_err(|_| corrupt(col, n))
-}
-
-fn clinic_id<R: DecodeRow>(row: &R) -> Result<ClinicId, StoreError> {
-    ClinicId::parse("clinic_id", &row.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))
-}
-
-pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError> {
-    let doctor = row.text("doctor_id")?;
-    Ok(DoctorOutcome {
-        clinic_id: clinic_id(row)?,
-        doctor_id: DoctorId::parse("doctor_id", &doctor).map_err(|e| corrupt("doctor id", e))?,
-        outcome: row.text("outcome")?,
-        count: count(row, "count")?,
-        retries: count(row, "retries")?,
-    })
-}
 
 /// Rows of [`OUTCOMES`] summed, as they stream in, into day outcomes (per clinic, day
 /// and outcome) and hour outcomes (per day, hour and outcome, over the clinics read).
@@ -184,12 +164,12 @@ impl OutcomeSums {
         let hour = u32::try_from(hour)
             .ok()
             .filter(|h| *h < 24)
-            .ok_or_else(|| corrupt("hour", hour))?;
+            .ok_or_else(|| rows::corrupt("hour", hour))?;
         let outcome = row.text("outcome")?;
-        let (n, retries) = (count(row, "count")?, count(row, "retries")?);
+        let (n, retries) = (rows::count(row, "count")?, rows::count(row, "retries")?);
         let summed = self
             .days
-            .entry((clinic_id(row)?, day, outcome.clone()))
+            .entry((rows::clinic_id(row)?, day, outcome.clone()))
             .or_default();
         summed.0 += n;
         summed.1 += retries;
@@ -221,32 +201,6 @@ impl OutcomeSums {
                 .collect(),
         )
     }
-}
-
-pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError> {
-    Ok(DayAppointments {
-        clinic_id: clinic_id(row)?,
-        date: row.date("date")?,
-        count: count(row, "count")?,
-    })
-}
-
-pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError> {
-    let kind = row.text("kind")?;
-    Ok(BookingTotal {
-        kind: Kind::from_stored(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        outcome: row.text("outcome")?,
-        count: count(row, "count")?,
-        retries: count(row, "retries")?,
-    })
-}
-
-/// Rows of `(label, label, count)`: the shape of every grouped count in
-/// [`AlertingGauges`].
-pub fn labelled_counts<R: DecodeRow>(rows: &[R]) -> Result<Vec<(String, String, u64)>, StoreError> {
-    rows.iter()
-        .map(|r| Ok((r.text("a")?, r.text("b")?, count(r, "count")?)))
-        .collect()
 }
 
 /// One statement in two forms: over one clinic's rows (`clinic_id = $1`) or over every
@@ -330,28 +284,27 @@ impl<B: SqlBackend> MetricsStore for B {
         &self,
         deltas: &std::collections::BTreeMap<crate::metrics::RollupKey, crate::metrics::Tally>,
     ) -> Result<(), StoreError> {
-        use crate::store::metrics as m;
         let mut tx = self.begin_write().await?;
         for (key, tally) in deltas {
-            query(m::ADD_ROLLUP)
+            query(ADD_ROLLUP)
                 .bind(key.clinic_id.as_str())
                 .bind(key.day)
                 .bind(i16::from(key.hour))
                 .bind(key.doctor_id.as_str())
                 .bind(key.kind.as_str())
                 .bind(key.outcome)
-                .bind(m::stored(tally.count))
-                .bind(m::stored(tally.retries))
-                .bind(m::stored(tally.latency_us))
+                .bind(stored(tally.count))
+                .bind(stored(tally.retries))
+                .bind(stored(tally.latency_us))
                 .execute(&mut tx)
                 .await?;
         }
-        for ((kind, outcome), tally) in m::totals_of(deltas) {
-            query(m::ADD_TOTAL)
+        for ((kind, outcome), tally) in totals_of(deltas) {
+            query(ADD_TOTAL)
                 .bind(kind.as_str())
                 .bind(outcome)
-                .bind(m::stored(tally.count))
-                .bind(m::stored(tally.retries))
+                .bind(stored(tally.count))
+                .bind(stored(tally.retries))
                 .execute(&mut tx)
                 .await?;
         }
@@ -364,9 +317,8 @@ impl<B: SqlBackend> MetricsStore for B {
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<crate::store::metrics::StatsRows, StoreError> {
-        use crate::store::metrics as m;
-        let dated = |sql: &m::Scoped| {
+    ) -> Result<StatsRows, StoreError> {
+        let dated = |sql: &Scoped| {
             query(sql.sql(clinic))
                 .bind(clinic.map(ClinicId::as_str))
                 .bind(from)
@@ -374,16 +326,16 @@ impl<B: SqlBackend> MetricsStore for B {
                 .fetch_all(self.reader())
         };
         let outcomes = self.booking_outcomes(clinic, from, to).await?;
-        Ok(m::StatsRows {
-            appointments: dated(&m::DAY_APPOINTMENTS)
+        Ok(StatsRows {
+            appointments: dated(&DAY_APPOINTMENTS)
                 .await?
                 .iter()
-                .map(m::day_appointments)
+                .map(rows::day_appointments)
                 .collect::<Result<_, _>>()?,
-            incidents: dated(&m::INCIDENTS_DATED)
+            incidents: dated(&INCIDENTS_DATED)
                 .await?
                 .iter()
-                .map(crate::store::detection::incident)
+                .map(rows::incident)
                 .collect::<Result<_, _>>()?,
             ..outcomes
         })
@@ -394,10 +346,9 @@ impl<B: SqlBackend> MetricsStore for B {
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<crate::store::metrics::StatsRows, StoreError> {
-        use crate::store::metrics as m;
-        let mut sums = m::OutcomeSums::default();
-        let outcomes = query(m::OUTCOMES.sql(clinic))
+    ) -> Result<StatsRows, StoreError> {
+        let mut sums = OutcomeSums::default();
+        let outcomes = query(OUTCOMES.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
             .bind(to);
@@ -405,10 +356,10 @@ impl<B: SqlBackend> MetricsStore for B {
             .for_each_row(outcomes, |row| sums.add(row))
             .await?;
         let (day_outcomes, hour_outcomes) = sums.finish();
-        Ok(m::StatsRows {
+        Ok(StatsRows {
             day_outcomes,
             hour_outcomes,
-            ..m::StatsRows::default()
+            ..StatsRows::default()
         })
     }
 
@@ -417,16 +368,15 @@ impl<B: SqlBackend> MetricsStore for B {
         clinic: &ClinicId,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<crate::store::metrics::DayAppointments>, StoreError> {
-        use crate::store::metrics as m;
-        query(m::DAY_APPOINTMENTS.sql(Some(clinic)))
+    ) -> Result<Vec<DayAppointments>, StoreError> {
+        query(DAY_APPOINTMENTS.sql(Some(clinic)))
             .bind(clinic.as_str())
             .bind(from)
             .bind(to)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(m::day_appointments)
+            .map(rows::day_appointments)
             .collect()
     }
 
@@ -435,48 +385,47 @@ impl<B: SqlBackend> MetricsStore for B {
         clinic: Option<&ClinicId>,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<crate::store::metrics::DoctorOutcome>, StoreError> {
-        query(crate::store::metrics::DOCTOR_OUTCOMES.sql(clinic))
+    ) -> Result<Vec<DoctorOutcome>, StoreError> {
+        query(DOCTOR_OUTCOMES.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
             .bind(to)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::metrics::doctor_outcome)
+            .map(rows::doctor_outcome)
             .collect()
     }
 
-    async fn booking_totals(&self) -> Result<Vec<crate::store::metrics::BookingTotal>, StoreError> {
+    async fn booking_totals(&self) -> Result<Vec<BookingTotal>, StoreError> {
         query("SELECT kind, outcome, count, retries FROM booking_totals ORDER BY kind, outcome")
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::metrics::booking_total)
+            .map(rows::booking_total)
             .collect()
     }
 
-    async fn alerting_gauges(&self) -> Result<crate::store::metrics::AlertingGauges, StoreError> {
-        use crate::store::metrics as m;
+    async fn alerting_gauges(&self) -> Result<AlertingGauges, StoreError> {
         let grouped = |sql: &'static str| query(sql).fetch_all(self.reader());
         let backlog = query("SELECT COUNT(*) AS n FROM alert_outbox WHERE notification_id IS NULL")
             .fetch_one(self.reader())
             .await?
             .int("n")?;
-        Ok(m::AlertingGauges {
-            open_incidents: m::labelled_counts(&grouped(
+        Ok(AlertingGauges {
+            open_incidents: rows::labelled_counts(&grouped(
                 "SELECT clinic_id AS a, state AS b, COUNT(*) AS count FROM incidents \
                  WHERE state <> 'resolved' GROUP BY clinic_id, state ORDER BY clinic_id, state",
             ).await?)?,
-            notifications: m::labelled_counts(&grouped(
+            notifications: rows::labelled_counts(&grouped(
                 "SELECT channel AS a, state AS b, COUNT(*) AS count FROM notifications \
                  GROUP BY channel, state ORDER BY channel, state",
             ).await?)?,
-            failed_attempts: m::labelled_counts(&grouped(
+            failed_attempts: rows::labelled_counts(&grouped(
                 "SELECT channel AS a, outcome AS b, COUNT(*) AS count FROM notification_attempts \
                  WHERE outcome <> 'delivered' GROUP BY channel, outcome ORDER BY channel, outcome",
             ).await?)?,
-            outbox_backlog: u64::try_from(backlog).map_err(|_| crate::store::codec::corrupt("outbox backlog", backlog))?,
+            outbox_backlog: u64::try_from(backlog).map_err(|_| rows::corrupt("outbox backlog", backlog))?,
         })
     }
 }

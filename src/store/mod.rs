@@ -2,6 +2,16 @@
 //! embedded SQLite default and for PostgreSQL. The invariants of docs/PRODUCT.md live in the
 //! migrations (`migrations/{sqlite,postgres}`), not here: code picks a slot, the
 //! partial unique indexes make sure no second occupant can ever commit.
+//!
+//! - [`sql`]: statements (SQL text with `$n` placeholders, the same on both backends,
+//!   and their typed values), where they run, and [`sql::SqlBackend`], what a backend
+//!   provides.
+//! - `records`, [`detection`], [`audit`], [`metrics`], [`dashboard`]: one capability
+//!   each: its trait, its SQL and its one implementation for every `SqlBackend`.
+//! - `booking`: the steps of a booking in its transaction, once for both backends.
+//! - `rows`: every stored row decoded back into a value.
+//! - [`sqlite`], [`postgres`]: each backend: connections, migrations, and what it
+//!   does its own way (SQLite's group commits, PostgreSQL's retries and NOTIFY).
 
 use std::collections::BTreeSet;
 
@@ -16,11 +26,12 @@ use crate::domain::{
 
 pub mod audit;
 mod booking;
-mod codec;
 pub mod dashboard;
 pub mod detection;
 pub mod metrics;
 pub mod postgres;
+mod records;
+mod rows;
 pub mod sql;
 pub mod sqlite;
 

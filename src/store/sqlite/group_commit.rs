@@ -25,7 +25,8 @@ use futures_util::FutureExt;
 use super::SqliteSync;
 use crate::domain::Appointment;
 use crate::store::booking::{book_in, BookingTx};
-use crate::store::codec::{corrupt, unique_violation_named};
+use crate::store::records::unique_violation_named;
+use crate::store::rows::corrupt;
 use crate::store::sql::{Statement, Value};
 use crate::store::{Booking, StoreError};
 

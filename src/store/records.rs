@@ -1,18 +1,15 @@
-//! What both stores share: the SQL text that is the same on SQLite and PostgreSQL
-//! (both accept `$n` placeholders), and turning rows into domain values.
+//! The core records: clinics, doctors, appointments, idempotency keys and API keys.
+//! The `Store` trait's SQL and its one implementation for every [`SqlBackend`], and
+//! how a unique index's refusal is named.
 
-use super::sql::{query, DecodeRow, SqlBackend, Tx};
+use super::rows;
+use super::sql::{query, SqlBackend, Tx};
 use super::{AppointmentFilter, Backend, Booking, Store};
 use crate::domain::schedule::days_off_to_json;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{ApiKeyRecord, Role, StoreError, StoredResponse};
-use crate::domain::clinic::parse_timezone;
-use crate::domain::schedule::{parse_clock_time, parse_days_off, WeeklyAvailability};
-use crate::domain::{
-    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, Kind,
-    ReserveRatio, Status,
-};
+use super::{ApiKeyRecord, StoreError, StoredResponse};
+use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
 
 pub const APPOINTMENT_COLUMNS: &str = "id, clinic_id, doctor_id, date, session_index, \
     slot_index, time, kind, numeric_token, token_number, status, patient_name, patient_phone, \
@@ -46,115 +43,6 @@ pub fn unique_violation_named(what: &str) -> StoreError {
     } else {
         StoreError::AlreadyExists(crate::domain::Entity::Record)
     }
-}
-
-pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value}"))
-}
-
-pub fn u32_of(what: &str, v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| corrupt(what, v))
-}
-
-pub fn appointment<R: DecodeRow>(row: &R) -> Result<Appointment, StoreError> {
-    let status = row.text("status")?;
-    let kind = row.text("kind")?;
-    Ok(Appointment {
-        id: AppointmentId::from_stored(row.text("id")?),
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        doctor_id: DoctorId::parse("doctor_id", &row.text("doctor_id")?)
-            .map_err(|e| corrupt("doctor id", e))?,
-        date: row.date("date")?,
-        session_index: u32_of("session_index", row.int("session_index")?)?,
-        slot_index: u32_of("slot_index", row.int("slot_index")?)?,
-        time: row.text("time")?,
-        kind: Kind::from_stored(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        numeric_token: u32_of("numeric_token", row.int("numeric_token")?)?,
-        token_number: row.text("token_number")?,
-        status: Status::parse("status", &status).map_err(|_| corrupt("status", &status))?,
-        patient_name: row.text("patient_name")?,
-        patient_phone: row.opt_text("patient_phone")?,
-        booked_via: row.text("booked_via")?,
-        created_at: row.instant("created_at")?,
-        updated_at: row.instant("updated_at")?,
-        previous_appointment_id: row
-            .opt_text("previous_appointment_id")?
-            .map(AppointmentId::from_stored),
-    })
-}
-
-pub fn clinic<R: DecodeRow>(row: &R) -> Result<Clinic, StoreError> {
-    let bp = row.int("walk_in_reserve_bp")?;
-    Ok(Clinic {
-        id: ClinicId::parse("id", &row.text("id")?).map_err(|e| corrupt("clinic id", e))?,
-        name: row.text("name")?,
-        timezone: parse_timezone("timezone", &row.text("timezone")?)
-            .map_err(|e| corrupt("timezone", e))?,
-        policy: BookingPolicy {
-            walk_in_reserve: u32::try_from(bp)
-                .ok()
-                .and_then(ReserveRatio::from_basis_points)
-                .ok_or_else(|| corrupt("walk_in_reserve_bp", bp))?,
-            min_lead_minutes: u32_of("min_lead_minutes", row.int("min_lead_minutes")?)?,
-        },
-        audit_at: parse_clock_time("audit_at", &row.text("audit_at")?)
-            .map_err(|e| corrupt("audit_at", e))?,
-    })
-}
-
-pub fn doctor<R: DecodeRow>(row: &R) -> Result<Doctor, StoreError> {
-    let slot_minutes = u32_of("slot_minutes", row.int("slot_minutes")?)?;
-    let json = |col: &str| -> Result<serde_json::Value, StoreError> {
-        serde_json::from_str(&row.text(col)?).map_err(|e| corrupt(col, e))
-    };
-    Ok(Doctor {
-        id: DoctorId::parse("id", &row.text("id")?).map_err(|e| corrupt("doctor id", e))?,
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        name: row.text("name")?,
-        slot_minutes,
-        availability: WeeklyAvailability::parse(
-            "availability",
-            &json("availability")?,
-            slot_minutes,
-        )
-        .map_err(|e| corrupt("availability", e))?,
-        days_off: parse_days_off("date_overrides", &json("date_overrides")?)
-            .map_err(|e| corrupt("date_overrides", e))?,
-    })
-}
-
-pub fn stored_response<R: DecodeRow>(row: &R) -> Result<StoredResponse, StoreError> {
-    Ok(StoredResponse {
-        request_hash: row.text("request_hash")?,
-        status: u16::try_from(row.int("response_status")?)
-            .map_err(|e| corrupt("response_status", e))?,
-        body: row.text("response_body")?,
-    })
-}
-
-pub fn api_key<R: DecodeRow>(row: &R) -> Result<ApiKeyRecord, StoreError> {
-    let role = row.text("role")?;
-    let clinics: Vec<String> =
-        serde_json::from_str(&row.text("clinics")?).map_err(|e| corrupt("clinics", e))?;
-    let watch_clinics: Vec<String> = serde_json::from_str(&row.text("watch_clinics")?)
-        .map_err(|e| corrupt("watch_clinics", e))?;
-    Ok(ApiKeyRecord {
-        watch_clinics: watch_clinics
-            .iter()
-            .map(|c| ClinicId::parse("watch_clinics", c).map_err(|e| corrupt("clinic id", e)))
-            .collect::<Result<_, _>>()?,
-        id: row.text("id")?,
-        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
-        clinics: clinics
-            .iter()
-            .map(|c| ClinicId::parse("clinics", c).map_err(|e| corrupt("clinic id", e)))
-            .collect::<Result<_, _>>()?,
-        secret_hash: row.text("secret_hash")?,
-        created_at: row.instant("created_at")?,
-        revoked_at: row.opt_instant("revoked_at")?,
-    })
 }
 
 /// Filters of `AppointmentFilter`, each `NULL` when unset: `$1` clinic, `$2` doctor,
@@ -218,7 +106,7 @@ impl<B: SqlBackend> Store for B {
         .bind(clinic.audit_at.format("%H:%M").to_string())
         .execute(self.writer())
         .await
-        .map_err(|e| crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        .map_err(|e| unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
         Ok(())
     }
 
@@ -236,7 +124,7 @@ impl<B: SqlBackend> Store for B {
         .bind(clinic.audit_at.format("%H:%M").to_string())
         .execute(self.writer())
         .await?;
-        crate::store::codec::found(done, crate::domain::Entity::Clinic)
+        found(done, crate::domain::Entity::Clinic)
     }
 
     async fn clinic(&self, id: &ClinicId) -> Result<Option<Clinic>, StoreError> {
@@ -244,7 +132,7 @@ impl<B: SqlBackend> Store for B {
             .bind(id.as_str())
             .fetch_optional(self.reader())
             .await?
-            .map(|r| crate::store::codec::clinic(&r))
+            .map(|r| rows::clinic(&r))
             .transpose()
     }
 
@@ -262,7 +150,7 @@ impl<B: SqlBackend> Store for B {
         .bind(now)
         .execute(self.writer())
         .await
-        .map_err(|e| crate::store::codec::unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        .map_err(|e| unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
         Ok(())
     }
 
@@ -280,7 +168,7 @@ impl<B: SqlBackend> Store for B {
         .bind(now)
         .execute(self.writer())
         .await?;
-        crate::store::codec::found(done, crate::domain::Entity::Doctor)
+        found(done, crate::domain::Entity::Doctor)
     }
 
     async fn doctor(&self, clinic: &ClinicId, id: &DoctorId) -> Result<Option<Doctor>, StoreError> {
@@ -289,7 +177,7 @@ impl<B: SqlBackend> Store for B {
             .bind(id.as_str())
             .fetch_optional(self.reader())
             .await?
-            .map(|r| crate::store::codec::doctor(&r))
+            .map(|r| rows::doctor(&r))
             .transpose()
     }
 
@@ -308,7 +196,7 @@ impl<B: SqlBackend> Store for B {
         .fetch_optional(&mut tx)
         .await?
         .ok_or(StoreError::NotFound(crate::domain::Entity::Appointment))?;
-        let mut appointment = crate::store::codec::appointment(&row)?;
+        let mut appointment = rows::appointment(&row)?;
         if !appointment.status.can_become(to) {
             return Err(StoreError::InvalidTransition {
                 from: appointment.status,
@@ -334,7 +222,7 @@ impl<B: SqlBackend> Store for B {
         .bind(id.as_str())
         .fetch_optional(self.reader())
         .await?
-        .map(|r| crate::store::codec::appointment(&r))
+        .map(|r| rows::appointment(&r))
         .transpose()
     }
 
@@ -342,7 +230,7 @@ impl<B: SqlBackend> Store for B {
         &self,
         filter: &AppointmentFilter,
     ) -> Result<Vec<Appointment>, StoreError> {
-        query(crate::store::codec::list_appointments_sql())
+        query(list_appointments_sql())
             .bind(filter.clinic_id.as_ref().map(ClinicId::as_str))
             .bind(filter.doctor_id.as_ref().map(DoctorId::as_str))
             .bind(filter.date)
@@ -351,7 +239,7 @@ impl<B: SqlBackend> Store for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::codec::appointment)
+            .map(rows::appointment)
             .collect()
     }
 
@@ -361,14 +249,14 @@ impl<B: SqlBackend> Store for B {
         doctor: &DoctorId,
         date: NaiveDate,
     ) -> Result<Vec<Appointment>, StoreError> {
-        query(crate::store::codec::occupying_sql())
+        query(occupying_sql())
             .bind(clinic.as_str())
             .bind(doctor.as_str())
             .bind(date)
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::codec::appointment)
+            .map(rows::appointment)
             .collect()
     }
 
@@ -382,7 +270,7 @@ impl<B: SqlBackend> Store for B {
             .bind(key_hash)
             .fetch_optional(self.reader())
             .await?
-            .map(|r| crate::store::codec::stored_response(&r))
+            .map(|r| rows::stored_response(&r))
             .transpose()
     }
 
@@ -400,10 +288,10 @@ impl<B: SqlBackend> Store for B {
         )
         .bind(&key.id)
         .bind(key.role.as_str())
-        .bind(crate::store::codec::clinics_json(&key.clinics))
+        .bind(clinics_json(&key.clinics))
         .bind(&key.secret_hash)
         .bind(key.created_at)
-        .bind(crate::store::codec::clinics_json(&key.watch_clinics))
+        .bind(clinics_json(&key.watch_clinics))
         .execute(self.writer())
         .await?;
         Ok(())
@@ -414,7 +302,7 @@ impl<B: SqlBackend> Store for B {
             .bind(id)
             .fetch_optional(self.reader())
             .await?
-            .map(|r| crate::store::codec::api_key(&r))
+            .map(|r| rows::api_key(&r))
             .transpose()
     }
 
@@ -423,7 +311,7 @@ impl<B: SqlBackend> Store for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(crate::store::codec::api_key)
+            .map(rows::api_key)
             .collect()
     }
 
