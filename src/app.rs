@@ -262,18 +262,22 @@ impl Options {
     }
 }
 
-pub struct App {
-    pub state: AppState,
+/// The services of one slotguard over one store, built once: what `serve` runs (as
+/// an [`App`]) and what the commands that need them (`slotguard audit`, `watch
+/// import`) borrow, so every caller gets the same wiring and settings.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub bookings: Arc<Bookings>,
     pub detector: Arc<Detector>,
     pub dispatcher: Arc<Dispatcher>,
     pub auditor: Arc<Auditor>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The wake-ups of this process's writes, for the detector once it runs.
+    woken: tokio::sync::mpsc::UnboundedReceiver<crate::detect::Touched>,
+    metrics_flush: Duration,
 }
 
-impl App {
-    /// Builds the services over `store` and starts their background tasks.
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: Options) -> Self {
+impl Services {
+    pub fn build(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: Options) -> Self {
         let (wakeups, woken) = Wakeups::new(store.clone());
         let bookings = Arc::new(Bookings::new(store.clone(), clock.clone()).with_wakeups(wakeups));
         let detector = Arc::new(Detector::new(store.clone(), clock.clone(), options.detect));
@@ -290,16 +294,56 @@ impl App {
             dispatcher.clone(),
             options.audit,
         ));
+        Self {
+            store,
+            bookings,
+            detector,
+            dispatcher,
+            auditor,
+            woken,
+            metrics_flush: options.metrics_flush,
+        }
+    }
+}
+
+pub struct App {
+    pub state: AppState,
+    pub detector: Arc<Detector>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub auditor: Arc<Auditor>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Builds the services over `store` and starts their background tasks.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: Options) -> Self {
+        Self::run(Services::build(store, clock, options))
+    }
+
+    /// Starts the background tasks of `services`: the detector, the dispatcher, the
+    /// auditor, the metrics flusher and housekeeping.
+    pub fn run(services: Services) -> Self {
+        let Services {
+            store,
+            bookings,
+            detector,
+            dispatcher,
+            auditor,
+            woken,
+            metrics_flush,
+        } = services;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(detector.clone().run(woken, stopped.clone())),
             tokio::spawn(dispatcher.clone().run(stopped.clone())),
             tokio::spawn(auditor.clone().run(stopped.clone())),
-            tokio::spawn(bookings.metrics().clone().run(
-                store,
-                options.metrics_flush,
-                stopped.clone(),
-            )),
+            tokio::spawn(
+                bookings
+                    .metrics()
+                    .clone()
+                    .run(store, metrics_flush, stopped.clone()),
+            ),
             tokio::spawn(forget_old_keys(bookings.clone(), stopped.clone())),
         ];
         let state = AppState::new(bookings, detector.clone(), auditor.clone());

@@ -407,6 +407,24 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
 /// Opens the database a command reads or adds to. It must exist already: only `serve`
 /// and `migrate` create one, so a command pointed at a mistyped path says so instead
 /// of auditing an empty new database and calling it clean.
+/// The services `serve` would run, over `store`, for a command that borrows them (its settings from slotguard.toml, as `serve` reads them).
+fn services(s: &Settings, store: Arc<dyn Store>) -> Result<crate::app::Services, CliError> {
+    let options = crate::app::Options::from_config(
+        &s.detect,
+        &s.alerts,
+        &s.audit,
+        &s.watch,
+        &s.metrics,
+        &s.alert_lines,
+    )
+    .map_err(CliError::Usage)?;
+    Ok(crate::app::Services::build(
+        store,
+        Arc::new(SystemClock),
+        options,
+    ))
+}
+
 async fn open_store(s: &Settings) -> Result<Arc<dyn Store>, CliError> {
     if let Some(path) = store::sqlite_path(&s.database) {
         if !std::path::Path::new(path).exists() {
@@ -570,11 +588,14 @@ async fn watch_import(
     store: StoreArgs,
 ) -> Result<(), CliError> {
     use crate::watch::importer::{run, ImportError};
-    let store = open_store(&settings(&store, None)?).await?;
-    let report = run(store, &args).await.map_err(|e| match e {
-        ImportError::Input(m) => CliError::Usage(m),
-        ImportError::Store(e) => CliError::from(e),
-    })?;
+    let s = settings(&store, None)?;
+    let services = services(&s, open_store(&s).await?)?;
+    let report = run(services.store.as_ref(), &services.detector, &args)
+        .await
+        .map_err(|e| match e {
+            ImportError::Input(m) => CliError::Usage(m),
+            ImportError::Store(e) => CliError::from(e),
+        })?;
     println!(
         "{} records: {} stored, {} older than what was stored, {} skipped; {} doctor-days checked, {} incidents opened",
         report.records, report.applied, report.stale, report.bad.len(), report.days_checked, report.incidents_opened
@@ -628,33 +649,8 @@ async fn audit_database(args: AuditArgs) -> Result<(), CliError> {
     let store = open_store(&s)
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let options = crate::app::Options::from_config(
-        &s.detect,
-        &s.alerts,
-        &s.audit,
-        &s.watch,
-        &s.metrics,
-        &s.alert_lines,
-    )
-    .map_err(CliError::Usage)?;
-    let auditor = crate::audit::runner::Auditor::new(
-        store.clone(),
-        clock.clone(),
-        Arc::new(crate::detect::Detector::new(
-            store.clone(),
-            clock.clone(),
-            options.detect,
-        )),
-        Arc::new(crate::alert::dispatch::Dispatcher::new(
-            store,
-            clock,
-            options.alerting,
-            options.timing,
-        )),
-        options.audit,
-    );
-    let report = command::audit(&auditor, &selection)
+    let services = services(&s, store)?;
+    let report = command::audit(&services.auditor, &selection)
         .await
         .map_err(|e| match e {
             AuditError::UnknownClinic(_) => CliError::Usage(e.to_string()),

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 
@@ -13,7 +12,7 @@ use super::import::{self, Format, Position};
 use super::kloqo::parse_document;
 use super::WatchedAppointment;
 use crate::clock::{Clock, SystemClock};
-use crate::detect::detector::{Detector, Settings};
+use crate::detect::detector::Detector;
 use crate::detect::FoundBy;
 use crate::store::{Store, StoreError};
 
@@ -91,7 +90,11 @@ fn pass(
     Ok((records, bad))
 }
 
-pub async fn run(store: Arc<dyn Store>, args: &ImportArgs) -> Result<ImportReport, ImportError> {
+pub async fn run(
+    store: &dyn Store,
+    detector: &Detector,
+    args: &ImportArgs,
+) -> Result<ImportReport, ImportError> {
     let source = crate::domain::ClinicId::parse("--source", &args.source)
         .map_err(|e| ImportError::Input(e.to_string()))?;
     let format = match args.format {
@@ -135,7 +138,6 @@ pub async fn run(store: Arc<dyn Store>, args: &ImportArgs) -> Result<ImportRepor
         report.stale += applied.iter().filter(|a| !**a).count() as u64;
         days.extend(groups.days().cloned());
     }
-    let detector = Detector::new(store, Arc::new(SystemClock), Settings::default());
     for day in &days {
         let changes = detector.check(day, FoundBy::Realtime).await?;
         report.incidents_opened += changes
