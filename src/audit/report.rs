@@ -6,8 +6,8 @@
 //! later, and sent Mondays at `weekly_report_at` local time.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
+use askama::Template;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,7 +15,6 @@ use serde_json::json;
 use super::counts::Counts;
 use super::runner::Auditor;
 use super::schedule;
-use crate::alert::channels::escape_html;
 use crate::alert::{Event, Notification};
 use crate::detect::{Duplicate, IncidentState};
 use crate::domain::{Clinic, ClinicId, DoctorId, KnownClinic, KnownClinics};
@@ -250,6 +249,47 @@ fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "–".to_owned(), |r| format!("{:.3} %", r * 100.0))
 }
 
+/// The report's text (`templates/weekly_report.txt`).
+#[derive(Template)]
+#[template(path = "weekly_report.txt")]
+struct Summary<'a> {
+    r: &'a WeeklyReport,
+}
+
+/// The report as one self-contained page (`templates/weekly_report.html`): inline
+/// styles, since mail clients drop style sheets; every value from data is escaped.
+#[derive(Template)]
+#[template(path = "weekly_report.html", escape = "mail")]
+struct Page {
+    title: String,
+    summary: String,
+    per_day: Table,
+    heat_map: Vec<HeatRow>,
+    per_clinic: Table,
+    per_doctor: Table,
+    audit_runs: Table,
+    generated_at: String,
+}
+
+/// A table of the page, its headers beside the values that fill its columns.
+struct Table {
+    caption: &'static str,
+    headers: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
+/// One weekday of the conflicts heat map, an hour a cell.
+struct HeatRow {
+    weekday: &'static str,
+    cells: Vec<HeatCell>,
+}
+
+struct HeatCell {
+    conflicts: u64,
+    /// How red the cell is, 0 to 0.85.
+    shade: f64,
+}
+
 impl WeeklyReport {
     fn scope(&self) -> String {
         match &self.clinic_id {
@@ -284,58 +324,23 @@ impl WeeklyReport {
         )
     }
 
-    /// A few plain lines: the text part of the email, the webhook's `text`.
-    pub fn summary(&self) -> String {
-        let s = &self.stats;
-        let mut text = format!(
-            "Week {} ({} to {}), {}.\n",
-            self.week,
-            s.from,
-            s.to,
-            self.scope()
-        );
-        let _ = writeln!(
-            text,
-            "Bookings {}, conflicts (409) {}, retries {} (retry rate {}).",
-            self.bookings(),
-            self.conflicts(),
-            s.retry_rate.retries,
-            percent(s.retry_rate.rate)
-        );
-        let c = &s.duplicate_rate.counts;
-        let _ = writeln!(
-            text,
-            "Duplicates: {} groups, {} extra rows in {} appointments: rate {} against a target below {}.",
-            c.duplicate_groups,
-            c.extra_rows,
-            c.appointments_checked,
-            percent(s.duplicate_rate.verdict.rate),
-            percent(Some(DUPLICATE_RATE_TARGET))
-        );
-        let _ = writeln!(
-            text,
-            "Incidents: {} ({} found by the audit), {} still unresolved.",
-            self.incidents.total, self.incidents.found_by_audit, self.incidents.unresolved
-        );
-        let failed = self
-            .audit_runs
+    fn failed_audit_runs(&self) -> usize {
+        self.audit_runs
             .iter()
             .filter(|r| r.status != crate::store::audit::RunStatus::Succeeded)
-            .count();
-        let _ = writeln!(
-            text,
-            "Audit runs: {}, {} not successful.",
-            self.audit_runs.len(),
-            failed
-        );
-        text
+            .count()
+    }
+
+    /// A few plain lines: the text part of the email, the webhook's `text`.
+    pub fn summary(&self) -> String {
+        Summary { r: self }.render().unwrap_or_default()
     }
 
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
             Format::Csv => self.csv(),
-            Format::Html => self.html(),
+            Format::Html => self.html().unwrap_or_default(),
         }
     }
 
@@ -450,38 +455,13 @@ impl WeeklyReport {
         ]
     }
 
-    /// A self-contained page (inline styles: mail clients drop style sheets). Every
-    /// value from data is escaped.
-    fn html(&self) -> String {
-        let e = escape_html;
-        let mut h = String::new();
-        let title = e(&self.headline());
-        let _ = write!(
-            h,
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
-             <body style=\"font-family: sans-serif; color: #222\">\n<h1 style=\"font-size: 1.3em\">{title}</h1>\n\
-             <pre style=\"font-family: inherit; white-space: pre-wrap\">{}</pre>\n",
-            e(&self.summary())
-        );
-        let cell = "style=\"padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right\"";
-        let head = "style=\"padding: 2px 8px; border-bottom: 2px solid #999; text-align: right\"";
-        let table = |h: &mut String, caption: &str, headers: &[&str], rows: Vec<Vec<String>>| {
-            let _ = write!(h, "<h2 style=\"font-size: 1.1em\">{}</h2>\n<table style=\"border-collapse: collapse\">\n<tr>", e(caption));
-            for header in headers {
-                let _ = write!(h, "<th {head}>{}</th>", e(header));
-            }
-            h.push_str("</tr>\n");
-            for row in rows {
-                h.push_str("<tr>");
-                for value in row {
-                    let _ = write!(h, "<td {cell}>{}</td>", e(&value));
-                }
-                h.push_str("</tr>\n");
-            }
-            h.push_str("</table>\n");
+    fn html(&self) -> askama::Result<String> {
+        let table = |caption, headers, rows| Table {
+            caption,
+            headers,
+            rows,
         };
-        table(
-            &mut h,
+        let per_day = table(
             "Per day",
             &[
                 "date",
@@ -513,16 +493,6 @@ impl WeeklyReport {
                 })
                 .collect(),
         );
-
-        let _ = write!(
-            h,
-            "<h2 style=\"font-size: 1.1em\">Conflicts by hour of day (local) and weekday</h2>\n\
-             <table style=\"border-collapse: collapse; font-size: 0.8em\">\n<tr><th></th>"
-        );
-        for hour in 0..24 {
-            let _ = write!(h, "<th style=\"padding: 1px 3px\">{hour:02}</th>");
-        }
-        h.push_str("</tr>\n");
         let busiest = self
             .conflicts_by_weekday()
             .iter()
@@ -530,23 +500,23 @@ impl WeeklyReport {
             .max()
             .unwrap_or(0)
             .max(1);
-        for (weekday, hours) in self.conflicts_by_weekday() {
-            let _ = write!(h, "<tr><th style=\"padding: 1px 6px\">{weekday}</th>");
-            for n in hours {
-                // Shade by share of the busiest hour: the 9–10 rush stands out.
-                let alpha = (*n as f64 / busiest as f64 * 0.85).max(if *n > 0 { 0.1 } else { 0.0 });
-                let _ = write!(
-                    h,
-                    "<td style=\"padding: 1px 3px; text-align: center; background: rgba(200, 40, 40, {alpha:.2})\">{}</td>",
-                    if *n > 0 { n.to_string() } else { String::new() }
-                );
-            }
-            h.push_str("</tr>\n");
-        }
-        h.push_str("</table>\n");
-
-        table(
-            &mut h,
+        // Shade by share of the busiest hour: the 9–10 rush stands out.
+        let shade = |n: u64| (n as f64 / busiest as f64 * 0.85).max(if n > 0 { 0.1 } else { 0.0 });
+        let heat_map = self
+            .conflicts_by_weekday()
+            .into_iter()
+            .map(|(weekday, hours)| HeatRow {
+                weekday,
+                cells: hours
+                    .iter()
+                    .map(|&conflicts| HeatCell {
+                        conflicts,
+                        shade: shade(conflicts),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let per_clinic = table(
             "Per clinic (the worst first)",
             &[
                 "clinic",
@@ -575,8 +545,7 @@ impl WeeklyReport {
                 })
                 .collect(),
         );
-        table(
-            &mut h,
+        let per_doctor = table(
             "Per doctor (the worst first)",
             &[
                 "clinic",
@@ -602,8 +571,7 @@ impl WeeklyReport {
                 })
                 .collect(),
         );
-        table(
-            &mut h,
+        let audit_runs = table(
             "Audit runs",
             &[
                 "clinic", "date", "trigger", "status", "checked", "groups", "extra", "affected",
@@ -626,12 +594,17 @@ impl WeeklyReport {
                 })
                 .collect(),
         );
-        let _ = write!(
-            h,
-            "<p style=\"color: #666; font-size: small\">Generated {} by slotguard.</p>\n</body></html>\n",
-            self.generated_at.to_rfc3339()
-        );
-        h
+        Page {
+            title: self.headline(),
+            summary: self.summary(),
+            per_day,
+            heat_map,
+            per_clinic,
+            per_doctor,
+            audit_runs,
+            generated_at: self.generated_at.to_rfc3339(),
+        }
+        .render()
     }
 
     /// The report as a notice for the alert channels: HTML for email, the report as
@@ -647,7 +620,8 @@ impl WeeklyReport {
             short_text: format!("slotguard weekly {} {scope}", self.week),
             incidents: json!([]),
             details: serde_json::to_value(self).ok(),
-            html: Some(self.html()),
+            // Without the page (it could not be rendered), email shows `text`.
+            html: self.html().ok(),
         }
     }
 }
@@ -758,4 +732,114 @@ pub async fn send_due(
         store.queue_notices(&rows).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::audit::{RunStatus, Trigger};
+    use crate::store::metrics::{DayAppointments, DayOutcome, HourOutcome, StatsRows};
+
+    /// Week 49 of 2026 at Kochi, where a watched app keyed a doctor by a name written
+    /// to break any page that shows it.
+    fn week_with_a_hostile_doctor_name() -> WeeklyReport {
+        let kochi = ClinicId::parse("clinic", "kochi").unwrap();
+        let monday = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let tuesday = monday + Duration::days(1);
+        let rows = StatsRows {
+            day_outcomes: vec![DayOutcome {
+                clinic_id: kochi.clone(),
+                day: tuesday,
+                outcome: BOOKED.to_owned(),
+                count: 4,
+                retries: 1,
+            }],
+            hour_outcomes: [(9, 3), (10, 1)]
+                .map(|(hour, count)| HourOutcome {
+                    day: tuesday,
+                    hour,
+                    outcome: "slot_taken".to_owned(),
+                    count,
+                })
+                .to_vec(),
+            appointments: vec![DayAppointments {
+                clinic_id: kochi.clone(),
+                date: tuesday,
+                count: 4,
+            }],
+            incidents: Vec::new(),
+        };
+        let range = DateRange::new(monday, monday + Duration::days(6)).unwrap();
+        let stats = stats::stats(Some(kochi.clone()), range, &rows);
+        let days = stats
+            .duplicate_rate
+            .days
+            .iter()
+            .map(|d| DayRow {
+                date: d.date,
+                weekday: d.date.weekday().to_string(),
+                attempts: if d.date == tuesday {
+                    Attempts {
+                        attempts: 8,
+                        bookings: 4,
+                        conflicts: 4,
+                        retries: 1,
+                    }
+                } else {
+                    Attempts::default()
+                },
+                counts: d.counts,
+                duplicate_rate: d.verdict.rate,
+                target_met: d.verdict.met,
+            })
+            .collect();
+        let hostile = "<script>alert(\"x\")</script> & co";
+        WeeklyReport {
+            week: schedule::iso_week(monday),
+            clinic_id: Some(kochi.clone()),
+            generated_at: Utc.with_ymd_and_hms(2026, 12, 7, 3, 30, 0).unwrap(),
+            duplicate_rate_target: DUPLICATE_RATE_TARGET,
+            days,
+            stats,
+            doctors: vec![DoctorRow {
+                clinic_id: kochi.clone(),
+                doctor_id: DoctorId::by_name("doctor", hostile).unwrap(),
+                attempts: Attempts {
+                    attempts: 8,
+                    bookings: 4,
+                    conflicts: 4,
+                    retries: 1,
+                },
+                duplicate_groups: 1,
+                extra_rows: 1,
+            }],
+            incidents: IncidentTally::default(),
+            audit_runs: vec![AuditRun {
+                id: "run-1".to_owned(),
+                clinic_id: kochi,
+                local_date: tuesday,
+                trigger: Trigger::Nightly,
+                runner: "test".to_owned(),
+                status: RunStatus::Succeeded,
+                started_at: Utc.with_ymd_and_hms(2026, 12, 1, 17, 30, 0).unwrap(),
+                finished_at: None,
+                counts: Counts::default(),
+                incidents_opened: 0,
+                incidents_resolved: 0,
+                error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_doctor_named_to_break_the_page_is_plain_text_in_the_html_report() {
+        let html = week_with_a_hostile_doctor_name().render(Format::Html);
+        assert!(
+            html.contains("name:&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+    }
 }

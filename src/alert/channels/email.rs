@@ -1,6 +1,8 @@
 //! The email channel: text and HTML over SMTP (STARTTLS, implicit TLS or, on loopback
 //! only, plain), `Message-ID` made from the notification id.
 
+use askama::Template;
+
 use super::*;
 
 pub(super) struct EmailChannel {
@@ -183,12 +185,16 @@ impl EmailChannel {
         for to in &self.to {
             builder = builder.to(to.clone());
         }
+        let html = match &n.html {
+            Some(html) => html.clone(),
+            None => email_html(n).map_err(not_composed)?,
+        };
         builder
             .multipart(MultiPart::alternative_plain_html(
-                email_text(n),
-                n.html.clone().unwrap_or_else(|| email_html(n)),
+                email_text(n).map_err(not_composed)?,
+                html,
             ))
-            .map_err(|e| DeliveryError::Permanent(format!("could not compose the email: {e}")))
+            .map_err(not_composed)
     }
 }
 
@@ -227,38 +233,59 @@ impl Channel for EmailChannel {
     }
 }
 
-fn email_text(n: &Notification) -> String {
-    format!(
-        "{}\n\n-- \nslotguard notification {} (ref {}, {}) for clinic {}\n",
-        n.text.trim_end(),
-        n.id,
-        n.reference(),
-        event_name(n.event),
-        n.clinic_id
-    )
+/// A message that cannot be put together now will not be next time either.
+fn not_composed(e: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Permanent(format!("could not compose the email: {e}"))
+}
+
+/// The text part: the notification's text, signed with what names it.
+#[derive(Template)]
+#[template(path = "notification_email.txt")]
+struct EmailText<'a> {
+    n: &'a Notification,
+    event: &'static str,
+}
+
+fn email_text(n: &Notification) -> askama::Result<String> {
+    EmailText {
+        n,
+        event: event_name(n.event),
+    }
+    .render()
 }
 
 /// The HTML part. Everything in it comes from data (doctor names, clinic ids and
 /// whatever else a booking app let through), so every piece is escaped.
-fn email_html(n: &Notification) -> String {
-    let subject = escape_html(&n.subject);
-    format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{subject}</title></head>\n\
-         <body style=\"font-family: sans-serif\">\n\
-         <h2>{subject}</h2>\n\
-         <pre style=\"font-family: inherit; white-space: pre-wrap\">{text}</pre>\n\
-         <p style=\"color: #666; font-size: small\">slotguard notification {id} ({event}) \
-         for clinic {clinic}</p>\n\
-         </body></html>\n",
-        text = escape_html(n.text.trim_end()),
-        id = escape_html(&n.id),
-        event = event_name(n.event),
-        clinic = escape_html(&n.clinic_id),
-    )
+#[derive(Template)]
+#[template(path = "notification_email.html", escape = "mail")]
+struct EmailHtml<'a> {
+    n: &'a Notification,
+    event: &'static str,
+}
+
+fn email_html(n: &Notification) -> askama::Result<String> {
+    EmailHtml {
+        n,
+        event: event_name(n.event),
+    }
+    .render()
+}
+
+/// The escaper of HTML sent by email (`escape = "mail"`, askama.toml): named
+/// references (`&lt;`, `&quot;`), the form received mails have always carried and
+/// that reads plainly in a message's source; askama's own escaper writes numeric ones
+/// (`&#60;`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MailHtml;
+
+impl askama::filters::Escaper for MailHtml {
+    fn write_escaped_str<W: std::fmt::Write>(&self, mut dest: W, text: &str) -> std::fmt::Result {
+        dest.write_str(&escape_html(text))
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
+fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -313,7 +340,7 @@ mod tests {
     fn email_html_escapes_whatever_the_text_holds() {
         let mut n = notification(Event::Opened);
         n.subject = "2 bookings <b>now</b>".to_owned();
-        let html = email_html(&n);
+        let html = email_html(&n).unwrap();
         assert_contains(
             &html,
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co",

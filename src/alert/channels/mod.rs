@@ -49,7 +49,7 @@ mod sms;
 mod testkit;
 mod webhook;
 
-pub use email::escape_html;
+pub use email::MailHtml;
 pub use log::log_notification;
 
 /// Whether outgoing HTTP can speak TLS: reqwest is compiled with rustls and the
