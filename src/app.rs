@@ -22,7 +22,7 @@ use crate::detect::detector::{Detector, Settings};
 use crate::detect::Wakeups;
 use crate::domain::clinic::parse_timezone;
 use crate::domain::schedule::parse_clock_time;
-use crate::domain::{ClinicId, SourceZones};
+use crate::domain::{ClinicId, ConfigError, SourceZones};
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -71,13 +71,13 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
-    pub fn settings(&self) -> Result<AuditSettings, String> {
+    pub fn settings(&self) -> Result<AuditSettings, ConfigError> {
         let d = AuditSettings::default();
         let catch_up_days = self.catch_up_days.unwrap_or(d.catch_up_days);
         if !(1..=60).contains(&catch_up_days) {
-            return Err(format!(
-                "audit.catch_up_days = {catch_up_days}: must be from 1 to 60"
-            ));
+            return Err(
+                format!("audit.catch_up_days = {catch_up_days}: must be from 1 to 60").into(),
+            );
         }
         let tick = seconds("audit.tick_seconds", self.tick_seconds, d.tick)?;
         if tick.is_zero() {
@@ -122,7 +122,7 @@ pub struct WatchSourceConfig {
 }
 
 impl WatchConfig {
-    pub fn zones(&self) -> Result<SourceZones, String> {
+    pub fn zones(&self) -> Result<SourceZones, ConfigError> {
         self.sources
             .iter()
             .map(|(source, config)| {
@@ -139,6 +139,7 @@ impl WatchConfig {
             })
             .collect::<Result<Vec<_>, String>>()
             .map(SourceZones::new)
+            .map_err(ConfigError::from)
     }
 }
 
@@ -157,7 +158,7 @@ pub struct MetricsConfig {
 pub const DEFAULT_METRICS_FLUSH: Duration = Duration::from_secs(5);
 
 impl MetricsConfig {
-    pub fn flush_every(&self) -> Result<Duration, String> {
+    pub fn flush_every(&self) -> Result<Duration, ConfigError> {
         let every = seconds(
             "metrics.flush_seconds",
             self.flush_seconds,
@@ -181,7 +182,7 @@ fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duratio
 }
 
 impl DetectConfig {
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
         let d = Settings::default();
         let rescan_every = seconds("detect.rescan_seconds", self.rescan_seconds, d.rescan_every)?;
         if rescan_every.is_zero() {
@@ -202,16 +203,20 @@ impl DetectConfig {
 
 impl AlertsConfig {
     /// The channels and routes, checked; secrets from the process environment.
-    pub fn alerting(&self, lines: &ConfigLines) -> Result<Alerting, String> {
+    pub fn alerting(&self, lines: &ConfigLines) -> Result<Alerting, ConfigError> {
         self.alerting_with_env(lines, &|name| std::env::var(name))
     }
 
     /// [`Self::alerting`] with the environment given (tests bring their own).
-    pub fn alerting_with_env(&self, lines: &ConfigLines, env: Env) -> Result<Alerting, String> {
+    pub fn alerting_with_env(
+        &self,
+        lines: &ConfigLines,
+        env: Env,
+    ) -> Result<Alerting, ConfigError> {
         Alerting::build(&self.channels, &self.routes, self.log, env, lines)
     }
 
-    pub fn timing(&self) -> Result<Timing, String> {
+    pub fn timing(&self) -> Result<Timing, ConfigError> {
         let d = Timing::default();
         Ok(Timing {
             group_wait: seconds(
@@ -248,7 +253,7 @@ impl Options {
         watch: &WatchConfig,
         metrics: &MetricsConfig,
         lines: &ConfigLines,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             detect: detect.settings()?,
             audit: AuditSettings {

@@ -417,7 +417,7 @@ fn services(s: &Settings, store: Arc<dyn Store>) -> Result<crate::app::Services,
         &s.metrics,
         &s.alert_lines,
     )
-    .map_err(CliError::Usage)?;
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(crate::app::Services::build(
         store,
         Arc::new(SystemClock),
@@ -684,7 +684,10 @@ async fn weekly_report(
         report::week_asked(Some(week), None, chrono::Utc::now()).map_err(usage)?;
     }
     let s = settings(&store, None)?;
-    let zones = s.watch.zones().map_err(CliError::Usage)?;
+    let zones = s
+        .watch
+        .zones()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let store = open_store(&s).await?;
     let clinic = match &clinic {
         Some(id) => Some(
@@ -943,8 +946,11 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         &s.metrics,
         &s.alert_lines,
     )
-    .map_err(CliError::Usage)?;
-    let limits = s.limits.limits().map_err(CliError::Usage)?;
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let limits = s
+        .limits
+        .limits()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     if let Some(warning) = options.alerting.unheard() {
         tracing::warn!("{warning}");
     }
@@ -1067,7 +1073,7 @@ mod tests {
         settings(&args, None)?
             .watch
             .zones()
-            .map_err(CliError::Usage)
+            .map_err(|e| CliError::Usage(e.to_string()))
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::detect::{DuplicateKind, FoundBy, IncidentState, MemberRef};
+use crate::domain::ConfigError;
 
 pub mod channels;
 pub mod dispatch;
@@ -51,7 +52,7 @@ impl Alerting {
         server_log: Option<bool>,
         env: channels::Env,
         lines: &routes::ConfigLines,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let built = channels::build_with(channel_configs, env, lines).unwrap_or_else(|p| {
             problems.extend(p);
@@ -68,7 +69,8 @@ impl Alerting {
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" },
                 problems.join("\n  - ")
-            ));
+            )
+            .into());
         }
         let has_log_channel = built.iter().any(|c| c.kind() == "log");
         Ok(Self {

@@ -5,6 +5,7 @@
 
 pub mod appointment;
 pub mod clinic;
+pub mod config;
 pub mod entity;
 pub mod ids;
 pub mod known;
@@ -16,6 +17,7 @@ pub mod token;
 
 pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
+pub use config::ConfigError;
 pub use entity::Entity;
 pub use ids::{AppointmentId, ClinicId, DoctorId};
 pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};

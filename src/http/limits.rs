@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::domain::ConfigError;
+
 /// `[limits]` in slotguard.toml.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +83,7 @@ fn seconds(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, St
 }
 
 impl LimitsConfig {
-    pub fn limits(&self) -> Result<Limits, String> {
+    pub fn limits(&self) -> Result<Limits, ConfigError> {
         let d = Limits::default();
         let positive = |name: &str, v: Option<f64>, default: f64| match v {
             None => Ok(default),
@@ -123,9 +125,9 @@ impl LimitsConfig {
                 None => d.max_connections,
                 Some(n) if (1..=1_000_000).contains(&n) => n,
                 Some(n) => {
-                    return Err(format!(
-                        "limits.max_connections = {n}: must be from 1 to 1000000"
-                    ))
+                    return Err(
+                        format!("limits.max_connections = {n}: must be from 1 to 1000000").into(),
+                    )
                 }
             },
         })

@@ -38,6 +38,8 @@ use reqwest::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ConfigError;
+
 use super::message::{SMS_MAX_CHARS, SMS_REFERENCE_CHARS};
 use super::routes::ConfigLines;
 use super::{DeliveryError, Event, Notification, RetryAt};
@@ -239,8 +241,8 @@ pub struct LogConfig {
 
 /// Turns the configured channels into working ones, or says everything that is wrong
 /// with them, one problem per line. Secrets are read from the environment here, once.
-pub fn build(configs: &[ChannelConfig]) -> Result<Vec<Box<dyn Channel>>, String> {
-    build_with_env(configs, &|name| std::env::var(name))
+pub fn build(configs: &[ChannelConfig]) -> Result<Vec<Box<dyn Channel>>, ConfigError> {
+    build_with_env(configs, &|name| std::env::var(name)).map_err(ConfigError::from)
 }
 
 /// Where secrets come from: the process environment, or a test's own.
