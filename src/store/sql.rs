@@ -2,7 +2,7 @@
 //! with `$n` placeholders (SQLite and PostgreSQL both accept them) and the values
 //! bound to them; it runs on a backend's pool ([`Reads`]) or open transaction
 //! ([`Tx`]) and its rows decode through [`DecodeRow`]. The capabilities
-//! (`store::{core, detection, audit, metrics, dashboard}`) are written once over
+//! (`store::{records, detection, audit, metrics, dashboard}`) are written once over
 //! [`SqlBackend`], the contract each backend (`store::sqlite`, `store::postgres`)
 //! implements: its connections, and the few operations that differ.
 
