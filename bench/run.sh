@@ -2,6 +2,7 @@
 # slotguard against raw SQL on the same machine, in the same run; see BENCHMARKS.md.
 #
 #   bench/run.sh [--quick] [--wait-quiet] [--only pg,sqlite,plan,diag] [--clients "8 32 64"]
+#                [--bin PATH]
 #
 # Default (the full run, about 13 minutes on a quiet machine): PostgreSQL spread and
 # hot doctor-day at 8, 32 and 64 clients (pgbench with bench/pg_booking.sql vs
@@ -17,20 +18,22 @@
 # (replaced on each run).
 #
 # Needs target/release/slotguard (built with `cargo build --release` if missing; the
-# run uses a copy, so a rebuild during the run changes nothing), python3, curl, and the
+# run uses a copy, so a rebuild during the run changes nothing), or the binary --bin
+# names (to measure an older build beside a newer one in one sitting), python3, curl, and the
 # PostgreSQL server binaries with pgbench (found as scripts/test.sh finds them). The
 # throwaway PostgreSQL is durable this time: fsync and synchronous_commit on.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage="usage: bench/run.sh [--quick] [--wait-quiet] [--only pg,sqlite,plan,diag] [--clients \"8 32 64\"]"
-quick=0 wait_quiet=0 only=pg,sqlite,plan,diag clients="8 32 64"
+usage="usage: bench/run.sh [--quick] [--wait-quiet] [--only pg,sqlite,plan,diag] [--clients \"8 32 64\"] [--bin PATH]"
+quick=0 wait_quiet=0 only=pg,sqlite,plan,diag clients="8 32 64" binary=target/release/slotguard
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
     --wait-quiet) wait_quiet=1 ;;
     --only) only=${2:?$usage}; shift ;;
     --clients) clients=${2:?$usage}; shift ;;
+    --bin) binary=${2:?$usage}; shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
@@ -48,13 +51,16 @@ else
   secs=15 hot_secs=10 plan_secs=60 sqlite_secs=15 diag_secs=5 top_after=7 trials=2 hot_trials=3
 fi
 
-[[ -x target/release/slotguard ]] || cargo build --release
+if [[ $binary == target/release/slotguard && ! -x $binary ]]; then
+  cargo build --release
+fi
+[[ -x $binary ]] || { echo "bench/run.sh: no executable $binary" >&2; exit 2; }
 results=bench/results
 rm -rf "$results"
 mkdir -p "$results"
 work=$(mktemp -d /tmp/slotguard-bench.XXXXXX)
 bin=$work/slotguard
-cp target/release/slotguard "$bin"
+cp "$binary" "$bin"
 probe=(python3 bench/probe.py)
 
 # shellcheck source=scripts/lib/pg.sh
