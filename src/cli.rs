@@ -404,12 +404,9 @@ fn settings(store: &StoreArgs, listen: Option<&str>) -> Result<Settings, CliErro
     })
 }
 
-/// Opens the database a command reads or adds to. It must exist already: only `serve`
-/// and `migrate` create one, so a command pointed at a mistyped path says so instead
-/// of auditing an empty new database and calling it clean.
-/// The services `serve` would run, over `store`, for a command that borrows them (its settings from slotguard.toml, as `serve` reads them).
-fn services(s: &Settings, store: Arc<dyn Store>) -> Result<crate::app::Services, CliError> {
-    let options = crate::app::Options::from_config(
+/// The services' settings, from slotguard.toml (and the flags standing for it).
+fn options(s: &Settings) -> Result<crate::app::Options, CliError> {
+    crate::app::Options::from_config(
         &s.detect,
         &s.alerts,
         &s.audit,
@@ -417,14 +414,21 @@ fn services(s: &Settings, store: Arc<dyn Store>) -> Result<crate::app::Services,
         &s.metrics,
         &s.alert_lines,
     )
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// The services `serve` would run, over `store`, for a command that borrows them.
+fn services(s: &Settings, store: Arc<dyn Store>) -> Result<crate::app::Services, CliError> {
     Ok(crate::app::Services::build(
         store,
         Arc::new(SystemClock),
-        options,
+        options(s)?,
     ))
 }
 
+/// Opens the database a command reads or adds to. It must exist already: only `serve`
+/// and `migrate` create one, so a command pointed at a mistyped path says so instead
+/// of auditing an empty new database and calling it clean.
 async fn open_store(s: &Settings) -> Result<Arc<dyn Store>, CliError> {
     if let Some(path) = store::sqlite_path(&s.database) {
         if !std::path::Path::new(path).exists() {
@@ -938,15 +942,7 @@ async fn users(command: UsersCommand) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let s = settings(&args.store, args.listen.as_deref())?;
-    let options = crate::app::Options::from_config(
-        &s.detect,
-        &s.alerts,
-        &s.audit,
-        &s.watch,
-        &s.metrics,
-        &s.alert_lines,
-    )
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let options = options(&s)?;
     let limits = s
         .limits
         .limits()

@@ -10,7 +10,7 @@ use super::rows;
 use super::sql::{query, DecodeRow, SqlBackend, Tx, Value};
 use super::StoreError;
 use crate::detect::{DuplicateKind, FoundBy, Group, Incident, IncidentState};
-use crate::domain::{ClinicId, Doctor, DoctorId, Email, StaffUser};
+use crate::domain::{ClinicId, Doctor, DoctorId, Email, Entity, StaffUser};
 
 /// A logged-in browser, as stored: the hash of its cookie's secret, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,7 +337,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .await
         .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
             Some(sqlx::error::ErrorKind::UniqueViolation) => {
-                StoreError::AlreadyExists(crate::domain::Entity::User)
+                StoreError::AlreadyExists(Entity::User)
             }
             _ => StoreError::Database(e),
         })?;
@@ -399,7 +399,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .bind(u.disabled_at)
         .execute(&mut tx)
         .await?;
-        crate::store::records::found(done, crate::domain::Entity::User)?;
+        crate::store::records::found(done, Entity::User)?;
         if let Some(at) = end_sessions_at {
             query(
                 "UPDATE staff_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",

@@ -9,7 +9,9 @@ use crate::domain::schedule::days_off_to_json;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{ApiKeyRecord, StoreError, StoredResponse};
-use crate::domain::{Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Status};
+use crate::domain::{
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Status,
+};
 
 pub const APPOINTMENT_COLUMNS: &str = "id, clinic_id, doctor_id, date, session_index, \
     slot_index, time, kind, numeric_token, token_number, status, patient_name, patient_phone, \
@@ -37,11 +39,11 @@ pub fn unique_violation_named(what: &str) -> StoreError {
     } else if what.contains("idempotency") {
         StoreError::IdempotencyKeyUsed
     } else if what.contains("doctors") {
-        StoreError::AlreadyExists(crate::domain::Entity::Doctor)
+        StoreError::AlreadyExists(Entity::Doctor)
     } else if what.contains("clinics") {
-        StoreError::AlreadyExists(crate::domain::Entity::Clinic)
+        StoreError::AlreadyExists(Entity::Clinic)
     } else {
-        StoreError::AlreadyExists(crate::domain::Entity::Record)
+        StoreError::AlreadyExists(Entity::Record)
     }
 }
 
@@ -124,7 +126,7 @@ impl<B: SqlBackend> Store for B {
         .bind(clinic.audit_at.format("%H:%M").to_string())
         .execute(self.writer())
         .await?;
-        found(done, crate::domain::Entity::Clinic)
+        found(done, Entity::Clinic)
     }
 
     async fn clinic(&self, id: &ClinicId) -> Result<Option<Clinic>, StoreError> {
@@ -168,7 +170,7 @@ impl<B: SqlBackend> Store for B {
         .bind(now)
         .execute(self.writer())
         .await?;
-        found(done, crate::domain::Entity::Doctor)
+        found(done, Entity::Doctor)
     }
 
     async fn doctor(&self, clinic: &ClinicId, id: &DoctorId) -> Result<Option<Doctor>, StoreError> {
@@ -195,7 +197,7 @@ impl<B: SqlBackend> Store for B {
         .bind(id.as_str())
         .fetch_optional(&mut tx)
         .await?
-        .ok_or(StoreError::NotFound(crate::domain::Entity::Appointment))?;
+        .ok_or(StoreError::NotFound(Entity::Appointment))?;
         let mut appointment = rows::appointment(&row)?;
         if !appointment.status.can_become(to) {
             return Err(StoreError::InvalidTransition {
