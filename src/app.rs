@@ -277,7 +277,7 @@ pub struct Services {
     pub dispatcher: Arc<Dispatcher>,
     pub auditor: Arc<Auditor>,
     /// The wake-ups of this process's writes, for the detector once it runs.
-    woken: tokio::sync::mpsc::UnboundedReceiver<crate::detect::Touched>,
+    woken: tokio::sync::mpsc::UnboundedReceiver<crate::domain::Touched>,
     metrics_flush: Duration,
 }
 

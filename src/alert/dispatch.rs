@@ -14,10 +14,9 @@ use tokio::sync::watch;
 
 use super::channels::{log_notification, MAX_RETRY_AFTER};
 use super::message::{compose, incident_alert};
-use super::{Alerting, DeliveryError, Event, Notification, RetryAt};
+use super::{Alerting, DeliveryError, Notification, RetryAt};
 use crate::clock::Clock;
-use crate::detect::reconcile::Changes;
-use crate::detect::{Incident, OutboxEntry};
+use crate::domain::{Changes, Event, Incident, OutboxEntry};
 use crate::store::detection::{Attempt, DeliveryState, NotificationRow, Silence};
 use crate::store::{Store, StoreError};
 

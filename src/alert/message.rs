@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use super::{Event, IncidentAlert, Notification};
-use crate::detect::{DuplicateKind, Incident, IncidentState};
+use super::{IncidentAlert, Notification};
+use crate::domain::{DuplicateKind, Event, Incident, IncidentState};
 use crate::store::detection::MemberRow;
 
 /// The most an SMS body holds (one GSM-7 segment).
@@ -180,7 +180,7 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
-    use crate::detect::{FoundBy, MemberRef};
+    use crate::domain::{FoundBy, MemberRef};
 
     fn alert(event: Event, id: &str, slot: u32, state: IncidentState) -> IncidentAlert {
         IncidentAlert {

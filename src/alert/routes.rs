@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::{Event, IncidentAlert, Notification};
-use crate::detect::DuplicateKind;
-use crate::domain::ClinicId;
+use super::{IncidentAlert, Notification};
+use crate::domain::{ClinicId, DuplicateKind, Event};
 
 /// One `[[alerts.routes]]` table as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -292,7 +291,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::detect::{FoundBy, IncidentState};
+    use crate::domain::{FoundBy, IncidentState};
 
     #[derive(Deserialize)]
     struct File {

@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::channels::{http_client, send_with, Channel, Env, Problems, SentryConfig};
-use super::{DeliveryError, Event, IncidentAlert, Notification};
+use super::{DeliveryError, IncidentAlert, Notification};
+use crate::domain::Event;
 
 /// The message of every event: the plan's words, so Sentry's issue list reads as
 /// the clinic expects.

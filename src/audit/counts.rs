@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::reconcile::same_double_booking_once;
-use crate::detect::{Duplicate, MemberRef};
+use crate::domain::incident::same_double_booking_once;
+use crate::domain::{Duplicate, MemberRef};
 
 /// Whether an appointment counts in `appointmentsChecked`, defined once: every
 /// appointment of the day, native or watched, whatever its status (a cancelled one was
@@ -83,7 +83,7 @@ impl std::ops::AddAssign for Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::DuplicateKind;
+    use crate::domain::DuplicateKind;
 
     fn dup(kind: DuplicateKind, key: &str, ids: &[&str]) -> Duplicate {
         Duplicate {

@@ -15,9 +15,8 @@ use super::counts::Counts;
 use super::scan::{DocumentCopy, Findings, Scan};
 use super::skim::skim;
 use super::Output;
-use crate::detect::reconcile::same_double_booking_once;
-use crate::detect::{Duplicate, DuplicateKind, Group};
-use crate::domain::FieldError;
+use crate::domain::incident::same_double_booking_once;
+use crate::domain::{Duplicate, DuplicateKind, FieldError, Group};
 use crate::watch::import::{self, FileError, Format, Position, RecordError};
 use crate::watch::kloqo::{self, SlotFields};
 

@@ -15,10 +15,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::detect::reconcile::same_double_booking_once;
-use crate::detect::{Duplicate, DuplicateKind, Group, MemberRef};
+use crate::domain::incident::same_double_booking_once;
 use crate::domain::schedule::parse_date;
-use crate::domain::FieldError;
+use crate::domain::{Duplicate, DuplicateKind, FieldError, Group, MemberRef};
 use crate::metrics::stats::DateRange;
 
 /// How `slotguard audit` prints its report on stdout.

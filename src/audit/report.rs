@@ -15,9 +15,10 @@ use serde_json::json;
 use super::counts::Counts;
 use super::runner::Auditor;
 use super::schedule;
-use crate::alert::{Event, Notification};
-use crate::detect::{Duplicate, IncidentState};
-use crate::domain::{Clinic, ClinicId, DoctorId, KnownClinic, KnownClinics};
+use crate::alert::Notification;
+use crate::domain::{
+    Clinic, ClinicId, DoctorId, Duplicate, Event, IncidentState, KnownClinic, KnownClinics,
+};
 use crate::metrics::stats::{self, DateRange, Stats, DUPLICATE_RATE_TARGET};
 use crate::metrics::{is_conflict, BOOKED};
 use crate::store::audit::AuditRun;
@@ -178,7 +179,7 @@ pub async fn build(
     let mut tally = IncidentTally::default();
     for incident in incidents {
         tally.total += 1;
-        tally.found_by_audit += u64::from(incident.found_by == crate::detect::FoundBy::Audit);
+        tally.found_by_audit += u64::from(incident.found_by == crate::domain::FoundBy::Audit);
         match incident.state {
             IncidentState::Resolved => tally.resolved += 1,
             _ => tally.unresolved += 1,

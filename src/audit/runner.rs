@@ -14,10 +14,12 @@ use tokio::sync::watch;
 use super::counts::Counts;
 use super::schedule;
 use crate::alert::dispatch::Dispatcher;
-use crate::alert::{Event, Notification};
+use crate::alert::Notification;
 use crate::clock::Clock;
-use crate::detect::{Detector, Duplicate, FoundBy, Group};
-use crate::domain::{Clinic, ClinicId, KnownClinic, KnownClinics, SourceZones};
+use crate::detect::Detector;
+use crate::domain::{
+    Clinic, ClinicId, Duplicate, Event, FoundBy, Group, KnownClinic, KnownClinics, SourceZones,
+};
 use crate::store::audit::{AuditRun, DayFindings, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 

@@ -13,8 +13,7 @@ use chrono::NaiveDate;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use super::counts::{self, Counts};
-use crate::detect::{Duplicate, DuplicateKind, Group, MemberRef};
-use crate::domain::{ClinicId, DoctorId, FieldError};
+use crate::domain::{ClinicId, DoctorId, Duplicate, DuplicateKind, FieldError, Group, MemberRef};
 use crate::watch::{self, kloqo::SlotHolder};
 
 /// The source of every member an audit of a file finds (`MemberRef::source`).

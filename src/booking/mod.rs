@@ -11,10 +11,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::detect::{Group, Wakeups};
+use crate::detect::Wakeups;
 use crate::domain::{
-    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, SlotIndex,
-    Status,
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Group, Kind, Patient,
+    SlotIndex, Status,
 };
 use crate::metrics::{Attempt, BookingMetrics};
 use crate::store::{

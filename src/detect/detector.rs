@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::reconcile::{reconcile, Changes};
-use super::{FoundBy, Group, Incident, IncidentState, Keys, OutboxEntry, Reach, Touched};
-use crate::alert::Event;
+use super::reconcile::reconcile;
 use crate::clock::Clock;
-use crate::domain::ClinicId;
+use crate::domain::{
+    Changes, ClinicId, Event, FoundBy, Group, Incident, IncidentState, Keys, OutboxEntry, Reach,
+    Touched,
+};
 use crate::store::{Store, StoreError};
 
 /// How the detector runs; `[detect]` in slotguard.toml.

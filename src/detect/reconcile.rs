@@ -5,33 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    Duplicate, DuplicateKind, FoundBy, Group, Incident, IncidentState, MemberRef, OutboxEntry,
+use crate::domain::incident::same_double_booking_once;
+use crate::domain::{
+    Changes, Duplicate, DuplicateKind, Event, FoundBy, Group, Incident, IncidentState, MemberRef,
+    OutboxEntry,
 };
-use crate::alert::Event;
-
-/// Incidents to save (new or changed) and the alerts to send about them.
-#[derive(Debug, Default)]
-pub struct Changes {
-    pub incidents: Vec<Incident>,
-    pub outbox: Vec<OutboxEntry>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.incidents.is_empty()
-    }
-
-    fn notify(&mut self, incident: &Incident, event: Event, now: DateTime<Utc>) {
-        self.outbox.push(OutboxEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            clinic_id: incident.group.clinic_id.clone(),
-            incident_id: incident.id.clone(),
-            event,
-            created_at: now,
-        });
-    }
-}
 
 /// - a new fingerprint opens an incident;
 /// - new members joining an open incident notify again; members leaving (while a
@@ -79,7 +57,7 @@ pub fn reconcile(
                     last_notified_at: None,
                     revision: 0,
                 };
-                changes.notify(&incident, Event::Opened, now);
+                notify(&mut changes, &incident, Event::Opened, now);
                 changes.incidents.push(incident);
             }
             Some(existing) if existing.state != IncidentState::Resolved => {
@@ -93,7 +71,7 @@ pub fn reconcile(
                 incident.last_seen = now;
                 incident.changed_at = now;
                 if grew {
-                    changes.notify(&incident, Event::Grew, now);
+                    notify(&mut changes, &incident, Event::Grew, now);
                 }
                 changes.incidents.push(incident);
             }
@@ -116,7 +94,7 @@ pub fn reconcile(
                 incident.acknowledged_by = None;
                 incident.resolved_at = None;
                 incident.resolved_by = None;
-                changes.notify(&incident, Event::Regressed, now);
+                notify(&mut changes, &incident, Event::Regressed, now);
                 changes.incidents.push(incident);
             }
         }
@@ -135,27 +113,22 @@ pub fn reconcile(
         incident.resolved_at = Some(now);
         incident.resolved_by = Some("auto".into());
         incident.changed_at = now;
-        changes.notify(&incident, Event::Resolved, now);
+        notify(&mut changes, &incident, Event::Resolved, now);
         changes.incidents.push(incident);
     }
     changes
 }
 
-/// Two appointments in one slot usually share its token too (advance tokens derive
-/// from the slot): that is one double booking, reported once, as the slot. A token
-/// duplicate stands on its own only when its members differ from every slot
-/// duplicate's.
-pub fn same_double_booking_once(found: &[Duplicate]) -> Vec<Duplicate> {
-    let slot_members: Vec<&BTreeSet<MemberRef>> = found
-        .iter()
-        .filter(|d| d.kind == DuplicateKind::Slot)
-        .map(|d| &d.members)
-        .collect();
-    found
-        .iter()
-        .filter(|d| d.kind == DuplicateKind::Slot || !slot_members.contains(&&d.members))
-        .cloned()
-        .collect()
+/// Queues the alert about `incident`'s change in `changes`' outbox, under an id of its
+/// own.
+fn notify(changes: &mut Changes, incident: &Incident, event: Event, now: DateTime<Utc>) {
+    changes.outbox.push(OutboxEntry {
+        id: uuid::Uuid::new_v4().to_string(),
+        clinic_id: incident.group.clinic_id.clone(),
+        incident_id: incident.id.clone(),
+        event,
+        created_at: now,
+    });
 }
 
 #[cfg(test)]

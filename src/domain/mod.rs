@@ -1,13 +1,16 @@
 //! The clinic's rules as pure types and functions: identifiers, clinics and their
 //! booking policy, which clinics are known and in which zone, doctors' schedules and
-//! slot arithmetic, tokens, statuses.
+//! slot arithmetic, tokens, statuses; and the vocabulary the capabilities share:
+//! duplicates and incidents, the events notifications are sent for.
 //! Nothing here does I/O or reads a clock: "now" is always a parameter.
 
 pub mod appointment;
 pub mod clinic;
 pub mod config;
 pub mod entity;
+pub mod event;
 pub mod ids;
+pub mod incident;
 pub mod known;
 pub mod schedule;
 pub mod staff;
@@ -19,7 +22,12 @@ pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
 pub use config::ConfigError;
 pub use entity::Entity;
+pub use event::Event;
 pub use ids::{AppointmentId, ClinicId, DoctorId};
+pub use incident::{
+    Changes, Duplicate, DuplicateKind, FoundBy, Group, Incident, IncidentState, Keys, MemberRef,
+    OutboxEntry, Reach, Touched,
+};
 pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
 pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};

@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_conflict, BOOKED};
 use crate::audit::counts::Counts;
-use crate::detect::Duplicate;
-use crate::domain::{ClinicId, DoctorId, FieldError};
+use crate::domain::{ClinicId, DoctorId, Duplicate, FieldError};
 use crate::store::metrics::{DayOutcome, StatsRows};
 
 /// The plan's target: fewer than one duplicate in a thousand appointments.
@@ -331,7 +330,7 @@ pub fn stats(clinic_id: Option<ClinicId>, range: DateRange, rows: &StatsRows) ->
 mod tests {
     use super::*;
     use crate::detect::reconcile::reconcile;
-    use crate::detect::{DuplicateKind, FoundBy, Group, Incident, MemberRef};
+    use crate::domain::{DuplicateKind, FoundBy, Group, Incident, MemberRef};
     use crate::store::metrics::{DayAppointments, HourOutcome};
     use chrono::{DateTime, Utc};
 
@@ -383,7 +382,7 @@ mod tests {
             members: ids
                 .iter()
                 .map(|id| MemberRef {
-                    source: crate::detect::NATIVE.into(),
+                    source: crate::domain::incident::NATIVE.into(),
                     id: (*id).into(),
                 })
                 .collect(),

@@ -14,8 +14,7 @@ use super::rows;
 use super::sql::{query, DecodeRow, SqlBackend, Tx};
 use super::StoreError;
 use crate::audit::counts::Counts;
-use crate::detect::{Duplicate, Group};
-use crate::domain::{Clinic, ClinicId, DoctorId, WatchedClinic};
+use crate::domain::{Clinic, ClinicId, DoctorId, Duplicate, Group, WatchedClinic};
 
 /// Why an audit ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,7 +384,7 @@ impl<B: SqlBackend> AuditStore for B {
         &self,
         clinic: &ClinicId,
         date: chrono::NaiveDate,
-    ) -> Result<Vec<crate::detect::Group>, StoreError> {
+    ) -> Result<Vec<crate::domain::Group>, StoreError> {
         query("SELECT DISTINCT clinic_id, doctor_id, date FROM incidents WHERE clinic_id = $1 AND date = $2 AND state <> 'resolved'")
             .bind(clinic.as_str())
             .bind(date)

@@ -9,8 +9,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::rows;
 use super::sql::{query, DecodeRow, SqlBackend, Tx, Value};
 use super::StoreError;
-use crate::detect::{DuplicateKind, FoundBy, Group, Incident, IncidentState};
-use crate::domain::{ClinicId, Doctor, DoctorId, Email, Entity, StaffUser};
+use crate::domain::{
+    ClinicId, Doctor, DoctorId, DuplicateKind, Email, Entity, FoundBy, Group, Incident,
+    IncidentState, StaffUser,
+};
 
 /// A logged-in browser, as stored: the hash of its cookie's secret, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -486,7 +488,7 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn incident_page(
         &self,
         q: &IncidentQuery,
-    ) -> Result<Vec<crate::detect::Incident>, StoreError> {
+    ) -> Result<Vec<crate::domain::Incident>, StoreError> {
         let (clause, mut binds) = incident_where(q, true);
         binds.push(Value::from(i64::from(q.limit)));
         let sql = format!(
@@ -601,7 +603,7 @@ impl<B: SqlBackend> DashboardStore for B {
         &self,
         source: &str,
         id: &str,
-    ) -> Result<Option<crate::detect::Group>, StoreError> {
+    ) -> Result<Option<crate::domain::Group>, StoreError> {
         query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
             .bind(id)
@@ -613,7 +615,7 @@ impl<B: SqlBackend> DashboardStore for B {
 
     async fn watched_occupying(
         &self,
-        group: &crate::detect::Group,
+        group: &crate::domain::Group,
     ) -> Result<Vec<WatchedRow>, StoreError> {
         query(
             "SELECT source, id, slot_index, token_number, status, is_break, booked_via, document \
@@ -649,7 +651,7 @@ impl<B: SqlBackend> DashboardStore for B {
         clinic: Option<&ClinicId>,
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
-    ) -> Result<Vec<crate::detect::Incident>, StoreError> {
+    ) -> Result<Vec<crate::domain::Incident>, StoreError> {
         query(crate::store::metrics::INCIDENTS_DATED.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)

@@ -11,9 +11,7 @@ use serde::Serialize;
 use super::rows;
 use super::sql::{query, SqlBackend, Tx};
 use super::{Backend, StoreError};
-use crate::detect::reconcile::Changes;
-use crate::detect::{Group, Incident, Keys, MemberRef, OutboxEntry, Touched};
-use crate::domain::ClinicId;
+use crate::domain::{Changes, ClinicId, Group, Incident, Keys, MemberRef, OutboxEntry, Touched};
 use crate::watch::WatchedAppointment;
 
 /// A member's row, for showing an incident: from `appointments` (source `native`)
@@ -277,7 +275,7 @@ pub trait DetectionStore: Send + Sync {
 // ---- decoding -------------------------------------------------------------------
 
 use super::sql::DecodeRow;
-use crate::detect::{Duplicate, DuplicateKind};
+use crate::domain::{Duplicate, DuplicateKind};
 
 /// Folds the member rows of `DUPLICATES` into one duplicate per (kind, key).
 pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
@@ -621,7 +619,7 @@ pub async fn upsert_watched_rows<T: Tx>(
         }
         applied.push(kept);
         touched.key(
-            crate::detect::Group {
+            crate::domain::Group {
                 clinic_id: w.clinic_id.clone(),
                 doctor_id: w.doctor_id.clone(),
                 date: w.date,
@@ -640,7 +638,7 @@ impl<B: SqlBackend> DetectionStore for B {
         source: &str,
         documents: &[crate::watch::WatchedAppointment],
         received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(Vec<bool>, crate::detect::Touched), StoreError> {
+    ) -> Result<(Vec<bool>, crate::domain::Touched), StoreError> {
         self.upsert_watched_committed(source, documents, received_at)
             .await
     }
@@ -650,7 +648,7 @@ impl<B: SqlBackend> DetectionStore for B {
         source: &str,
         id: &str,
         at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<crate::detect::Touched>, StoreError> {
+    ) -> Result<Option<crate::domain::Touched>, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(row) = query("SELECT clinic_id, doctor_id, date, slot_index, token_number FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
@@ -660,7 +658,7 @@ impl<B: SqlBackend> DetectionStore for B {
         else {
             return Ok(None);
         };
-        let mut touched = crate::detect::Touched::default();
+        let mut touched = crate::domain::Touched::default();
         rows::touch(&mut touched, &row)?;
         query(
             "UPDATE watched_appointments SET deleted = 1, occupying = 0, received_at = $3, \
@@ -679,9 +677,9 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn duplicates_of(
         &self,
-        days: &[crate::detect::Group],
+        days: &[crate::domain::Group],
     ) -> Result<
-        std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Duplicate>>,
+        std::collections::BTreeMap<crate::domain::Group, Vec<crate::domain::Duplicate>>,
         StoreError,
     > {
         let mut found = std::collections::BTreeMap::new();
@@ -701,9 +699,9 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn duplicates_at(
         &self,
-        keys: &[(crate::detect::Group, crate::detect::Keys)],
+        keys: &[(crate::domain::Group, crate::domain::Keys)],
     ) -> Result<
-        std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Duplicate>>,
+        std::collections::BTreeMap<crate::domain::Group, Vec<crate::domain::Duplicate>>,
         StoreError,
     > {
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
@@ -733,9 +731,9 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn incidents_of(
         &self,
-        days: &[crate::detect::Group],
+        days: &[crate::domain::Group],
     ) -> Result<
-        std::collections::BTreeMap<crate::detect::Group, Vec<crate::detect::Incident>>,
+        std::collections::BTreeMap<crate::domain::Group, Vec<crate::domain::Incident>>,
         StoreError,
     > {
         let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
@@ -759,10 +757,7 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(found)
     }
 
-    async fn save_incidents(
-        &self,
-        changes: &crate::detect::reconcile::Changes,
-    ) -> Result<(), StoreError> {
+    async fn save_incidents(&self, changes: &crate::domain::Changes) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for i in &changes.incidents {
             let saved = query(UPSERT_INCIDENT)
@@ -822,7 +817,7 @@ impl<B: SqlBackend> DetectionStore for B {
     async fn changed_groups(
         &self,
         since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<crate::detect::Group>, StoreError> {
+    ) -> Result<Vec<crate::domain::Group>, StoreError> {
         query(
             "SELECT clinic_id, doctor_id, date FROM appointments WHERE updated_at >= $1 \
              UNION SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE received_at >= $1",
@@ -835,7 +830,7 @@ impl<B: SqlBackend> DetectionStore for B {
         .collect()
     }
 
-    async fn incident(&self, id: &str) -> Result<Option<crate::detect::Incident>, StoreError> {
+    async fn incident(&self, id: &str) -> Result<Option<crate::domain::Incident>, StoreError> {
         query(format!(
             "SELECT {} FROM incidents WHERE id = $1",
             INCIDENT_COLUMNS
@@ -849,12 +844,12 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn member_rows(
         &self,
-        group: &crate::detect::Group,
-        members: &[crate::detect::MemberRef],
+        group: &crate::domain::Group,
+        members: &[crate::domain::MemberRef],
     ) -> Result<Vec<MemberRow>, StoreError> {
         let mut rows = Vec::with_capacity(members.len());
         for m in members {
-            let native = m.source == crate::detect::NATIVE;
+            let native = m.source == crate::domain::incident::NATIVE;
             let row = if native {
                 query("SELECT slot_index, token_number, status, created_at, time, booked_via, patient_name, patient_phone \
                              FROM appointments WHERE id = $1 AND clinic_id = $2")
@@ -961,14 +956,14 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(())
     }
 
-    async fn ungrouped_alerts(&self) -> Result<Vec<crate::detect::OutboxEntry>, StoreError> {
+    async fn ungrouped_alerts(&self) -> Result<Vec<crate::domain::OutboxEntry>, StoreError> {
         let rows = query("SELECT id, clinic_id, incident_id, event, created_at FROM alert_outbox WHERE notification_id IS NULL ORDER BY created_at, id LIMIT 1000")
             .fetch_all(self.writer())
             .await?;
         rows.iter()
             .map(|r| {
                 let event = r.text("event")?;
-                Ok(crate::detect::OutboxEntry {
+                Ok(crate::domain::OutboxEntry {
                     id: r.text("id")?,
                     clinic_id: ClinicId::parse("clinic_id", &r.text("clinic_id")?)
                         .map_err(|e| rows::corrupt("clinic id", e))?,
@@ -1156,7 +1151,7 @@ impl<B: SqlBackend> DetectionStore for B {
     async fn reminders_due(
         &self,
         before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<crate::detect::Incident>, StoreError> {
+    ) -> Result<Vec<crate::domain::Incident>, StoreError> {
         query(format!(
             "SELECT {} FROM incidents WHERE state = 'open' AND last_notified_at IS NOT NULL AND last_notified_at < $1 \
              AND id NOT IN (SELECT incident_id FROM alert_outbox WHERE notification_id IS NULL)",
@@ -1214,7 +1209,7 @@ impl<B: SqlBackend> DetectionStore for B {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::tests::day;
+    use crate::domain::incident::tests::day;
 
     #[test]
     fn keys_are_split_into_statements_of_at_most_their_share_each_kept_once() {

@@ -11,8 +11,7 @@ use super::audit::WATCHED_CHECKED;
 use super::rows;
 use super::sql::{query, Reads, SqlBackend, Tx};
 use super::StoreError;
-use crate::detect::Incident;
-use crate::domain::{ClinicId, DoctorId, Kind};
+use crate::domain::{ClinicId, DoctorId, Incident, Kind};
 use crate::metrics::{RollupKey, Tally};
 
 /// Booking attempts of one clinic on one of its local days that came to one outcome.

@@ -238,9 +238,9 @@ pub trait Store:
 
     /// Tells other instances a doctor-day changed (PostgreSQL NOTIFY; nothing on
     /// SQLite, which one process serves).
-    async fn announce(&self, group: &crate::detect::Group) -> Result<(), StoreError>;
+    async fn announce(&self, group: &crate::domain::Group) -> Result<(), StoreError>;
     /// Changed days announced by other instances, when the backend can hear them.
-    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>>;
+    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::domain::Group>>;
 }
 
 /// The SQLite file a database URL names (`sqlite://…`, `sqlite:…` or a plain path), or

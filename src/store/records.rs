@@ -77,11 +77,11 @@ impl<B: SqlBackend> Store for B {
         B::BACKEND
     }
 
-    async fn announce(&self, group: &crate::detect::Group) -> Result<(), StoreError> {
+    async fn announce(&self, group: &crate::domain::Group) -> Result<(), StoreError> {
         self.announce_group(group).await
     }
 
-    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>> {
+    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::domain::Group>> {
         self.listen_groups().await
     }
 

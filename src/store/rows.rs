@@ -9,12 +9,12 @@ use super::metrics::{BookingTotal, DayAppointments, DoctorOutcome};
 use super::sql::DecodeRow;
 use super::{ApiKeyRecord, Role, StoreError, StoredResponse};
 use crate::audit::counts::Counts;
-use crate::detect::{DuplicateKind, FoundBy, Group, Incident, IncidentState, MemberRef, Touched};
 use crate::domain::clinic::parse_timezone;
 use crate::domain::schedule::{parse_clock_time, parse_days_off, WeeklyAvailability};
 use crate::domain::{
-    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, Email, Kind,
-    ReserveRatio, StaffRole, StaffUser, Status, WatchedClinic,
+    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, DuplicateKind,
+    Email, FoundBy, Group, Incident, IncidentState, Kind, MemberRef, ReserveRatio, StaffRole,
+    StaffUser, Status, Touched, WatchedClinic,
 };
 
 pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {

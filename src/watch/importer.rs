@@ -13,7 +13,7 @@ use super::kloqo::parse_document;
 use super::WatchedAppointment;
 use crate::clock::{Clock, SystemClock};
 use crate::detect::detector::Detector;
-use crate::detect::FoundBy;
+use crate::domain::FoundBy;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Args)]

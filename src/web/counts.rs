@@ -22,8 +22,8 @@ use std::sync::Mutex;
 use chrono::{Duration, NaiveDate};
 use tokio::sync::broadcast;
 
-use crate::detect::{Incident, IncidentChanged};
-use crate::domain::ClinicId;
+use crate::detect::IncidentChanged;
+use crate::domain::{ClinicId, Incident};
 use crate::store::metrics::{DayAppointments, StatsRows};
 use crate::store::{Store, StoreError};
 

@@ -633,7 +633,8 @@ pub async fn a_server_that_stops_cleanly_hands_detection_over_at_once(backend: B
 /// is never undone (before, the stale save reopened the incident and dropped the note).
 pub async fn a_resolve_racing_the_detector_is_never_undone(backend: Backend) {
     use slotguard::clock::Clock;
-    use slotguard::detect::{reconcile::reconcile, FoundBy, Group};
+    use slotguard::detect::reconcile::reconcile;
+    use slotguard::domain::{FoundBy, Group};
     use slotguard::store::StoreError;
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -1046,7 +1047,7 @@ pub async fn events_out_of_order_never_undo_a_newer_one(backend: Backend) {
 /// (four), is what it reads for each day alone, and every planted duplicate is one
 /// incident.
 pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: Backend) {
-    use slotguard::detect::Group;
+    use slotguard::domain::Group;
     const DAYS: usize = 450;
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -1111,7 +1112,7 @@ pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: 
     // Reading only where the documents are (slots 1 and 2, their tokens) finds the
     // same; reading only slot 2 finds no slot duplicate (they are all in slot 1),
     // only the tokens given twice.
-    let everywhere = slotguard::detect::Keys {
+    let everywhere = slotguard::domain::Keys {
         slots: [1, 2].into(),
         tokens: ["A1-002".to_owned(), "A1-003".to_owned()].into(),
     };
@@ -1120,7 +1121,7 @@ pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: 
         .map(|d| (d.clone(), everywhere.clone()))
         .collect();
     assert_eq!(store.duplicates_at(&keyed).await.unwrap(), together);
-    let slot_2 = slotguard::detect::Keys {
+    let slot_2 = slotguard::domain::Keys {
         slots: [2].into(),
         tokens: ["A1-002".to_owned()].into(),
     };
@@ -1130,7 +1131,7 @@ pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: 
     assert!(at_slot_2
         .values()
         .flatten()
-        .all(|d| d.kind == slotguard::detect::DuplicateKind::Token && d.key == "A1-002"));
+        .all(|d| d.kind == slotguard::domain::DuplicateKind::Token && d.key == "A1-002"));
     for day in &days {
         let alone = store.duplicates(day).await.unwrap();
         assert_eq!(
@@ -1140,7 +1141,7 @@ pub async fn many_days_checked_together_find_what_each_day_alone_finds(backend: 
         );
         // What the detector decides from (the alert dispatcher may note a
         // notification on an incident between the reads).
-        let decided = |incidents: Vec<slotguard::detect::Incident>| {
+        let decided = |incidents: Vec<slotguard::domain::Incident>| {
             let mut decided: Vec<_> = incidents
                 .into_iter()
                 .map(|i| (i.id, i.kind, i.key, i.state, i.members))

@@ -42,7 +42,8 @@ use crate::domain::ConfigError;
 
 use super::message::{SMS_MAX_CHARS, SMS_REFERENCE_CHARS};
 use super::routes::ConfigLines;
-use super::{DeliveryError, Event, Notification, RetryAt};
+use super::{DeliveryError, Notification, RetryAt};
+use crate::domain::Event;
 
 mod email;
 mod log;

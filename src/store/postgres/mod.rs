@@ -12,8 +12,7 @@ use sqlx::{PgPool, Postgres};
 use super::booking::book_in;
 use super::sql::{query, sqlx_query, Reads, SqlBackend, Statement, Tx};
 use super::{Backend, Booking, BookingOutcome, StoreError};
-use crate::detect::{Group, Touched};
-use crate::domain::Appointment;
+use crate::domain::{Appointment, Group, Touched};
 use crate::watch::WatchedAppointment;
 
 /// The NOTIFY channel on which instances announce changed doctor-days.
@@ -25,7 +24,7 @@ const MAX_ATTEMPTS: u32 = 6;
 pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
-    announcements: tokio::sync::mpsc::UnboundedSender<crate::detect::Group>,
+    announcements: tokio::sync::mpsc::UnboundedSender<crate::domain::Group>,
     /// This instance's name in `leases` while it listens for changed days.
     presence: String,
 }
@@ -375,7 +374,7 @@ impl Listeners {
 async fn announce_in_batches(
     pool: PgPool,
     me: String,
-    mut changed: tokio::sync::mpsc::UnboundedReceiver<crate::detect::Group>,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<crate::domain::Group>,
 ) {
     let mut listeners = Listeners {
         me,

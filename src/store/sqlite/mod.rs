@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::sql::{sqlx_query, Reads, SqlBackend, Statement, Tx};
 use super::{Backend, Booking, BookingOutcome, StoreError};
-use crate::detect::{Group, Touched};
+use crate::domain::{Group, Touched};
 use crate::watch::WatchedAppointment;
 use group_commit::GroupCommitter;
 use watched_commit::WatchedCommitter;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::detect::Touched;
+use crate::domain::Touched;
 use crate::store::detection::upsert_watched_rows;
 use crate::store::StoreError;
 use crate::watch::WatchedAppointment;

@@ -15,9 +15,8 @@ use chrono::NaiveDate;
 
 use super::{badge, clinic_options, visible_clinic, Badge, ClinicOption};
 use crate::booking::rules::SlotState;
-use crate::detect::{DuplicateKind, Group};
 use crate::domain::schedule::parse_date;
-use crate::domain::{ClinicId, DoctorId, StaffAction};
+use crate::domain::{ClinicId, DoctorId, DuplicateKind, Group, StaffAction};
 use crate::web::page::{render, Chrome, Clinics, PageError, Query};
 use crate::web::session::Visitor;
 use crate::web::WebState;
@@ -204,7 +203,7 @@ async fn day(
             })
             .max_by_key(|i| {
                 (
-                    i.state != crate::detect::IncidentState::Resolved,
+                    i.state != crate::domain::IncidentState::Resolved,
                     i.last_seen,
                 )
             })

@@ -9,9 +9,8 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::{clinic_options, visible_clinic, ClinicOption, IncidentRow};
-use crate::detect::{DuplicateKind, FoundBy, IncidentState};
 use crate::domain::schedule::parse_date;
-use crate::domain::{DoctorId, FieldError, Staff};
+use crate::domain::{DoctorId, DuplicateKind, FieldError, FoundBy, IncidentState, Staff};
 use crate::store::dashboard::IncidentQuery;
 use crate::web::page::{render, Chrome, Clinics, Form, PageError, Query};
 use crate::web::session::Visitor;

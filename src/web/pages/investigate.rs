@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, Utc};
 
 use super::{badge, found_by_label, Badge, DoctorNames};
-use crate::detect::{FoundBy, Incident, IncidentState};
 use crate::domain::text::parse_line;
-use crate::domain::{FieldError, Staff, StaffAction};
+use crate::domain::{FieldError, FoundBy, Incident, IncidentState, Staff, StaffAction};
 use crate::store::detection::{MemberRow, Silence};
 use crate::web::page::{render, Chrome, Clinics, PageError, PathId, Query, When};
 use crate::web::session::{StaffForm, Visitor};
@@ -257,7 +256,7 @@ pub async fn page(
     let doctor = doctors.name(&g.clinic_id, &g.doctor_id);
     let title = format!(
         "{} {} · {} · {}",
-        if incident.kind == crate::detect::DuplicateKind::Slot {
+        if incident.kind == crate::domain::DuplicateKind::Slot {
             "Slot"
         } else {
             "Token"

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 
 use super::page::{Clinics, PageError, When};
-use crate::detect::{DuplicateKind, FoundBy, Incident, IncidentState};
-use crate::domain::{ClinicId, DoctorId, Staff};
+use crate::domain::{ClinicId, DoctorId, DuplicateKind, FoundBy, Incident, IncidentState, Staff};
 use crate::store::Store;
 
 pub mod admin;

@@ -12,8 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use super::{clinic_options, visible_clinic, ClinicOption, IncidentRow};
-use crate::detect::IncidentState;
-use crate::domain::{ClinicId, KnownClinic};
+use crate::domain::{ClinicId, IncidentState, KnownClinic};
 use crate::metrics::stats::{self, DateRange, Stats, Verdict, DUPLICATE_RATE_TARGET};
 use crate::store::dashboard::IncidentQuery;
 use crate::store::metrics::StatsRows;
