@@ -13,11 +13,11 @@ use std::collections::BTreeSet;
 use chrono::{Duration, NaiveDate};
 use serde_json::json;
 
-use crate::booking::rules::PlannedSlot;
 use crate::booking::{BookingError, Bookings};
 use crate::domain::schedule::WeeklyAvailability;
 use crate::domain::{
-    AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, SlotIndex,
+    AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, Kind, Patient, PlannedSlot,
+    SlotIndex,
 };
 use crate::store::{AppointmentFilter, Booking, StoreError};
 
@@ -106,7 +106,7 @@ async fn place(
             .map(|k| (session.slot(k), session.start_of(k).time()))
             .find(|(s, _)| !taken.contains(&s.value()))
             .map(|(slot, time)| PlannedSlot { slot, time })
-            .ok_or(crate::booking::rules::Refusal::NoSlotAvailable)
+            .ok_or(crate::domain::Refusal::NoSlotAvailable)
     };
     let outcome = bookings
         .store()

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::detect::Wakeups;
 use crate::domain::{
     Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Group, Kind, Patient,
-    SlotIndex, Status,
+    PlannedSlot, Refusal, SlotIndex, Status,
 };
 use crate::metrics::{Attempt, BookingMetrics};
 use crate::store::{
@@ -28,7 +28,7 @@ pub mod reference;
 pub mod rules;
 
 use idempotency::KeyLocks;
-use rules::{DayView, PlannedSlot, Refusal, SlotState};
+use rules::{DayView, SlotState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BookingError {

@@ -1,7 +1,8 @@
 //! The clinic's rules as pure types and functions: identifiers, clinics and their
 //! booking policy, which clinics are known and in which zone, doctors' schedules and
-//! slot arithmetic, tokens, statuses; and the vocabulary the capabilities share:
-//! duplicates and incidents, the events notifications are sent for.
+//! slot arithmetic, tokens, statuses, what a booking's planner decides; and the
+//! vocabulary the capabilities share: duplicates and incidents, the events
+//! notifications are sent for.
 //! Nothing here does I/O or reads a clock: "now" is always a parameter.
 
 pub mod appointment;
@@ -12,6 +13,7 @@ pub mod event;
 pub mod ids;
 pub mod incident;
 pub mod known;
+pub mod plan;
 pub mod schedule;
 pub mod staff;
 pub mod status;
@@ -29,6 +31,7 @@ pub use incident::{
     OutboxEntry, Reach, Touched,
 };
 pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};
+pub use plan::{PlannedSlot, Refusal};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
 pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};
 pub use status::Status;

@@ -7,9 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::auth::Denied;
-use crate::booking::rules::Refusal;
 use crate::booking::BookingError;
-use crate::domain::{Entity, FieldError};
+use crate::domain::{Entity, FieldError, Refusal};
 use crate::store::StoreError;
 
 #[derive(Debug)]

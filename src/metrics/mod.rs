@@ -5,8 +5,7 @@
 //! `GET /metrics` shows them with the detection and alerting gauges in Prometheus'
 //! text format ([`scrape`], written by [`exposition`]).
 
-use crate::booking::rules::Refusal;
-use crate::domain::Appointment;
+use crate::domain::{Appointment, Refusal};
 use crate::store::StoreError;
 
 pub mod exposition;

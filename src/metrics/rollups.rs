@@ -166,8 +166,7 @@ impl BookingMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::booking::rules::Refusal;
-    use crate::domain::BookingPolicy;
+    use crate::domain::{BookingPolicy, Refusal};
     use crate::store::SqliteSync;
 
     fn clinic() -> Clinic {

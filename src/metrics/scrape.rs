@@ -7,8 +7,8 @@
 use super::exposition::{Exposition, Type};
 use super::latency::LatencySnapshot;
 use super::rollups::BookingMetrics;
-use crate::booking::rules::Refusal;
 use crate::detect::detector::{Detector, Latency};
+use crate::domain::Refusal;
 use crate::store::audit::AuditGauges;
 use crate::store::metrics::{AlertingGauges, BookingTotal};
 use crate::store::{Store, StoreError};

@@ -10,8 +10,7 @@ use std::collections::BTreeSet;
 use super::rows;
 use super::sql::{query, Statement, Tx};
 use super::{Booking, StoreError};
-use crate::booking::rules::PlannedSlot;
-use crate::domain::{Appointment, Kind, Status, Token};
+use crate::domain::{Appointment, Kind, PlannedSlot, Status, Token};
 
 /// What the booking steps need of an open transaction. Not `Send`: SQLite's
 /// committer runs them on its own thread over a connection that stays there.

@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
-use crate::booking::rules::{PlannedSlot, Refusal};
 use crate::domain::{
-    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Kind, Patient, Status,
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Kind, Patient,
+    PlannedSlot, Refusal, Status,
 };
 
 pub mod audit;

@@ -33,9 +33,9 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<StoreError> {
 /// columns) stands for.
 pub fn unique_violation_named(what: &str) -> StoreError {
     if what.contains("slot") {
-        StoreError::Refused(crate::booking::rules::Refusal::SlotTaken)
+        StoreError::Refused(crate::domain::Refusal::SlotTaken)
     } else if what.contains("token") {
-        StoreError::Refused(crate::booking::rules::Refusal::TokenTaken)
+        StoreError::Refused(crate::domain::Refusal::TokenTaken)
     } else if what.contains("idempotency") {
         StoreError::IdempotencyKeyUsed
     } else if what.contains("doctors") {

@@ -331,9 +331,8 @@ mod tests {
     /// restart size.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_a_steady_stream_of_bookings_the_wal_starts_over() {
-        use crate::booking::rules::PlannedSlot;
         use crate::domain::schedule::tests::doctor;
-        use crate::domain::{AppointmentId, Clinic, Patient, SlotIndex};
+        use crate::domain::{AppointmentId, Clinic, Patient, PlannedSlot, SlotIndex};
         use crate::store::Store;
 
         let dir = tempfile::tempdir().unwrap();
