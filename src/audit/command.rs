@@ -5,10 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::counts::Counts;
 use super::runner::Auditor;
 use super::{findings, Finding, Output};
-use crate::domain::{Clinic, ClinicId};
+use crate::domain::{Clinic, ClinicId, Counts};
 use crate::metrics::stats::DateRange;
 use crate::store::audit::{AuditRun, Trigger};
 use crate::store::StoreError;

@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::counts::Counts;
 use super::scan::{DocumentCopy, Findings, Scan};
 use super::skim::skim;
 use super::Output;
 use crate::domain::incident::same_double_booking_once;
-use crate::domain::{Duplicate, DuplicateKind, FieldError, Group};
+use crate::domain::{Counts, Duplicate, DuplicateKind, FieldError, Group};
 use crate::watch::import::{self, FileError, Format, Position, RecordError};
 use crate::watch::kloqo::{self, SlotFields};
 

@@ -1,9 +1,8 @@
 //! Audit: a whole day (or an export file) checked at once for duplicate slots and
 //! tokens, as the nightly audit, `slotguard audit` and the weekly report see it.
-//! [`counts`] says what the three numbers every audit reports mean.
+//! [`crate::domain::counts`] says what the three numbers every audit reports mean.
 
 pub mod command;
-pub mod counts;
 pub mod file;
 pub mod report;
 pub mod runner;
@@ -46,7 +45,7 @@ pub struct Finding {
 }
 
 /// The double bookings of each doctor-day, a slot and its token given to the same
-/// appointments listed once (as [`counts`] counts them).
+/// appointments listed once (as [`crate::domain::counts`] counts them).
 pub fn findings(duplicates: &BTreeMap<Group, Vec<Duplicate>>) -> Vec<Finding> {
     duplicates
         .iter()

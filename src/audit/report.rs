@@ -12,12 +12,11 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::counts::Counts;
 use super::runner::Auditor;
 use super::schedule;
 use crate::alert::Notification;
 use crate::domain::{
-    Clinic, ClinicId, DoctorId, Duplicate, Event, IncidentState, KnownClinic, KnownClinics,
+    Clinic, ClinicId, Counts, DoctorId, Duplicate, Event, IncidentState, KnownClinic, KnownClinics,
 };
 use crate::metrics::stats::{self, DateRange, Stats, DUPLICATE_RATE_TARGET};
 use crate::metrics::{is_conflict, BOOKED};

@@ -11,14 +11,14 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::counts::Counts;
 use super::schedule;
 use crate::alert::dispatch::Dispatcher;
 use crate::alert::Notification;
 use crate::clock::Clock;
 use crate::detect::Detector;
 use crate::domain::{
-    Clinic, ClinicId, Duplicate, Event, FoundBy, Group, KnownClinic, KnownClinics, SourceZones,
+    Clinic, ClinicId, Counts, Duplicate, Event, FoundBy, Group, KnownClinic, KnownClinics,
+    SourceZones,
 };
 use crate::store::audit::{AuditRun, DayFindings, RunStatus, Trigger};
 use crate::store::{Store, StoreError};

@@ -12,8 +12,9 @@ use std::hash::BuildHasher;
 use chrono::NaiveDate;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
-use super::counts::{self, Counts};
-use crate::domain::{ClinicId, DoctorId, Duplicate, DuplicateKind, FieldError, Group, MemberRef};
+use crate::domain::{
+    counts, ClinicId, Counts, DoctorId, Duplicate, DuplicateKind, FieldError, Group, MemberRef,
+};
 use crate::watch::{self, kloqo::SlotHolder};
 
 /// The source of every member an audit of a file finds (`MemberRef::source`).

@@ -8,6 +8,7 @@
 pub mod appointment;
 pub mod clinic;
 pub mod config;
+pub mod counts;
 pub mod entity;
 pub mod event;
 pub mod ids;
@@ -23,6 +24,7 @@ pub mod token;
 pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
 pub use config::ConfigError;
+pub use counts::Counts;
 pub use entity::Entity;
 pub use event::Event;
 pub use ids::{AppointmentId, ClinicId, DoctorId};

@@ -3,7 +3,7 @@
 //! apart from the database.
 //!
 //! - **Duplicate rate per day**: `extraRows ÷ appointmentsChecked`, in the words of
-//!   [`crate::audit::counts`]: for the appointments dated that day (native ones
+//!   [`crate::domain::counts`]: for the appointments dated that day (native ones
 //!   whatever their status, and watched documents), the appointments beyond the
 //!   first in each double booking the incidents recorded (open, acknowledged or
 //!   resolved; found in real time or by the audit). Target: below 0.1 %.
@@ -23,8 +23,7 @@ use chrono::{Datelike, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
 use super::{is_conflict, BOOKED};
-use crate::audit::counts::Counts;
-use crate::domain::{ClinicId, DoctorId, Duplicate, FieldError};
+use crate::domain::{ClinicId, Counts, DoctorId, Duplicate, FieldError};
 use crate::store::metrics::{DayOutcome, StatsRows};
 
 /// The plan's target: fewer than one duplicate in a thousand appointments.

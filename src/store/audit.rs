@@ -13,8 +13,7 @@ use super::detection::NotificationRow;
 use super::rows;
 use super::sql::{query, DecodeRow, SqlBackend, Tx};
 use super::StoreError;
-use crate::audit::counts::Counts;
-use crate::domain::{Clinic, ClinicId, DoctorId, Duplicate, Group, WatchedClinic};
+use crate::domain::{Clinic, ClinicId, Counts, DoctorId, Duplicate, Group, WatchedClinic};
 
 /// Why an audit ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,11 +238,11 @@ pub fn token_duplicates_of_day() -> String {
     )
 }
 
-/// Which watched rows `appointmentsChecked` counts (`audit::counts::is_checked`):
+/// Which watched rows `appointmentsChecked` counts (`domain::counts::is_checked`):
 /// neither deleted documents nor break placeholders.
 pub const WATCHED_CHECKED: &str = "deleted = 0 AND is_break = 0";
 
-/// The clinic's `appointmentsChecked` of one local day (`audit::counts::is_checked`).
+/// The clinic's `appointmentsChecked` of one local day (`domain::counts::is_checked`).
 pub fn appointments_of_day() -> String {
     format!(
         "SELECT (SELECT COUNT(*) FROM appointments WHERE clinic_id = $1 AND date = $2) + \

@@ -57,7 +57,7 @@ pub struct DayAppointments {
 pub struct StatsRows {
     pub day_outcomes: Vec<DayOutcome>,
     pub hour_outcomes: Vec<HourOutcome>,
-    /// `appointmentsChecked` per clinic and date (`audit::counts::is_checked`).
+    /// `appointmentsChecked` per clinic and date (`domain::counts::is_checked`).
     pub appointments: Vec<DayAppointments>,
     /// Incidents about appointments of those dates, whatever their state.
     pub incidents: Vec<Incident>,
@@ -244,7 +244,7 @@ pub const DOCTOR_OUTCOMES: Scoped = Scoped(&[
     GROUP BY clinic_id, doctor_id, outcome ORDER BY clinic_id, doctor_id, outcome"],
 ]);
 
-/// `appointmentsChecked` per clinic and date (`audit::counts::is_checked`; the
+/// `appointmentsChecked` per clinic and date (`domain::counts::is_checked`; the
 /// watched rows' part is [`WATCHED_CHECKED`]).
 pub const DAY_APPOINTMENTS: Scoped = Scoped(&[
     &["SELECT clinic_id, date, COUNT(*) AS count FROM ( \

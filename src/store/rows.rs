@@ -8,13 +8,12 @@ use super::detection::{Attempt, DeliveryState, NotificationRow, Silence};
 use super::metrics::{BookingTotal, DayAppointments, DoctorOutcome};
 use super::sql::DecodeRow;
 use super::{ApiKeyRecord, Role, StoreError, StoredResponse};
-use crate::audit::counts::Counts;
 use crate::domain::clinic::parse_timezone;
 use crate::domain::schedule::{parse_clock_time, parse_days_off, WeeklyAvailability};
 use crate::domain::{
-    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, DuplicateKind,
-    Email, FoundBy, Group, Incident, IncidentState, Kind, MemberRef, ReserveRatio, StaffRole,
-    StaffUser, Status, Touched, WatchedClinic,
+    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Counts, Doctor, DoctorId,
+    DuplicateKind, Email, FoundBy, Group, Incident, IncidentState, Kind, MemberRef, ReserveRatio,
+    StaffRole, StaffUser, Status, Touched, WatchedClinic,
 };
 
 pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {

@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::incident::same_double_booking_once;
-use crate::domain::{Duplicate, MemberRef};
+use super::incident::same_double_booking_once;
+use super::{Duplicate, MemberRef};
 
 /// Whether an appointment counts in `appointmentsChecked`, defined once: every
 /// appointment of the day, native or watched, whatever its status (a cancelled one was
