@@ -15,6 +15,7 @@ pub mod ids;
 pub mod incident;
 pub mod known;
 pub mod plan;
+pub mod rollup;
 pub mod schedule;
 pub mod staff;
 pub mod status;
@@ -34,6 +35,7 @@ pub use incident::{
 };
 pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};
 pub use plan::{PlannedSlot, Refusal};
+pub use rollup::{RollupKey, Tally};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
 pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};
 pub use status::Status;

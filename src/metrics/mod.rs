@@ -14,7 +14,7 @@ pub mod rollups;
 pub mod scrape;
 pub mod stats;
 
-pub use rollups::{Attempt, BookingMetrics, RollupKey, Tally};
+pub use rollups::{Attempt, BookingMetrics};
 
 /// The outcome of an attempt that made an appointment.
 pub const BOOKED: &str = "booked";

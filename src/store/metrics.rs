@@ -11,8 +11,7 @@ use super::audit::WATCHED_CHECKED;
 use super::rows;
 use super::sql::{query, Reads, SqlBackend, Tx};
 use super::StoreError;
-use crate::domain::{ClinicId, DoctorId, Incident, Kind};
-use crate::metrics::{RollupKey, Tally};
+use crate::domain::{ClinicId, DoctorId, Incident, Kind, RollupKey, Tally};
 
 /// Booking attempts of one clinic on one of its local days that came to one outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +280,7 @@ pub const ADD_TOTAL: &str = "INSERT INTO booking_totals (kind, outcome, count, r
 impl<B: SqlBackend> MetricsStore for B {
     async fn add_rollups(
         &self,
-        deltas: &std::collections::BTreeMap<crate::metrics::RollupKey, crate::metrics::Tally>,
+        deltas: &std::collections::BTreeMap<crate::domain::RollupKey, crate::domain::Tally>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for (key, tally) in deltas {
