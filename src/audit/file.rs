@@ -237,7 +237,7 @@ pub fn audit_file(
 struct Kept {
     id: String,
     position: Position,
-    order: Result<crate::watch::EventOrder, FieldError>,
+    order: Result<crate::domain::EventOrder, FieldError>,
 }
 
 /// One document's part in the audit, read as the watch API reads it. Returns its id.

@@ -12,10 +12,12 @@ use std::hash::BuildHasher;
 use chrono::NaiveDate;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
+use crate::domain::watched::supersedes;
 use crate::domain::{
-    counts, ClinicId, Counts, DoctorId, Duplicate, DuplicateKind, FieldError, Group, MemberRef,
+    counts, ClinicId, Counts, DoctorId, Duplicate, DuplicateKind, EventOrder, FieldError, Group,
+    MemberRef,
 };
-use crate::watch::{self, kloqo::SlotHolder};
+use crate::watch::kloqo::SlotHolder;
 
 /// The source of every member an audit of a file finds (`MemberRef::source`).
 pub const FILE_SOURCE: &str = "file";
@@ -64,12 +66,12 @@ impl Listed {
 }
 
 /// One copy of a document whose id may be listed more than once, read again: its row,
-/// its id and its order ([`watch::EventOrder`]), or why its times cannot be read.
+/// its id and its order ([`EventOrder`]), or why its times cannot be read.
 #[derive(Debug)]
 pub struct DocumentCopy {
     pub row: u64,
     pub id: String,
-    pub order: Result<watch::EventOrder, FieldError>,
+    pub order: Result<EventOrder, FieldError>,
 }
 
 /// An occupying appointment: its slot, its token's number (or [`NO_TOKEN`]), and the
@@ -242,7 +244,7 @@ impl Scan {
     /// One document id is one appointment, as the watch mirror keeps one row per id:
     /// of the copies of an id (a change-log export lists each change), only the one the
     /// mirror would keep after `watch import` of the file stays: the one that orders
-    /// last by [`watch::supersedes`] (version, then stage of the day, then the text),
+    /// last by [`supersedes`] (version, then stage of the day, then the text),
     /// whatever their order in the file.
     /// A copy whose version cannot be read is left out, and returned with the reason.
     fn keep_newest<E>(
@@ -273,7 +275,7 @@ impl Scan {
             if same_id.len() < 2 {
                 continue;
             }
-            let mut kept: Option<(u64, &watch::EventOrder)> = None;
+            let mut kept: Option<(u64, &EventOrder)> = None;
             for copy in same_id {
                 let order = match &copy.order {
                     Ok(order) => order,
@@ -284,7 +286,7 @@ impl Scan {
                     }
                 };
                 match kept {
-                    Some((_, kept_order)) if !watch::supersedes(kept_order, order) => {
+                    Some((_, kept_order)) if !supersedes(kept_order, order) => {
                         left_out.insert(copy.row);
                     }
                     Some((kept_row, _)) => {

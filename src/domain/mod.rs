@@ -21,6 +21,7 @@ pub mod staff;
 pub mod status;
 pub mod text;
 pub mod token;
+pub mod watched;
 
 pub use appointment::{Appointment, Kind, Patient};
 pub use clinic::{BookingPolicy, Clinic, ReserveRatio};
@@ -40,6 +41,7 @@ pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
 pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};
 pub use status::Status;
 pub use token::Token;
+pub use watched::{EventOrder, WatchedAppointment};
 
 /// A value from outside that is not acceptable, naming the field it came from so the
 /// caller can be told exactly what to fix.

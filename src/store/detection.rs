@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::rows;
 use super::sql::{query, SqlBackend, Tx};
 use super::{Backend, StoreError};
-use crate::domain::{Changes, ClinicId, Group, Incident, Keys, MemberRef, OutboxEntry, Touched};
-use crate::watch::WatchedAppointment;
+use crate::domain::{
+    Changes, ClinicId, Group, Incident, Keys, MemberRef, OutboxEntry, Touched, WatchedAppointment,
+};
 
 /// A member's row, for showing an incident: from `appointments` (source `native`)
 /// or the watched mirror.
@@ -484,8 +485,8 @@ pub fn fold_days<R: DecodeRow>(rows: &[R]) -> Result<BTreeMap<Group, Vec<Duplica
 }
 
 /// Stores a document unless the stored copy orders after it: the `WHERE` is
-/// `watch::supersedes` over `watch::EventOrder`s (version, stage, fingerprint), which
-/// `audit --file` applies too.
+/// `domain::watched::supersedes` over `domain::EventOrder`s (version, stage,
+/// fingerprint), which `audit --file` applies too.
 pub const UPSERT_WATCHED: &str = "INSERT INTO watched_appointments (source, id, clinic_id, doctor_id, date, \
     session_index, slot_index, token_number, status, occupying, is_break, booked_via, created_at, updated_at, \
     version, deleted, received_at, document, update_time, stage, fingerprint) \
@@ -636,7 +637,7 @@ impl<B: SqlBackend> DetectionStore for B {
     async fn upsert_watched(
         &self,
         source: &str,
-        documents: &[crate::watch::WatchedAppointment],
+        documents: &[crate::domain::WatchedAppointment],
         received_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(Vec<bool>, crate::domain::Touched), StoreError> {
         self.upsert_watched_committed(source, documents, received_at)

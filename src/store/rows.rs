@@ -218,11 +218,11 @@ pub fn touch<R: DecodeRow>(touched: &mut Touched, row: &R) -> Result<(), StoreEr
     Ok(())
 }
 
-/// The [`crate::watch::EventOrder`] of a stored document (`version`, `stage`,
+/// The [`crate::domain::EventOrder`] of a stored document (`version`, `stage`,
 /// `fingerprint` columns).
-pub fn stored_order<R: DecodeRow>(row: &R) -> Result<crate::watch::EventOrder, StoreError> {
+pub fn stored_order<R: DecodeRow>(row: &R) -> Result<crate::domain::EventOrder, StoreError> {
     let stage = row.int("stage")?;
-    Ok(crate::watch::EventOrder {
+    Ok(crate::domain::EventOrder {
         version: row.opt_int("version")?,
         stage: u8::try_from(stage).map_err(|_| corrupt("stage", stage))?,
         fingerprint: row.text("fingerprint")?,

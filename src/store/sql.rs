@@ -13,8 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Backend, Booking, BookingOutcome, StoreError};
-use crate::domain::{Group, Touched};
-use crate::watch::WatchedAppointment;
+use crate::domain::{Group, Touched, WatchedAppointment};
 
 /// A value bound to a placeholder. Nulls keep their type: PostgreSQL declares each
 /// parameter's type when the statement is prepared.

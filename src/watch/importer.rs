@@ -10,10 +10,9 @@ use clap::Args;
 
 use super::import::{self, Format, Position};
 use super::kloqo::parse_document;
-use super::WatchedAppointment;
 use crate::clock::{Clock, SystemClock};
 use crate::detect::detector::Detector;
-use crate::domain::FoundBy;
+use crate::domain::{FoundBy, WatchedAppointment};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Args)]

@@ -12,9 +12,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::WatchedAppointment;
 use crate::domain::schedule::parse_date;
-use crate::domain::{ClinicId, DoctorId, FieldError, Status};
+use crate::domain::{ClinicId, DoctorId, EventOrder, FieldError, Status, WatchedAppointment};
 
 /// Firestore ids are 20 characters; other apps forwarding documents may use UUIDs or
 /// longer keys, so the bound only stops abuse.
@@ -82,17 +81,17 @@ fn parse_fields(
     })
 }
 
-/// The [`super::EventOrder`] of a document, its times read as [`parse_document`]
+/// The [`EventOrder`] of a document, its times read as [`parse_document`]
 /// reads them (`updateTime`, else `updatedAt`, else `createdAt`); for `audit --file`,
 /// which reads them only for an id listed more than once.
-pub fn document_order(doc: &Value) -> Result<super::EventOrder, FieldError> {
+pub fn document_order(doc: &Value) -> Result<EventOrder, FieldError> {
     let fields = object(doc)?;
     let version = timestamp(fields, "updateTime")?
         .or(timestamp(fields, "updatedAt")?)
         .or(timestamp(fields, "createdAt")?)
         .map(|t| t.timestamp_micros());
     let status = get(fields, "status").and_then(Value::as_str).unwrap_or("");
-    Ok(super::EventOrder::of(version, status, doc))
+    Ok(EventOrder::of(version, status, doc))
 }
 
 /// A JSON value as the rules below read it: scalars as written, arrays and objects

@@ -286,7 +286,7 @@ mod tests {
     use super::*;
     use crate::store::SqliteSync;
 
-    fn document(id: &str, date: &str, slot: u32) -> crate::watch::WatchedAppointment {
+    fn document(id: &str, date: &str, slot: u32) -> crate::domain::WatchedAppointment {
         crate::watch::kloqo::parse_document(&serde_json::json!({
             "id": id, "clinicId": "kochi", "doctorId": "dr-rao", "date": date,
             "slotIndex": slot, "status": "Confirmed", "createdAt": "2026-11-01T04:00:00Z",

@@ -12,8 +12,7 @@ use sqlx::{PgPool, Postgres};
 use super::booking::book_in;
 use super::sql::{query, sqlx_query, Reads, SqlBackend, Statement, Tx};
 use super::{Backend, Booking, BookingOutcome, StoreError};
-use crate::domain::{Appointment, Group, Touched};
-use crate::watch::WatchedAppointment;
+use crate::domain::{Appointment, Group, Touched, WatchedAppointment};
 
 /// The NOTIFY channel on which instances announce changed doctor-days.
 const CHANGED_DAYS: &str = "slotguard_changed_days";

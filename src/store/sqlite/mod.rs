@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 
 use super::sql::{sqlx_query, Reads, SqlBackend, Statement, Tx};
 use super::{Backend, Booking, BookingOutcome, StoreError};
-use crate::domain::{Group, Touched};
-use crate::watch::WatchedAppointment;
+use crate::domain::{Group, Touched, WatchedAppointment};
 use group_commit::GroupCommitter;
 use watched_commit::WatchedCommitter;
 

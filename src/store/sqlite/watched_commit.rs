@@ -9,10 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::Touched;
+use crate::domain::{Touched, WatchedAppointment};
 use crate::store::detection::upsert_watched_rows;
 use crate::store::StoreError;
-use crate::watch::WatchedAppointment;
 
 /// Requests stored together at most: bounds how long the first one waits.
 const MAX_GROUP: usize = 64;
