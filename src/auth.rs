@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::domain::ClinicId;
-use crate::store::{ApiKeyRecord, Role, Store, StoreError};
+use crate::domain::{ClinicId, Role};
+use crate::store::{ApiKeyRecord, Store, StoreError};
 
 /// Someone holding a valid, unrevoked key.
 #[derive(Debug, Clone, PartialEq, Eq)]

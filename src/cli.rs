@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use crate::auth::new_key;
 use crate::clock::{Clock, SystemClock};
-use crate::domain::ClinicId;
+use crate::domain::{ClinicId, Role};
 use crate::http;
-use crate::store::{self, Role, SqliteSync, Store};
+use crate::store::{self, SqliteSync, Store};
 
 pub const DEFAULT_DATABASE: &str = "./slotguard-data/slotguard.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

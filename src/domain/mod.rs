@@ -15,6 +15,7 @@ pub mod ids;
 pub mod incident;
 pub mod known;
 pub mod plan;
+pub mod role;
 pub mod rollup;
 pub mod schedule;
 pub mod staff;
@@ -36,6 +37,7 @@ pub use incident::{
 };
 pub use known::{KnownClinic, KnownClinics, SourceZones, WatchedClinic};
 pub use plan::{PlannedSlot, Refusal};
+pub use role::Role;
 pub use rollup::{RollupKey, Tally};
 pub use schedule::{DaySchedule, Doctor, Session, SlotIndex, WeeklyAvailability};
 pub use staff::{Email, Staff, StaffAction, StaffRole, StaffUser};

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::domain::{
     Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Kind, Patient,
-    PlannedSlot, Refusal, Status,
+    PlannedSlot, Refusal, Role, Status,
 };
 
 pub mod audit;
@@ -136,33 +136,6 @@ pub struct AppointmentFilter {
     pub date: Option<NaiveDate>,
     pub status: Option<Status>,
     pub limit: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Clinic,
-    Booking,
-    /// Forwards an external app's documents; scoped to sources.
-    Watch,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Clinic => "clinic",
-            Role::Booking => "booking",
-            Role::Watch => "watch",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [Role::Admin, Role::Clinic, Role::Booking, Role::Watch]
-            .into_iter()
-            .find(|r| r.as_str() == raw)
-    }
 }
 
 /// An API key as stored: only a hash of its secret.

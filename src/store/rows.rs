@@ -7,13 +7,13 @@ use super::dashboard::{IncidentTally, StaffSession, WatchedRow};
 use super::detection::{Attempt, DeliveryState, NotificationRow, Silence};
 use super::metrics::{BookingTotal, DayAppointments, DoctorOutcome};
 use super::sql::DecodeRow;
-use super::{ApiKeyRecord, Role, StoreError, StoredResponse};
+use super::{ApiKeyRecord, StoreError, StoredResponse};
 use crate::domain::clinic::parse_timezone;
 use crate::domain::schedule::{parse_clock_time, parse_days_off, WeeklyAvailability};
 use crate::domain::{
     Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Counts, Doctor, DoctorId,
     DuplicateKind, Email, FoundBy, Group, Incident, IncidentState, Kind, MemberRef, ReserveRatio,
-    StaffRole, StaffUser, Status, Touched, WatchedClinic,
+    Role, StaffRole, StaffUser, Status, Touched, WatchedClinic,
 };
 
 pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {

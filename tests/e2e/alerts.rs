@@ -9,8 +9,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slotguard::clock::Clock;
-use slotguard::domain::StaffRole;
-use slotguard::store::Role;
+use slotguard::domain::{Role, StaffRole};
 
 use crate::detection::{document, incidents, put};
 use crate::support::*;

@@ -531,7 +531,7 @@ pub async fn a_forced_walk_in_goes_after_the_last_slot(backend: Backend) {
 
     let mut forced = walk_in("D");
     forced["force"] = json!(true);
-    let app_key = app.key(slotguard::store::Role::Booking, &[]).await;
+    let app_key = app.key(slotguard::domain::Role::Booking, &[]).await;
     assert_eq!(
         app.post_as(&app_key, "/api/v1/appointments/walk-in", forced.clone())
             .await

@@ -332,7 +332,7 @@ pub async fn bad_documents_are_refused_naming_the_field_and_nothing_is_stored(ba
         "{}",
         refused.text
     );
-    let wrong_key = app.key(slotguard::store::Role::Booking, &[]).await;
+    let wrong_key = app.key(slotguard::domain::Role::Booking, &[]).await;
     let forbidden = send(
         &app.client,
         Method::PUT,
@@ -759,8 +759,11 @@ pub async fn a_watch_key_held_to_a_clinic_cannot_touch_another(backend: Backend)
     };
     let store = app.app.state.bookings.store();
     let source = slotguard::domain::ClinicId::parse("source", "kloqo").unwrap();
-    let mut key =
-        slotguard::auth::new_key(slotguard::store::Role::Watch, vec![source], app.clock.now());
+    let mut key = slotguard::auth::new_key(
+        slotguard::domain::Role::Watch,
+        vec![source],
+        app.clock.now(),
+    );
     key.record.watch_clinics = vec![slotguard::domain::ClinicId::parse("c", CLINIC).unwrap()];
     store.insert_api_key(&key.record).await.unwrap();
     let forwarder = key.text;

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use slotguard::store::Role;
+use slotguard::domain::Role;
 
 use crate::support::*;
 

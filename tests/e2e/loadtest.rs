@@ -399,7 +399,7 @@ pub async fn loadtest_scripts_may_name_the_doctor_at_book_appointment_and_unknow
 
     // A key of another clinic learns nothing of this clinic's doctors.
     let outsider = app
-        .key(slotguard::store::Role::Booking, &["elsewhere"])
+        .key(slotguard::domain::Role::Booking, &["elsewhere"])
         .await;
     let refused = app
         .post_as(&outsider, "/api/book-appointment", body("Ravi Nair", 4))

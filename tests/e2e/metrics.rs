@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slotguard::app::Options;
-use slotguard::store::Role;
+use slotguard::domain::Role;
 
 use crate::support::*;
 

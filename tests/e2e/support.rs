@@ -14,9 +14,9 @@ use slotguard::app::{App, Options};
 use slotguard::audit::runner::Settings as AuditSettings;
 use slotguard::clock::{Clock, FixedClock};
 use slotguard::detect::detector::Settings;
-use slotguard::domain::Clinic;
+use slotguard::domain::{Clinic, Role};
 use slotguard::http;
-use slotguard::store::{self, Role, SqliteSync};
+use slotguard::store::{self, SqliteSync};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -123,7 +123,7 @@ pub async fn list_clinics(
         .into_iter()
         .filter(|c| principal.may(Action::ReadClinic, Some(&c.id)).is_ok())
         .collect();
-    if principal.role == crate::store::Role::Watch {
+    if principal.role == crate::domain::Role::Watch {
         // A forwarder's key reads no clinic; it is told so rather than shown none.
         principal.may(Action::ReadClinic, None)?;
     }

@@ -193,7 +193,7 @@ pub async fn incidents(
     let limit = page_limit(&query)?;
     let filter = IncidentQuery {
         scope: match principal.role {
-            crate::store::Role::Admin => None,
+            crate::domain::Role::Admin => None,
             _ => Some(principal.clinics.clone()),
         },
         state: query

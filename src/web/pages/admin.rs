@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{clinic_options, ClinicOption};
 use crate::auth::new_key;
-use crate::domain::{ClinicId, Email, StaffAction, StaffRole};
-use crate::store::Role;
+use crate::domain::{ClinicId, Email, Role, StaffAction, StaffRole};
 use crate::web::accounts::{self, AccountError};
 use crate::web::page::{render, Chrome, Clinics, Form, PageError, PathId, When};
 use crate::web::session::{StaffForm, Visitor};
