@@ -527,7 +527,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Keys { command } => keys(command).await,
         Command::Users { command } => users(command).await,
-        Command::Loadtest(args) => crate::loadtest::run(*args).await,
+        Command::Loadtest(args) => {
+            use crate::loadtest::{run, LoadtestError};
+            run(*args).await.map_err(|e| match e {
+                LoadtestError::Usage(m) => CliError::Usage(m),
+                LoadtestError::Failed(m) => CliError::Failed(m),
+            })
+        }
         Command::Check(args) => check_history(args).await,
         Command::Audit(args) => audit(args).await,
         Command::Report {

@@ -18,7 +18,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
-use crate::cli::CliError;
 use crate::domain::{Appointment, Clinic};
 use crate::history::{AnsweredAppointment, OpKind, Operation, Outcome};
 
@@ -197,11 +196,22 @@ enum Event {
     ArrivalDone,
 }
 
-fn usage(message: impl Into<String>) -> CliError {
-    CliError::Usage(message.into())
+/// Why a load run was not made or did not pass; the command line gives each its own
+/// exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadtestError {
+    /// The arguments or the script are at fault.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
 }
 
-pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
+fn usage(message: impl Into<String>) -> LoadtestError {
+    LoadtestError::Usage(message.into())
+}
+
+pub async fn run(args: LoadtestArgs) -> Result<(), LoadtestError> {
     let script = match &args.script {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -276,7 +286,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
         .timeout(Duration::from_secs_f64(args.timeout))
         .pool_max_idle_per_host(args.max_in_flight.min(1024))
         .build()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(|e| LoadtestError::Failed(e.to_string()))?;
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let targets = match (&args.clinic, &args.doctor, &script) {
         (Some(c), Some(d), _) => vec![(c.clone(), d.clone())],
@@ -338,7 +348,7 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
     };
     let (mut stats, history) = collector
         .await
-        .map_err(|e| CliError::Failed(e.to_string()))??;
+        .map_err(|e| LoadtestError::Failed(e.to_string()))??;
     stats.late_arrivals = late;
     stats.dropped_arrivals = dropped;
     let summary = stats.summary(&Expected {
@@ -400,12 +410,12 @@ pub async fn run(args: LoadtestArgs) -> Result<(), CliError> {
             path,
             serde_json::to_string_pretty(&report).unwrap_or_default(),
         )
-        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| LoadtestError::Failed(format!("cannot write {}: {e}", path.display())))?;
     }
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(CliError::Failed(format!(
+        Err(LoadtestError::Failed(format!(
             "load run failed: {}",
             failures.join("; ")
         )))
@@ -422,7 +432,7 @@ async fn set_up(
     scenario: Scenario,
     clinics: u32,
     doctors: u32,
-) -> Result<Vec<(String, String)>, CliError> {
+) -> Result<Vec<(String, String)>, LoadtestError> {
     let (clinics, doctors) = if scenario == Scenario::Spread {
         (clinics.max(1), doctors.max(1))
     } else {
@@ -461,18 +471,18 @@ async fn post_setup(
     url: &str,
     auth: &str,
     body: Value,
-) -> Result<(), CliError> {
+) -> Result<(), LoadtestError> {
     let response = client
         .post(url)
         .header(reqwest::header::AUTHORIZATION, auth)
         .json(&body)
         .send()
         .await
-        .map_err(|e| CliError::Failed(format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| LoadtestError::Failed(format!("cannot reach {url}: {e}")))?;
     if !response.status().is_success() {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        return Err(CliError::Failed(format!("setting up the run failed at {url}: {status} {text} (an admin key is needed unless --clinic and --doctor are given)")));
+        return Err(LoadtestError::Failed(format!("setting up the run failed at {url}: {status} {text} (an admin key is needed unless --clinic and --doctor are given)")));
     }
     Ok(())
 }
@@ -878,12 +888,12 @@ async fn collect(
     history: Option<PathBuf>,
     expected: Option<u64>,
     quiet: bool,
-) -> Result<(Stats, Vec<Operation>), CliError> {
+) -> Result<(Stats, Vec<Operation>), LoadtestError> {
     let mut file = match &history {
         Some(path) => Some(tokio::io::BufWriter::new(
-            tokio::fs::File::create(path)
-                .await
-                .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?,
+            tokio::fs::File::create(path).await.map_err(|e| {
+                LoadtestError::Failed(format!("cannot write {}: {e}", path.display()))
+            })?,
         )),
         None => None,
     };
@@ -919,7 +929,7 @@ async fn collect(
                 line.push(b'\n');
                 f.write_all(&line)
                     .await
-                    .map_err(|e| CliError::Failed(format!("history: {e}")))?;
+                    .map_err(|e| LoadtestError::Failed(format!("history: {e}")))?;
             }
         }
         ops.append(&mut done);
@@ -928,7 +938,7 @@ async fn collect(
     if let Some(f) = file.as_mut() {
         f.flush()
             .await
-            .map_err(|e| CliError::Failed(format!("history: {e}")))?;
+            .map_err(|e| LoadtestError::Failed(format!("history: {e}")))?;
     }
     Ok((stats, ops))
 }
