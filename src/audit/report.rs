@@ -12,7 +12,6 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::runner::Auditor;
 use super::schedule;
 use crate::alert::Notification;
 use crate::domain::{
@@ -646,8 +645,8 @@ pub fn week_asked(
     }
 }
 
-/// The report of a week as it was sent (stored on Monday by [`send_due`], so it reads
-/// the same later), or, for a week not sent, built afresh. Reading never stores a
+/// The report of a week as it was sent (stored on Monday by the auditor that sends it,
+/// so it reads the same later), or, for a week not sent, built afresh. Reading never stores a
 /// report: storing is the Monday send's claim, and a read must not take it.
 pub async fn weekly(
     store: &dyn Store,
@@ -696,42 +695,9 @@ pub fn week_in_range(
     })
 }
 
-fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {
+/// A report as it is stored once sent, and as [`weekly`] reads it back.
+pub fn report_json(report: &WeeklyReport) -> Result<String, StoreError> {
     serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// Monday at `weekly_report_at` local: last week's report of `clinic`, built, stored
-/// and sent once (the stored row is the claim: a second server finds it and sends
-/// nothing). A week that ended before `since` (when slotguard knew of the clinic) is
-/// not reported.
-pub async fn send_due(
-    auditor: &Auditor,
-    clinic: &Clinic,
-    since: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let store = auditor.store().as_ref();
-    let now = auditor.clock().now();
-    let monday = schedule::last_reported_week(clinic, auditor.settings().weekly_report_at, now);
-    if monday + Duration::days(6) < clinic.today(since) {
-        return Ok(());
-    }
-    let week = schedule::iso_week(monday);
-    if store
-        .weekly_report(clinic.id.as_str(), &week)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let report = build(store, Some(&clinic.id), monday, now).await?;
-    if store
-        .keep_weekly_report(clinic.id.as_str(), &week, now, &report_json(&report)?)
-        .await?
-    {
-        let rows = auditor.dispatcher().deliveries(&report.notification())?;
-        store.queue_notices(&rows).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::schedule;
+use super::{report, schedule};
 use crate::alert::dispatch::Dispatcher;
 use crate::alert::Notification;
 use crate::clock::Clock;
@@ -253,7 +253,7 @@ impl Auditor {
         for KnownClinic { clinic, since, .. } in self.known_clinics().await?.into_vec() {
             self.audit_due(&clinic, since).await?;
             self.check_dead_man(&clinic, since).await?;
-            super::report::send_due(self, &clinic, since).await?;
+            self.send_weekly_report(&clinic, since).await?;
         }
         Ok(())
     }
@@ -334,6 +334,44 @@ impl Auditor {
             }
             None => Ok(()),
         }
+    }
+
+    /// Monday at `weekly_report_at` local: last week's report of `clinic`, built, stored
+    /// and sent once (the stored row is the claim: a second server finds it and sends
+    /// nothing). A week that ended before `since` (when slotguard knew of the clinic) is
+    /// not reported.
+    async fn send_weekly_report(
+        &self,
+        clinic: &Clinic,
+        since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let store = self.store.as_ref();
+        let now = self.clock.now();
+        let monday = schedule::last_reported_week(clinic, self.settings.weekly_report_at, now);
+        if monday + chrono::Duration::days(6) < clinic.today(since) {
+            return Ok(());
+        }
+        let week = schedule::iso_week(monday);
+        if store
+            .weekly_report(clinic.id.as_str(), &week)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let report = report::build(store, Some(&clinic.id), monday, now).await?;
+        if store
+            .keep_weekly_report(
+                clinic.id.as_str(),
+                &week,
+                now,
+                &report::report_json(&report)?,
+            )
+            .await?
+        {
+            self.notify(report.notification()).await?;
+        }
+        Ok(())
     }
 
     async fn lead(&self) -> bool {
