@@ -2,7 +2,7 @@
 //! them through (webhook, email, SMS, Sentry, log).
 //!
 //! - [`message`]: the words of a notification, true of each incident it names.
-//! - [`channels`]: where notifications go, checked at start; [`sentry`] is one of them.
+//! - [`channels`]: where notifications go, a file per channel, checked at start.
 //! - [`routes`]: which notifications of which clinics go to which channels.
 //! - [`dispatch`]: the outbox, grouping, delivery with retries, dead letters, reminders.
 
@@ -18,7 +18,6 @@ pub mod channels;
 pub mod dispatch;
 pub mod message;
 pub mod routes;
-pub mod sentry;
 
 /// What the dispatcher delivers through: the channels, the routes among them, and
 /// whether every incident change is also written to the server log.

@@ -14,7 +14,7 @@
 //! Here: the `[[alerts.channels]]` tables, [`build`], and what the HTTP channels share
 //! (timeouts, retry classification, `Retry-After`). Each channel — its configuration
 //! checks, its delivery and its tests — has a file of its own: `webhook`, `email`,
-//! `sms`, `log` (and `alert::sentry`); `testkit` holds what their tests share.
+//! `sms`, `sentry`, `log`; `testkit` holds what their tests share.
 
 use std::{
     borrow::Cow, collections::HashSet, env::VarError, error::Error as StdError, time::Duration,
@@ -47,6 +47,7 @@ use crate::domain::Event;
 
 mod email;
 mod log;
+mod sentry;
 mod sms;
 #[cfg(test)]
 mod testkit;
@@ -285,7 +286,7 @@ pub fn build_with(
             ChannelConfig::Email(c) => email::email(c, env, &mut found).map(|c| Box::new(c) as _),
             ChannelConfig::Sms(c) => sms::sms(c, env, &mut found).map(|c| Box::new(c) as _),
             ChannelConfig::Sentry(c) => {
-                super::sentry::channel(c, env, &mut found).map(|c| Box::new(c) as _)
+                sentry::channel(c, env, &mut found).map(|c| Box::new(c) as _)
             }
             ChannelConfig::Log(c) => Some(Box::new(log::LogChannel {
                 name: c.name.trim().to_owned(),

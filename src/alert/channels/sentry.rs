@@ -22,8 +22,8 @@ use sentry_types::{Dsn, Uuid};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::channels::{http_client, send_with, Channel, Env, Problems, SentryConfig};
-use super::{DeliveryError, IncidentAlert, Notification};
+use super::{http_client, send_with, Channel, Env, Problems, SentryConfig};
+use crate::alert::{DeliveryError, IncidentAlert, Notification};
 use crate::domain::Event;
 
 /// The message of every event: the plan's words, so Sentry's issue list reads as
