@@ -11,7 +11,6 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
-use super::session::Visitor;
 use super::WebState;
 use crate::audit::runner::Auditor;
 use crate::booking::BookingError;
@@ -28,19 +27,6 @@ pub struct Chrome {
     pub role: &'static str,
     pub is_admin: bool,
     pub csrf: String,
-}
-
-impl Chrome {
-    pub fn new(visitor: &Visitor, nav: &'static str, title: impl Into<String>) -> Self {
-        Self {
-            title: title.into(),
-            nav,
-            email: visitor.staff.email.to_string(),
-            role: visitor.staff.role.as_str(),
-            is_admin: visitor.staff.is_admin(),
-            csrf: visitor.csrf.clone(),
-        }
-    }
 }
 
 pub fn render<T: Template>(template: &T) -> Result<Html<String>, PageError> {

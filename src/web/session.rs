@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, Utc};
 
-use super::page::{render, Form, PageError};
+use super::page::{render, Chrome, Form, PageError};
 use super::{passwords, WebState};
 use crate::auth::{same_secret, sha256_hex};
 use crate::domain::{Email, Staff, StaffUser};
@@ -168,6 +168,18 @@ fn alive(session: &StaffSession, user: &StaffUser, now: DateTime<Utc>) -> bool {
 }
 
 impl Visitor {
+    /// The frame of a page this visitor is shown, with `nav` marked as current.
+    pub fn chrome(&self, nav: &'static str, title: impl Into<String>) -> Chrome {
+        Chrome {
+            title: title.into(),
+            nav,
+            email: self.staff.email.to_string(),
+            role: self.staff.role.as_str(),
+            is_admin: self.staff.is_admin(),
+            csrf: self.csrf.clone(),
+        }
+    }
+
     /// Whether the session still holds (for a long-lived stream).
     pub async fn is_alive(&self, state: &WebState) -> bool {
         match state.store().session(&self.id_hash).await {

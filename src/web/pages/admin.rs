@@ -119,7 +119,7 @@ async fn admin_page(
         })
         .collect();
     Ok(AdminPage {
-        chrome: Chrome::new(visitor, "admin", "Users and API keys"),
+        chrome: visitor.chrome("admin", "Users and API keys"),
         clinics: clinic_options(store, &clinics, &visitor.staff, None).await?,
         users,
         keys,

@@ -135,7 +135,7 @@ pub async fn page(
         .cloned()
         .collect();
     let page = AuditsPage {
-        chrome: Chrome::new(&visitor, "audits", "Audits"),
+        chrome: visitor.chrome("audits", "Audits"),
         clinics: options,
         actionable,
         from: from.to_string(),

@@ -125,7 +125,7 @@ pub async fn page(
         _ => None,
     };
     let page = BoardPage {
-        chrome: Chrome::new(&visitor, "board", "Day board"),
+        chrome: visitor.chrome("board", "Day board"),
         clinics: options
             .into_iter()
             .map(|o| ClinicOption {

@@ -186,7 +186,7 @@ pub async fn page(
     let filters = Filters::parse(&visitor.staff, &query)?;
     let clinics = Clinics::load(&state.auditor).await?;
     let page = IncidentsPage {
-        chrome: Chrome::new(&visitor, "incidents", "Incidents"),
+        chrome: visitor.chrome("incidents", "Incidents"),
         clinics: clinic_options(
             state.store(),
             &clinics,

@@ -283,7 +283,7 @@ pub async fn page(
         _ => None,
     };
     let page = InvestigatePage {
-        chrome: Chrome::new(&visitor, "incidents", title.clone()),
+        chrome: visitor.chrome("incidents", title.clone()),
         id: incident.id.clone(),
         title,
         clinic: clinics.name(&g.clinic_id),

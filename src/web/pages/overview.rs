@@ -571,7 +571,7 @@ pub async fn page(
     let clinic = visible_clinic(&visitor.staff, query.get("clinic"), "clinic")?;
     let clinics = Clinics::load(&state.auditor).await?;
     let page = OverviewPage {
-        chrome: Chrome::new(&visitor, "overview", "Overview"),
+        chrome: visitor.chrome("overview", "Overview"),
         clinics: clinic_options(state.store(), &clinics, &visitor.staff, clinic.as_ref()).await?,
         body: rendered_body(&state, &visitor, &clinics, clinic.as_ref()).await?,
     };

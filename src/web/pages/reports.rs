@@ -83,7 +83,7 @@ pub async fn page(State(state): State<WebState>, visitor: Visitor) -> Result<Res
     }
     current.sort();
     let page = ReportsPage {
-        chrome: Chrome::new(&visitor, "reports", "Weekly reports"),
+        chrome: visitor.chrome("reports", "Weekly reports"),
         clinics: clinic_options(store, &clinics, staff, None).await?,
         current,
         stored,

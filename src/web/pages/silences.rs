@@ -77,7 +77,7 @@ pub async fn page(State(state): State<WebState>, visitor: Visitor) -> Result<Res
         .collect();
     let options = clinic_options(store, &clinics, staff, None).await?;
     let page = SilencesPage {
-        chrome: Chrome::new(&visitor, "silences", "Silences"),
+        chrome: visitor.chrome("silences", "Silences"),
         may_act: options.iter().any(|o| {
             ClinicId::parse("clinic", &o.id).is_ok_and(|c| staff.may(StaffAction::Act, Some(&c)))
         }),
