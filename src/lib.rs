@@ -1,7 +1,8 @@
 //! slotguard: a clinic appointment and token service that cannot give two patients
 //! the same slot or the same token.
 //!
-//! - [`domain`]: the clinic's vocabulary and arithmetic (slots, tokens, statuses), pure.
+//! - [`domain`]: the clinic's vocabulary and arithmetic (slots, tokens, statuses), and
+//!   every type more than one layer uses; pure, at the bottom of the module graph.
 //! - [`booking`]: the booking rules and the intent of each write (idempotency, retries).
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations; the
 //!   invariants are the migrations' unique indexes.
@@ -42,3 +43,6 @@ pub mod metrics;
 pub mod store;
 pub mod watch;
 pub mod web;
+
+#[cfg(test)]
+mod module_graph;

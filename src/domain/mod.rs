@@ -1,8 +1,9 @@
 //! The clinic's rules as pure types and functions: identifiers, clinics and their
 //! booking policy, which clinics are known and in which zone, doctors' schedules and
-//! slot arithmetic, tokens, statuses, what a booking's planner decides; and the
-//! vocabulary the capabilities share: duplicates and incidents, the events
-//! notifications are sent for.
+//! slot arithmetic, tokens, statuses, what a booking's planner decides; and every type
+//! more than one layer uses, so that no two of them import each other: duplicates and
+//! incidents, the events notifications are sent for, the audit's counts, rollup rows,
+//! watched documents, API key roles, the errors every layer names.
 //! Nothing here does I/O or reads a clock: "now" is always a parameter.
 
 pub mod appointment;
