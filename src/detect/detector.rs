@@ -15,9 +15,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::reconcile::reconcile;
 use crate::clock::Clock;
+use crate::domain::lifecycle::{staff_move, InvalidMove, Moved};
 use crate::domain::{
-    Changes, ClinicId, Event, FoundBy, Group, Incident, IncidentState, Keys, OutboxEntry, Reach,
-    Touched,
+    Changes, ClinicId, FoundBy, Group, Incident, IncidentState, Keys, OutboxEntry, Reach, Touched,
 };
 use crate::store::{Store, StoreError};
 
@@ -208,41 +208,31 @@ impl Detector {
 
     async fn move_once(
         &self,
-        mut incident: Incident,
+        incident: Incident,
         to: IncidentState,
         by: &str,
         note: Option<String>,
     ) -> Result<Incident, StoreError> {
         let now = self.clock.now();
-        let mut changes = Changes::default();
-        match (incident.state, to) {
-            (IncidentState::Resolved, IncidentState::Resolved) => return Ok(incident),
-            (IncidentState::Resolved, _) | (_, IncidentState::Open) => {
+        let (incident, tells) = match staff_move(&incident, to, by, note, now) {
+            Ok(Some(Moved { incident, tells })) => (incident, tells),
+            Ok(None) => return Ok(incident),
+            Err(InvalidMove { from, to }) => {
                 return Err(StoreError::InvalidIncidentMove {
-                    from: incident.state.as_str(),
+                    from: from.as_str(),
                     to: to.as_str(),
-                });
+                })
             }
-            (_, IncidentState::Acknowledged) => {
-                incident.acknowledged_at = Some(now);
-                incident.acknowledged_by = Some(by.to_owned());
-            }
-            (_, IncidentState::Resolved) => {
-                incident.resolved_at = Some(now);
-                incident.resolved_by = Some(by.to_owned());
-                incident.changed_at = now;
-                changes.outbox.push(OutboxEntry {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    clinic_id: incident.group.clinic_id.clone(),
-                    incident_id: incident.id.clone(),
-                    event: Event::Resolved,
-                    created_at: now,
-                });
-            }
-        }
-        incident.state = to;
-        if note.is_some() {
-            incident.note = note;
+        };
+        let mut changes = Changes::default();
+        if let Some(event) = tells {
+            changes.outbox.push(OutboxEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                clinic_id: incident.group.clinic_id.clone(),
+                incident_id: incident.id.clone(),
+                event,
+                created_at: now,
+            });
         }
         changes.incidents.push(incident.clone());
         self.save(&changes).await?;

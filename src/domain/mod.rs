@@ -15,6 +15,7 @@ pub mod event;
 pub mod ids;
 pub mod incident;
 pub mod known;
+pub mod lifecycle;
 pub mod plan;
 pub mod role;
 pub mod rollup;

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::detection::NotificationRow;
-use super::rows;
+use super::rows::{self, corrupt};
 use super::sql::{query, DecodeRow, SqlBackend, Tx};
 use super::StoreError;
 use crate::domain::{Clinic, ClinicId, Counts, DoctorId, Duplicate, Group, WatchedClinic};
@@ -279,6 +279,38 @@ pub fn fold_day<R: DecodeRow>(
         .collect()
 }
 
+pub fn audit_run<R: DecodeRow>(row: &R) -> Result<AuditRun, StoreError> {
+    let trigger = row.text("trigger")?;
+    let status = row.text("status")?;
+    Ok(AuditRun {
+        id: row.text("id")?,
+        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
+            .map_err(|e| corrupt("clinic id", e))?,
+        local_date: row.date("local_date")?,
+        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("trigger", &trigger))?,
+        runner: row.text("runner")?,
+        status: RunStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        started_at: row.instant("started_at")?,
+        finished_at: row.opt_instant("finished_at")?,
+        counts: Counts {
+            appointments_checked: count_of(
+                row.int("appointments_checked")?,
+                "appointments_checked",
+            )?,
+            duplicate_groups: count_of(row.int("duplicate_groups")?, "duplicate_groups")?,
+            extra_rows: count_of(row.int("extra_rows")?, "extra_rows")?,
+            affected_rows: count_of(row.int("affected_rows")?, "affected_rows")?,
+        },
+        incidents_opened: count_of(row.int("incidents_opened")?, "incidents_opened")?,
+        incidents_resolved: count_of(row.int("incidents_resolved")?, "incidents_resolved")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+fn count_of(row_value: i64, field: &str) -> Result<u64, StoreError> {
+    u64::try_from(row_value).map_err(|_| corrupt(field, row_value))
+}
+
 #[async_trait::async_trait]
 impl<B: SqlBackend> AuditStore for B {
     async fn audit_gauges(&self) -> Result<AuditGauges, StoreError> {
@@ -471,7 +503,7 @@ impl<B: SqlBackend> AuditStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(rows::audit_run)
+        .map(audit_run)
         .collect()
     }
 

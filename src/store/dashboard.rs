@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::rows;
+use super::rows::{self, corrupt, u32_of};
 use super::sql::{query, DecodeRow, SqlBackend, Tx, Value};
 use super::StoreError;
 use crate::domain::{
@@ -321,6 +321,42 @@ pub fn tallies_sql(scope: Option<&[ClinicId]>) -> (String, Vec<Value<'static>>) 
     )
 }
 
+pub fn staff_session<R: DecodeRow>(row: &R) -> Result<StaffSession, StoreError> {
+    Ok(StaffSession {
+        id_hash: row.text("id_hash")?,
+        user_id: row.text("user_id")?,
+        csrf_token: row.text("csrf_token")?,
+        created_at: row.instant("created_at")?,
+        last_seen_at: row.instant("last_seen_at")?,
+        expires_at: row.instant("expires_at")?,
+        ended_at: row.opt_instant("ended_at")?,
+    })
+}
+
+pub fn watched_row<R: DecodeRow>(row: &R) -> Result<WatchedRow, StoreError> {
+    Ok(WatchedRow {
+        source: row.text("source")?,
+        id: row.text("id")?,
+        slot_index: u32_of("slot_index", row.int("slot_index")?)?,
+        token_number: row.opt_text("token_number")?,
+        status: row.text("status")?,
+        is_break: row.int("is_break")? != 0,
+        booked_via: row.opt_text("booked_via")?,
+        document: serde_json::from_str(&row.text("document")?)
+            .map_err(|e| corrupt("document", e))?,
+    })
+}
+
+pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError> {
+    let state = row.text("state")?;
+    Ok(IncidentTally {
+        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
+            .map_err(|e| corrupt("clinic id", e))?,
+        state: IncidentState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        count: u64::try_from(row.int("n")?).unwrap_or(0),
+    })
+}
+
 #[async_trait::async_trait]
 impl<B: SqlBackend> DashboardStore for B {
     async fn insert_staff_user(&self, u: &crate::domain::StaffUser) -> Result<(), StoreError> {
@@ -444,7 +480,7 @@ impl<B: SqlBackend> DashboardStore for B {
         else {
             return Ok(None);
         };
-        let session = rows::staff_session(&row)?;
+        let session = staff_session(&row)?;
         let user = query(format!(
             "SELECT {} FROM staff_users WHERE id = $1",
             STAFF_USER_COLUMNS
@@ -522,7 +558,7 @@ impl<B: SqlBackend> DashboardStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(rows::incident_tally)
+            .map(incident_tally)
             .collect()
     }
 
@@ -628,7 +664,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(rows::watched_row)
+        .map(watched_row)
         .collect()
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::rows;
+use super::rows::{self, corrupt, u32_of};
 use super::sql::{query, SqlBackend, Tx};
 use super::{Backend, StoreError};
 use crate::domain::{
@@ -632,6 +632,49 @@ pub async fn upsert_watched_rows<T: Tx>(
     Ok((applied, touched))
 }
 
+pub fn notification<R: DecodeRow>(row: &R) -> Result<NotificationRow, StoreError> {
+    let state = row.text("state")?;
+    Ok(NotificationRow {
+        id: row.text("id")?,
+        channel: row.text("channel")?,
+        clinic_id: row.text("clinic_id")?,
+        event: row.text("event")?,
+        payload: row.text("payload")?,
+        state: DeliveryState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        attempts: u32_of("attempts", row.int("attempts")?)?,
+        next_attempt_at: row.instant("next_attempt_at")?,
+        last_error: row.opt_text("last_error")?,
+        delivered_at: row.opt_instant("delivered_at")?,
+        created_at: row.instant("created_at")?,
+        retry_from: u32_of("retry_from", row.int("retry_from")?)?,
+        retried_at: row.opt_instant("retried_at")?,
+        retried_by: row.opt_text("retried_by")?,
+    })
+}
+
+pub fn attempt<R: DecodeRow>(row: &R) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        notification_id: row.text("notification_id")?,
+        channel: row.text("channel")?,
+        attempt: u32_of("attempt", row.int("attempt")?)?,
+        at: row.instant("at")?,
+        outcome: row.text("outcome")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+pub fn silence<R: DecodeRow>(row: &R) -> Result<Silence, StoreError> {
+    Ok(Silence {
+        id: row.text("id")?,
+        clinic_id: row.opt_text("clinic_id")?,
+        kind: row.opt_text("kind")?,
+        reason: row.text("reason")?,
+        created_by: row.text("created_by")?,
+        created_at: row.instant("created_at")?,
+        ends_at: row.instant("ends_at")?,
+    })
+}
+
 #[async_trait::async_trait]
 impl<B: SqlBackend> DetectionStore for B {
     async fn upsert_watched(
@@ -1023,7 +1066,7 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(rows::notification)
+        .map(notification)
         .collect()
     }
 
@@ -1077,7 +1120,7 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.reader())
         .await?
         .iter()
-        .map(rows::notification)
+        .map(notification)
         .collect()
     }
 
@@ -1090,7 +1133,7 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(rows::notification)
+        .map(notification)
         .collect()
     }
 
@@ -1117,7 +1160,7 @@ impl<B: SqlBackend> DetectionStore for B {
         .fetch_all(self.writer())
         .await?
         .iter()
-        .map(rows::notification)
+        .map(notification)
         .collect()
     }
 
@@ -1135,14 +1178,14 @@ impl<B: SqlBackend> DetectionStore for B {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let n = rows::notification(row)?;
+            let n = notification(row)?;
             let attempts = query("SELECT * FROM notification_attempts WHERE notification_id = $1 AND channel = $2 ORDER BY attempt")
                 .bind(&n.id)
                 .bind(&n.channel)
                 .fetch_all(self.reader())
                 .await?
                 .iter()
-                .map(rows::attempt)
+                .map(attempt)
                 .collect::<Result<Vec<_>, _>>()?;
             out.push((n, attempts));
         }
@@ -1189,7 +1232,7 @@ impl<B: SqlBackend> DetectionStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(rows::silence)
+            .map(silence)
             .collect()
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 
 use super::audit::WATCHED_CHECKED;
-use super::rows;
+use super::rows::{self, corrupt};
 use super::sql::{query, Reads, SqlBackend, Tx};
 use super::StoreError;
 use crate::domain::{ClinicId, DoctorId, Incident, Kind, RollupKey, Tally};
@@ -276,6 +276,35 @@ pub const ADD_TOTAL: &str = "INSERT INTO booking_totals (kind, outcome, count, r
     count = booking_totals.count + excluded.count, \
     retries = booking_totals.retries + excluded.retries";
 
+pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError> {
+    let doctor = row.text("doctor_id")?;
+    Ok(DoctorOutcome {
+        clinic_id: rows::clinic_id(row)?,
+        doctor_id: DoctorId::parse("doctor_id", &doctor).map_err(|e| corrupt("doctor id", e))?,
+        outcome: row.text("outcome")?,
+        count: rows::count(row, "count")?,
+        retries: rows::count(row, "retries")?,
+    })
+}
+
+pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError> {
+    Ok(DayAppointments {
+        clinic_id: rows::clinic_id(row)?,
+        date: row.date("date")?,
+        count: rows::count(row, "count")?,
+    })
+}
+
+pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError> {
+    let kind = row.text("kind")?;
+    Ok(BookingTotal {
+        kind: Kind::from_stored(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        outcome: row.text("outcome")?,
+        count: rows::count(row, "count")?,
+        retries: rows::count(row, "retries")?,
+    })
+}
+
 #[async_trait::async_trait]
 impl<B: SqlBackend> MetricsStore for B {
     async fn add_rollups(
@@ -328,7 +357,7 @@ impl<B: SqlBackend> MetricsStore for B {
             appointments: dated(&DAY_APPOINTMENTS)
                 .await?
                 .iter()
-                .map(rows::day_appointments)
+                .map(day_appointments)
                 .collect::<Result<_, _>>()?,
             incidents: dated(&INCIDENTS_DATED)
                 .await?
@@ -374,7 +403,7 @@ impl<B: SqlBackend> MetricsStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(rows::day_appointments)
+            .map(day_appointments)
             .collect()
     }
 
@@ -391,7 +420,7 @@ impl<B: SqlBackend> MetricsStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(rows::doctor_outcome)
+            .map(doctor_outcome)
             .collect()
     }
 
@@ -400,7 +429,7 @@ impl<B: SqlBackend> MetricsStore for B {
             .fetch_all(self.reader())
             .await?
             .iter()
-            .map(rows::booking_total)
+            .map(booking_total)
             .collect()
     }
 

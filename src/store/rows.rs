@@ -2,18 +2,14 @@
 //! backends (a row of either is a [`DecodeRow`]). A value that does not decode is
 //! `StoreError::Corrupt`, naming the column.
 
-use super::audit::{AuditRun, RunStatus, Trigger};
-use super::dashboard::{IncidentTally, StaffSession, WatchedRow};
-use super::detection::{Attempt, DeliveryState, NotificationRow, Silence};
-use super::metrics::{BookingTotal, DayAppointments, DoctorOutcome};
 use super::sql::DecodeRow;
 use super::{ApiKeyRecord, StoreError, StoredResponse};
 use crate::domain::clinic::parse_timezone;
 use crate::domain::schedule::{parse_clock_time, parse_days_off, WeeklyAvailability};
 use crate::domain::{
-    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Counts, Doctor, DoctorId,
-    DuplicateKind, Email, FoundBy, Group, Incident, IncidentState, Kind, MemberRef, ReserveRatio,
-    Role, StaffRole, StaffUser, Status, Touched, WatchedClinic,
+    Appointment, AppointmentId, BookingPolicy, Clinic, ClinicId, Doctor, DoctorId, DuplicateKind,
+    Email, FoundBy, Group, Incident, IncidentState, Kind, MemberRef, ReserveRatio, Role, StaffRole,
+    StaffUser, Status, Touched, WatchedClinic,
 };
 
 pub fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
@@ -167,49 +163,6 @@ pub fn incident<R: DecodeRow>(row: &R) -> Result<Incident, StoreError> {
     })
 }
 
-pub fn notification<R: DecodeRow>(row: &R) -> Result<NotificationRow, StoreError> {
-    let state = row.text("state")?;
-    Ok(NotificationRow {
-        id: row.text("id")?,
-        channel: row.text("channel")?,
-        clinic_id: row.text("clinic_id")?,
-        event: row.text("event")?,
-        payload: row.text("payload")?,
-        state: DeliveryState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        attempts: u32_of("attempts", row.int("attempts")?)?,
-        next_attempt_at: row.instant("next_attempt_at")?,
-        last_error: row.opt_text("last_error")?,
-        delivered_at: row.opt_instant("delivered_at")?,
-        created_at: row.instant("created_at")?,
-        retry_from: u32_of("retry_from", row.int("retry_from")?)?,
-        retried_at: row.opt_instant("retried_at")?,
-        retried_by: row.opt_text("retried_by")?,
-    })
-}
-
-pub fn attempt<R: DecodeRow>(row: &R) -> Result<Attempt, StoreError> {
-    Ok(Attempt {
-        notification_id: row.text("notification_id")?,
-        channel: row.text("channel")?,
-        attempt: u32_of("attempt", row.int("attempt")?)?,
-        at: row.instant("at")?,
-        outcome: row.text("outcome")?,
-        error: row.opt_text("error")?,
-    })
-}
-
-pub fn silence<R: DecodeRow>(row: &R) -> Result<Silence, StoreError> {
-    Ok(Silence {
-        id: row.text("id")?,
-        clinic_id: row.opt_text("clinic_id")?,
-        kind: row.opt_text("kind")?,
-        reason: row.text("reason")?,
-        created_by: row.text("created_by")?,
-        created_at: row.instant("created_at")?,
-        ends_at: row.instant("ends_at")?,
-    })
-}
-
 /// Adds the slot and token a stored watched row holds (`clinic_id`, `doctor_id`,
 /// `date`, `slot_index`, `token_number`) to `touched`.
 pub fn touch<R: DecodeRow>(touched: &mut Touched, row: &R) -> Result<(), StoreError> {
@@ -238,38 +191,6 @@ pub fn watched_clinic<R: DecodeRow>(row: &R) -> Result<WatchedClinic, StoreError
     })
 }
 
-pub fn audit_run<R: DecodeRow>(row: &R) -> Result<AuditRun, StoreError> {
-    let trigger = row.text("trigger")?;
-    let status = row.text("status")?;
-    Ok(AuditRun {
-        id: row.text("id")?,
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        local_date: row.date("local_date")?,
-        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("trigger", &trigger))?,
-        runner: row.text("runner")?,
-        status: RunStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        started_at: row.instant("started_at")?,
-        finished_at: row.opt_instant("finished_at")?,
-        counts: Counts {
-            appointments_checked: count_of(
-                row.int("appointments_checked")?,
-                "appointments_checked",
-            )?,
-            duplicate_groups: count_of(row.int("duplicate_groups")?, "duplicate_groups")?,
-            extra_rows: count_of(row.int("extra_rows")?, "extra_rows")?,
-            affected_rows: count_of(row.int("affected_rows")?, "affected_rows")?,
-        },
-        incidents_opened: count_of(row.int("incidents_opened")?, "incidents_opened")?,
-        incidents_resolved: count_of(row.int("incidents_resolved")?, "incidents_resolved")?,
-        error: row.opt_text("error")?,
-    })
-}
-
-pub fn count_of(row_value: i64, field: &str) -> Result<u64, StoreError> {
-    u64::try_from(row_value).map_err(|_| corrupt(field, row_value))
-}
-
 pub fn count<R: DecodeRow>(row: &R, col: &str) -> Result<u64, StoreError> {
     let n = row.int(col)?;
     u64::try_from(n).map_err(|_| corrupt(col, n))
@@ -277,35 +198,6 @@ pub fn count<R: DecodeRow>(row: &R, col: &str) -> Result<u64, StoreError> {
 
 pub fn clinic_id<R: DecodeRow>(row: &R) -> Result<ClinicId, StoreError> {
     ClinicId::parse("clinic_id", &row.text("clinic_id")?).map_err(|e| corrupt("clinic id", e))
-}
-
-pub fn doctor_outcome<R: DecodeRow>(row: &R) -> Result<DoctorOutcome, StoreError> {
-    let doctor = row.text("doctor_id")?;
-    Ok(DoctorOutcome {
-        clinic_id: clinic_id(row)?,
-        doctor_id: DoctorId::parse("doctor_id", &doctor).map_err(|e| corrupt("doctor id", e))?,
-        outcome: row.text("outcome")?,
-        count: count(row, "count")?,
-        retries: count(row, "retries")?,
-    })
-}
-
-pub fn day_appointments<R: DecodeRow>(row: &R) -> Result<DayAppointments, StoreError> {
-    Ok(DayAppointments {
-        clinic_id: clinic_id(row)?,
-        date: row.date("date")?,
-        count: count(row, "count")?,
-    })
-}
-
-pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError> {
-    let kind = row.text("kind")?;
-    Ok(BookingTotal {
-        kind: Kind::from_stored(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        outcome: row.text("outcome")?,
-        count: count(row, "count")?,
-        retries: count(row, "retries")?,
-    })
 }
 
 /// Rows of `(label, label, count)`: the shape of every grouped count in
@@ -332,41 +224,5 @@ pub fn staff_user<R: DecodeRow>(row: &R) -> Result<StaffUser, StoreError> {
         password_hash: row.text("password_hash")?,
         created_at: row.instant("created_at")?,
         disabled_at: row.opt_instant("disabled_at")?,
-    })
-}
-
-pub fn staff_session<R: DecodeRow>(row: &R) -> Result<StaffSession, StoreError> {
-    Ok(StaffSession {
-        id_hash: row.text("id_hash")?,
-        user_id: row.text("user_id")?,
-        csrf_token: row.text("csrf_token")?,
-        created_at: row.instant("created_at")?,
-        last_seen_at: row.instant("last_seen_at")?,
-        expires_at: row.instant("expires_at")?,
-        ended_at: row.opt_instant("ended_at")?,
-    })
-}
-
-pub fn watched_row<R: DecodeRow>(row: &R) -> Result<WatchedRow, StoreError> {
-    Ok(WatchedRow {
-        source: row.text("source")?,
-        id: row.text("id")?,
-        slot_index: u32_of("slot_index", row.int("slot_index")?)?,
-        token_number: row.opt_text("token_number")?,
-        status: row.text("status")?,
-        is_break: row.int("is_break")? != 0,
-        booked_via: row.opt_text("booked_via")?,
-        document: serde_json::from_str(&row.text("document")?)
-            .map_err(|e| corrupt("document", e))?,
-    })
-}
-
-pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError> {
-    let state = row.text("state")?;
-    Ok(IncidentTally {
-        clinic_id: ClinicId::parse("clinic_id", &row.text("clinic_id")?)
-            .map_err(|e| corrupt("clinic id", e))?,
-        state: IncidentState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        count: u64::try_from(row.int("n")?).unwrap_or(0),
     })
 }
