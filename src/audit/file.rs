@@ -16,7 +16,7 @@ use super::skim::skim;
 use super::Output;
 use crate::domain::incident::same_double_booking_once;
 use crate::domain::{Counts, Duplicate, DuplicateKind, FieldError, Group};
-use crate::watch::import::{self, FileError, Format, Position, RecordError};
+use crate::watch::import::{self, FileError, Format, FormatError, Position, RecordError};
 use crate::watch::kloqo::{self, SlotFields};
 
 /// Unreadable records a report lists (all are counted): enough to see what is wrong,
@@ -84,8 +84,8 @@ impl FileAudit {
 /// Why a file could not be audited at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FileAuditError {
-    #[error("{0}")]
-    Format(String),
+    #[error(transparent)]
+    Format(#[from] FormatError),
     #[error(transparent)]
     File(#[from] FileError),
     #[error("{}: no appointments in the file; an empty export audits nothing", .0.display())]

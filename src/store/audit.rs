@@ -353,7 +353,7 @@ impl<B: SqlBackend> AuditStore for B {
         })
     }
 
-    async fn clinics(&self) -> Result<Vec<crate::domain::Clinic>, StoreError> {
+    async fn clinics(&self) -> Result<Vec<Clinic>, StoreError> {
         query("SELECT * FROM clinics ORDER BY id")
             .fetch_all(self.reader())
             .await?
@@ -362,7 +362,7 @@ impl<B: SqlBackend> AuditStore for B {
             .collect()
     }
 
-    async fn watched_clinics(&self) -> Result<Vec<crate::domain::WatchedClinic>, StoreError> {
+    async fn watched_clinics(&self) -> Result<Vec<WatchedClinic>, StoreError> {
         query(WATCHED_CLINICS)
             .fetch_all(self.reader())
             .await?
@@ -371,9 +371,7 @@ impl<B: SqlBackend> AuditStore for B {
             .collect()
     }
 
-    async fn clinics_since(
-        &self,
-    ) -> Result<Vec<(crate::domain::Clinic, chrono::DateTime<chrono::Utc>)>, StoreError> {
+    async fn clinics_since(&self) -> Result<Vec<(Clinic, DateTime<Utc>)>, StoreError> {
         query("SELECT * FROM clinics ORDER BY id")
             .fetch_all(self.reader())
             .await?
@@ -385,7 +383,7 @@ impl<B: SqlBackend> AuditStore for B {
     async fn day_findings(
         &self,
         clinic: &ClinicId,
-        date: chrono::NaiveDate,
+        date: NaiveDate,
     ) -> Result<DayFindings, StoreError> {
         let checked = query(appointments_of_day())
             .bind(clinic.as_str())
@@ -414,8 +412,8 @@ impl<B: SqlBackend> AuditStore for B {
     async fn unresolved_groups(
         &self,
         clinic: &ClinicId,
-        date: chrono::NaiveDate,
-    ) -> Result<Vec<crate::domain::Group>, StoreError> {
+        date: NaiveDate,
+    ) -> Result<Vec<Group>, StoreError> {
         query("SELECT DISTINCT clinic_id, doctor_id, date FROM incidents WHERE clinic_id = $1 AND date = $2 AND state <> 'resolved'")
             .bind(clinic.as_str())
             .bind(date)
@@ -429,7 +427,7 @@ impl<B: SqlBackend> AuditStore for B {
     async fn claim_audit_run(
         &self,
         run: &AuditRun,
-        stale_before: chrono::DateTime<chrono::Utc>,
+        stale_before: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let scheduled = run.trigger.is_scheduled();
         let mut tx = self.begin_write().await?;
@@ -489,8 +487,8 @@ impl<B: SqlBackend> AuditStore for B {
     async fn audit_runs(
         &self,
         clinic: Option<&ClinicId>,
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
+        from: NaiveDate,
+        to: NaiveDate,
     ) -> Result<Vec<AuditRun>, StoreError> {
         query(format!(
             "SELECT {} FROM audit_runs WHERE ($1 IS NULL OR clinic_id = $1) AND local_date >= $2 AND local_date <= $3 \
@@ -510,9 +508,9 @@ impl<B: SqlBackend> AuditStore for B {
     async fn audited_dates(
         &self,
         clinic: &ClinicId,
-        from: chrono::NaiveDate,
-        stale_before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<chrono::NaiveDate>, StoreError> {
+        from: NaiveDate,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Vec<NaiveDate>, StoreError> {
         query(
             "SELECT local_date FROM audit_runs WHERE clinic_id = $1 AND scheduled = 1 AND local_date >= $2 \
              AND (status = 'succeeded' OR started_at >= $3)",
@@ -541,7 +539,7 @@ impl<B: SqlBackend> AuditStore for B {
         &self,
         clinic: &str,
         week: &str,
-        generated_at: chrono::DateTime<chrono::Utc>,
+        generated_at: DateTime<Utc>,
         body: &str,
     ) -> Result<bool, StoreError> {
         let done = query(

@@ -10,7 +10,7 @@ use super::rows::{self, corrupt, u32_of};
 use super::sql::{query, DecodeRow, SqlBackend, Tx, Value};
 use super::StoreError;
 use crate::domain::{
-    ClinicId, Doctor, DoctorId, DuplicateKind, Email, Entity, FoundBy, Group, Incident,
+    ClinicId, Doctor, DoctorId, DuplicateKind, Email, Entity, FieldError, FoundBy, Group, Incident,
     IncidentState, StaffUser,
 };
 
@@ -64,12 +64,9 @@ impl IncidentQuery {
     }
 
     /// Reads a cursor [`Self::cursor_after`] made.
-    pub fn parse_cursor(
-        field: &str,
-        raw: &str,
-    ) -> Result<(DateTime<Utc>, String), crate::domain::FieldError> {
+    pub fn parse_cursor(field: &str, raw: &str) -> Result<(DateTime<Utc>, String), FieldError> {
         let bad = || {
-            crate::domain::FieldError::new(
+            FieldError::new(
                 field,
                 "is not a cursor this list made; start from the first page",
             )
@@ -359,7 +356,7 @@ pub fn incident_tally<R: DecodeRow>(row: &R) -> Result<IncidentTally, StoreError
 
 #[async_trait::async_trait]
 impl<B: SqlBackend> DashboardStore for B {
-    async fn insert_staff_user(&self, u: &crate::domain::StaffUser) -> Result<(), StoreError> {
+    async fn insert_staff_user(&self, u: &StaffUser) -> Result<(), StoreError> {
         query(format!(
             "INSERT INTO staff_users ({}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             STAFF_USER_COLUMNS
@@ -367,7 +364,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .bind(&u.id)
         .bind(u.email.as_str())
         .bind(u.role.as_str())
-        .bind(crate::store::records::clinics_json(&u.clinics))
+        .bind(super::records::clinics_json(&u.clinics))
         .bind(&u.password_hash)
         .bind(u.created_at)
         .bind(u.disabled_at)
@@ -382,7 +379,7 @@ impl<B: SqlBackend> DashboardStore for B {
         Ok(())
     }
 
-    async fn staff_user(&self, id: &str) -> Result<Option<crate::domain::StaffUser>, StoreError> {
+    async fn staff_user(&self, id: &str) -> Result<Option<StaffUser>, StoreError> {
         query(format!(
             "SELECT {} FROM staff_users WHERE id = $1",
             STAFF_USER_COLUMNS
@@ -394,10 +391,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .transpose()
     }
 
-    async fn staff_user_by_email(
-        &self,
-        email: &crate::domain::Email,
-    ) -> Result<Option<crate::domain::StaffUser>, StoreError> {
+    async fn staff_user_by_email(&self, email: &Email) -> Result<Option<StaffUser>, StoreError> {
         query(format!(
             "SELECT {} FROM staff_users WHERE email = $1",
             STAFF_USER_COLUMNS
@@ -409,7 +403,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .transpose()
     }
 
-    async fn staff_users(&self) -> Result<Vec<crate::domain::StaffUser>, StoreError> {
+    async fn staff_users(&self) -> Result<Vec<StaffUser>, StoreError> {
         query(format!(
             "SELECT {} FROM staff_users ORDER BY email",
             STAFF_USER_COLUMNS
@@ -423,8 +417,8 @@ impl<B: SqlBackend> DashboardStore for B {
 
     async fn update_staff_user(
         &self,
-        u: &crate::domain::StaffUser,
-        end_sessions_at: Option<chrono::DateTime<chrono::Utc>>,
+        u: &StaffUser,
+        end_sessions_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let done = query(
@@ -432,12 +426,12 @@ impl<B: SqlBackend> DashboardStore for B {
         )
         .bind(&u.id)
         .bind(u.role.as_str())
-        .bind(crate::store::records::clinics_json(&u.clinics))
+        .bind(super::records::clinics_json(&u.clinics))
         .bind(&u.password_hash)
         .bind(u.disabled_at)
         .execute(&mut tx)
         .await?;
-        crate::store::records::found(done, Entity::User)?;
+        super::records::found(done, Entity::User)?;
         if let Some(at) = end_sessions_at {
             query(
                 "UPDATE staff_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
@@ -471,7 +465,7 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn session(
         &self,
         id_hash: &str,
-    ) -> Result<Option<(StaffSession, crate::domain::StaffUser)>, StoreError> {
+    ) -> Result<Option<(StaffSession, StaffUser)>, StoreError> {
         let Some(row) =
             query("SELECT * FROM staff_sessions WHERE id_hash = $1 AND ended_at IS NULL")
                 .bind(id_hash)
@@ -493,11 +487,7 @@ impl<B: SqlBackend> DashboardStore for B {
         Ok(user.map(|u| (session, u)))
     }
 
-    async fn touch_session(
-        &self,
-        id_hash: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
+    async fn touch_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         query(
             "UPDATE staff_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND ended_at IS NULL",
         )
@@ -508,11 +498,7 @@ impl<B: SqlBackend> DashboardStore for B {
         Ok(())
     }
 
-    async fn end_session(
-        &self,
-        id_hash: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
+    async fn end_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         query("UPDATE staff_sessions SET ended_at = $2 WHERE id_hash = $1 AND ended_at IS NULL")
             .bind(id_hash)
             .bind(at)
@@ -521,10 +507,7 @@ impl<B: SqlBackend> DashboardStore for B {
         Ok(())
     }
 
-    async fn incident_page(
-        &self,
-        q: &IncidentQuery,
-    ) -> Result<Vec<crate::domain::Incident>, StoreError> {
+    async fn incident_page(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
         let (clause, mut binds) = incident_where(q, true);
         binds.push(Value::from(i64::from(q.limit)));
         let sql = format!(
@@ -572,10 +555,7 @@ impl<B: SqlBackend> DashboardStore for B {
             .collect()
     }
 
-    async fn doctors_of(
-        &self,
-        clinic: &ClinicId,
-    ) -> Result<Vec<crate::domain::Doctor>, StoreError> {
+    async fn doctors_of(&self, clinic: &ClinicId) -> Result<Vec<Doctor>, StoreError> {
         query("SELECT * FROM doctors WHERE clinic_id = $1 ORDER BY name, id")
             .bind(clinic.as_str())
             .fetch_all(self.reader())
@@ -588,7 +568,7 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn doctor_names(
         &self,
         clinics: &[ClinicId],
-    ) -> Result<Vec<(ClinicId, crate::domain::DoctorId, String)>, StoreError> {
+    ) -> Result<Vec<(ClinicId, DoctorId, String)>, StoreError> {
         let (clause, binds) = doctor_names_sql(clinics);
         query(&clause)
             .bind_all(binds)
@@ -599,7 +579,7 @@ impl<B: SqlBackend> DashboardStore for B {
                 Ok((
                     ClinicId::parse("clinic_id", &r.text("clinic_id")?)
                         .map_err(|e| rows::corrupt("clinic id", e))?,
-                    crate::domain::DoctorId::parse("id", &r.text("id")?)
+                    DoctorId::parse("id", &r.text("id")?)
                         .map_err(|e| rows::corrupt("doctor id", e))?,
                     r.text("name")?,
                 ))
@@ -619,27 +599,20 @@ impl<B: SqlBackend> DashboardStore for B {
             .collect()
     }
 
-    async fn seen_doctors(
-        &self,
-        clinic: &ClinicId,
-    ) -> Result<Vec<crate::domain::DoctorId>, StoreError> {
+    async fn seen_doctors(&self, clinic: &ClinicId) -> Result<Vec<DoctorId>, StoreError> {
         query(SEEN_DOCTORS)
             .bind(clinic.as_str())
             .fetch_all(self.reader())
             .await?
             .iter()
             .map(|r| {
-                crate::domain::DoctorId::parse_stored("doctor_id", &r.text("doctor_id")?)
+                DoctorId::parse_stored("doctor_id", &r.text("doctor_id")?)
                     .map_err(|e| rows::corrupt("doctor id", e))
             })
             .collect()
     }
 
-    async fn watched_group(
-        &self,
-        source: &str,
-        id: &str,
-    ) -> Result<Option<crate::domain::Group>, StoreError> {
+    async fn watched_group(&self, source: &str, id: &str) -> Result<Option<Group>, StoreError> {
         query("SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
             .bind(id)
@@ -649,10 +622,7 @@ impl<B: SqlBackend> DashboardStore for B {
             .transpose()
     }
 
-    async fn watched_occupying(
-        &self,
-        group: &crate::domain::Group,
-    ) -> Result<Vec<WatchedRow>, StoreError> {
+    async fn watched_occupying(&self, group: &Group) -> Result<Vec<WatchedRow>, StoreError> {
         query(
             "SELECT source, id, slot_index, token_number, status, is_break, booked_via, document \
              FROM watched_appointments WHERE clinic_id = $1 AND doctor_id = $2 AND date = $3 \
@@ -685,9 +655,9 @@ impl<B: SqlBackend> DashboardStore for B {
     async fn incidents_dated(
         &self,
         clinic: Option<&ClinicId>,
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
-    ) -> Result<Vec<crate::domain::Incident>, StoreError> {
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Incident>, StoreError> {
         query(crate::store::metrics::INCIDENTS_DATED.sql(clinic))
             .bind(clinic.map(ClinicId::as_str))
             .bind(from)
@@ -701,8 +671,8 @@ impl<B: SqlBackend> DashboardStore for B {
 
     async fn incidents_touched_since(
         &self,
-        since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<(String, ClinicId, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, ClinicId, DateTime<Utc>)>, StoreError> {
         query(
             "SELECT id, clinic_id, changed_at, acknowledged_at, resolved_at FROM incidents \
              WHERE changed_at >= $1 OR acknowledged_at >= $1 OR resolved_at >= $1",
@@ -726,9 +696,7 @@ impl<B: SqlBackend> DashboardStore for B {
         .collect()
     }
 
-    async fn detector_lease_expiry(
-        &self,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    async fn detector_lease_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         query("SELECT expires_at FROM leases WHERE name = 'detector'")
             .fetch_optional(self.reader())
             .await?

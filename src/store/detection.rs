@@ -282,8 +282,7 @@ use crate::domain::{Duplicate, DuplicateKind};
 pub fn fold_duplicates<'r, R: DecodeRow + 'r>(
     rows: impl IntoIterator<Item = &'r R>,
 ) -> Result<Vec<Duplicate>, StoreError> {
-    let mut found: std::collections::BTreeMap<(DuplicateKind, String), Duplicate> =
-        Default::default();
+    let mut found: BTreeMap<(DuplicateKind, String), Duplicate> = Default::default();
     for row in rows {
         let kind = row.text("kind")?;
         let kind = DuplicateKind::parse(&kind).ok_or_else(|| rows::corrupt("kind", &kind))?;
@@ -620,7 +619,7 @@ pub async fn upsert_watched_rows<T: Tx>(
         }
         applied.push(kept);
         touched.key(
-            crate::domain::Group {
+            Group {
                 clinic_id: w.clinic_id.clone(),
                 doctor_id: w.doctor_id.clone(),
                 date: w.date,
@@ -680,9 +679,9 @@ impl<B: SqlBackend> DetectionStore for B {
     async fn upsert_watched(
         &self,
         source: &str,
-        documents: &[crate::domain::WatchedAppointment],
-        received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(Vec<bool>, crate::domain::Touched), StoreError> {
+        documents: &[WatchedAppointment],
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, Touched), StoreError> {
         self.upsert_watched_committed(source, documents, received_at)
             .await
     }
@@ -691,8 +690,8 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         source: &str,
         id: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<crate::domain::Touched>, StoreError> {
+        at: DateTime<Utc>,
+    ) -> Result<Option<Touched>, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(row) = query("SELECT clinic_id, doctor_id, date, slot_index, token_number FROM watched_appointments WHERE source = $1 AND id = $2")
             .bind(source)
@@ -702,7 +701,7 @@ impl<B: SqlBackend> DetectionStore for B {
         else {
             return Ok(None);
         };
-        let mut touched = crate::domain::Touched::default();
+        let mut touched = Touched::default();
         rows::touch(&mut touched, &row)?;
         query(
             "UPDATE watched_appointments SET deleted = 1, occupying = 0, received_at = $3, \
@@ -721,12 +720,9 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn duplicates_of(
         &self,
-        days: &[crate::domain::Group],
-    ) -> Result<
-        std::collections::BTreeMap<crate::domain::Group, Vec<crate::domain::Duplicate>>,
-        StoreError,
-    > {
-        let mut found = std::collections::BTreeMap::new();
+        days: &[Group],
+    ) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError> {
+        let mut found = BTreeMap::new();
         for chunk in days.chunks(DAYS_PER_STATEMENT) {
             let sql = duplicates_of_days(B::BACKEND, chunk.len());
             let mut query = query(&sql);
@@ -743,12 +739,9 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn duplicates_at(
         &self,
-        keys: &[(crate::domain::Group, crate::domain::Keys)],
-    ) -> Result<
-        std::collections::BTreeMap<crate::domain::Group, Vec<crate::domain::Duplicate>>,
-        StoreError,
-    > {
-        let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
+        keys: &[(Group, Keys)],
+    ) -> Result<BTreeMap<Group, Vec<Duplicate>>, StoreError> {
+        let mut found: BTreeMap<_, Vec<_>> = BTreeMap::new();
         for (slots, tokens) in key_statements(keys) {
             let sql = duplicates_at_keys(B::BACKEND, slots.len(), tokens.len());
             let mut query = query(&sql);
@@ -775,12 +768,9 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn incidents_of(
         &self,
-        days: &[crate::domain::Group],
-    ) -> Result<
-        std::collections::BTreeMap<crate::domain::Group, Vec<crate::domain::Incident>>,
-        StoreError,
-    > {
-        let mut found: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
+        days: &[Group],
+    ) -> Result<BTreeMap<Group, Vec<Incident>>, StoreError> {
+        let mut found: BTreeMap<_, Vec<_>> = BTreeMap::new();
         for chunk in days.chunks(DAYS_PER_STATEMENT) {
             let sql = incidents_of_days(B::BACKEND, chunk.len());
             let mut query = query(&sql);
@@ -801,7 +791,7 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(found)
     }
 
-    async fn save_incidents(&self, changes: &crate::domain::Changes) -> Result<(), StoreError> {
+    async fn save_incidents(&self, changes: &Changes) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for i in &changes.incidents {
             let saved = query(UPSERT_INCIDENT)
@@ -832,7 +822,7 @@ impl<B: SqlBackend> DetectionStore for B {
                 .bind(i.revision)
                 .execute(&mut tx)
                 .await
-                .map_err(|e| match crate::store::records::unique_violation(&e) {
+                .map_err(|e| match super::records::unique_violation(&e) {
                     // Another checker (the audit, another server's detector) opened the
                     // same incident first: decide again from what is stored now.
                     Some(_) => StoreError::Changed("the incident was opened meanwhile"),
@@ -858,10 +848,7 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(())
     }
 
-    async fn changed_groups(
-        &self,
-        since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<crate::domain::Group>, StoreError> {
+    async fn changed_groups(&self, since: DateTime<Utc>) -> Result<Vec<Group>, StoreError> {
         query(
             "SELECT clinic_id, doctor_id, date FROM appointments WHERE updated_at >= $1 \
              UNION SELECT clinic_id, doctor_id, date FROM watched_appointments WHERE received_at >= $1",
@@ -874,7 +861,7 @@ impl<B: SqlBackend> DetectionStore for B {
         .collect()
     }
 
-    async fn incident(&self, id: &str) -> Result<Option<crate::domain::Incident>, StoreError> {
+    async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
         query(format!(
             "SELECT {} FROM incidents WHERE id = $1",
             INCIDENT_COLUMNS
@@ -888,8 +875,8 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn member_rows(
         &self,
-        group: &crate::domain::Group,
-        members: &[crate::domain::MemberRef],
+        group: &Group,
+        members: &[MemberRef],
     ) -> Result<Vec<MemberRow>, StoreError> {
         let mut rows = Vec::with_capacity(members.len());
         for m in members {
@@ -945,8 +932,8 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         name: &str,
         holder: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        until: chrono::DateTime<chrono::Utc>,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let done = query(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
@@ -971,10 +958,7 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(())
     }
 
-    async fn watermark(
-        &self,
-        name: &str,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    async fn watermark(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         query("SELECT checked_until FROM watermarks WHERE name = $1")
             .bind(name)
             .fetch_optional(self.writer())
@@ -983,11 +967,7 @@ impl<B: SqlBackend> DetectionStore for B {
             .transpose()
     }
 
-    async fn set_watermark(
-        &self,
-        name: &str,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
+    async fn set_watermark(&self, name: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
         query(
             "INSERT INTO watermarks (name, checked_until) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET checked_until = excluded.checked_until \
@@ -1000,14 +980,14 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(())
     }
 
-    async fn ungrouped_alerts(&self) -> Result<Vec<crate::domain::OutboxEntry>, StoreError> {
+    async fn ungrouped_alerts(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows = query("SELECT id, clinic_id, incident_id, event, created_at FROM alert_outbox WHERE notification_id IS NULL ORDER BY created_at, id LIMIT 1000")
             .fetch_all(self.writer())
             .await?;
         rows.iter()
             .map(|r| {
                 let event = r.text("event")?;
-                Ok(crate::domain::OutboxEntry {
+                Ok(OutboxEntry {
                     id: r.text("id")?,
                     clinic_id: ClinicId::parse("clinic_id", &r.text("clinic_id")?)
                         .map_err(|e| rows::corrupt("clinic id", e))?,
@@ -1026,7 +1006,7 @@ impl<B: SqlBackend> DetectionStore for B {
         notification_id: &str,
         rows: &[NotificationRow],
         incident_ids: &[String],
-        at: chrono::DateTime<chrono::Utc>,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for id in outbox_ids {
@@ -1054,7 +1034,7 @@ impl<B: SqlBackend> DetectionStore for B {
 
     async fn due_notifications(
         &self,
-        now: chrono::DateTime<chrono::Utc>,
+        now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         query(format!(
@@ -1102,7 +1082,7 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         state: Option<DeliveryState>,
         clinic: Option<&ClinicId>,
-        after: Option<&(chrono::DateTime<chrono::Utc>, String, String)>,
+        after: Option<&(DateTime<Utc>, String, String)>,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         query(format!(
@@ -1141,7 +1121,7 @@ impl<B: SqlBackend> DetectionStore for B {
         &self,
         which: &DeadLetters,
         by: &str,
-        now: chrono::DateTime<chrono::Utc>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         // Only dead rows change, in one statement: a retry racing the dispatcher, or
         // a second click, finds nothing dead and queues nothing twice.
@@ -1192,10 +1172,7 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(out)
     }
 
-    async fn reminders_due(
-        &self,
-        before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<crate::domain::Incident>, StoreError> {
+    async fn reminders_due(&self, before: DateTime<Utc>) -> Result<Vec<Incident>, StoreError> {
         query(format!(
             "SELECT {} FROM incidents WHERE state = 'open' AND last_notified_at IS NOT NULL AND last_notified_at < $1 \
              AND id NOT IN (SELECT incident_id FROM alert_outbox WHERE notification_id IS NULL)",
@@ -1223,10 +1200,7 @@ impl<B: SqlBackend> DetectionStore for B {
         Ok(())
     }
 
-    async fn silences(
-        &self,
-        active_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Vec<Silence>, StoreError> {
+    async fn silences(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<Silence>, StoreError> {
         query("SELECT * FROM silences WHERE ($1 IS NULL OR ends_at > $1) ORDER BY created_at, id")
             .bind(active_at)
             .fetch_all(self.reader())
@@ -1236,11 +1210,7 @@ impl<B: SqlBackend> DetectionStore for B {
             .collect()
     }
 
-    async fn end_silence(
-        &self,
-        id: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn end_silence(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let done = query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1")
             .bind(now)
             .bind(id)

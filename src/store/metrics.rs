@@ -307,10 +307,7 @@ pub fn booking_total<R: DecodeRow>(row: &R) -> Result<BookingTotal, StoreError> 
 
 #[async_trait::async_trait]
 impl<B: SqlBackend> MetricsStore for B {
-    async fn add_rollups(
-        &self,
-        deltas: &std::collections::BTreeMap<crate::domain::RollupKey, crate::domain::Tally>,
-    ) -> Result<(), StoreError> {
+    async fn add_rollups(&self, deltas: &BTreeMap<RollupKey, Tally>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for (key, tally) in deltas {
             query(ADD_ROLLUP)

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{ApiKeyRecord, StoreError, StoredResponse};
 use crate::domain::{
-    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Status,
+    Appointment, AppointmentId, Clinic, ClinicId, Doctor, DoctorId, Entity, Group, Refusal, Status,
 };
 
 pub const APPOINTMENT_COLUMNS: &str = "id, clinic_id, doctor_id, date, session_index, \
@@ -33,9 +33,9 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<StoreError> {
 /// columns) stands for.
 pub fn unique_violation_named(what: &str) -> StoreError {
     if what.contains("slot") {
-        StoreError::Refused(crate::domain::Refusal::SlotTaken)
+        StoreError::Refused(Refusal::SlotTaken)
     } else if what.contains("token") {
-        StoreError::Refused(crate::domain::Refusal::TokenTaken)
+        StoreError::Refused(Refusal::TokenTaken)
     } else if what.contains("idempotency") {
         StoreError::IdempotencyKeyUsed
     } else if what.contains("doctors") {
@@ -77,11 +77,11 @@ impl<B: SqlBackend> Store for B {
         B::BACKEND
     }
 
-    async fn announce(&self, group: &crate::domain::Group) -> Result<(), StoreError> {
+    async fn announce(&self, group: &Group) -> Result<(), StoreError> {
         self.announce_group(group).await
     }
 
-    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::domain::Group>> {
+    async fn listen(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Group>> {
         self.listen_groups().await
     }
 
@@ -328,7 +328,7 @@ impl<B: SqlBackend> Store for B {
     }
 }
 
-pub fn found(rows: u64, what: crate::domain::Entity) -> Result<(), StoreError> {
+pub fn found(rows: u64, what: Entity) -> Result<(), StoreError> {
     if rows == 0 {
         Err(StoreError::NotFound(what))
     } else {

@@ -45,6 +45,18 @@ pub enum Format {
     Csv,
 }
 
+/// Why a file's format could not be told from the file itself.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read {}: {cause}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot tell the format of {}; pass --format kloqo, jsonl or csv", .0.display())]
+    Unknown(PathBuf),
+}
+
 impl Format {
     /// The format of `path` by its extension, else by its first bytes: `[` opens a
     /// Kloqo array, `{` a JSON Lines file, a first line with a comma is a CSV header.
@@ -71,17 +83,15 @@ impl Format {
     }
 
     /// [`Format::detect`] for the file at `path`, reading only its first bytes.
-    pub fn of_file(path: &Path) -> Result<Format, String> {
+    pub fn of_file(path: &Path) -> Result<Format, FormatError> {
         let mut head = Vec::new();
         File::open(path)
             .and_then(|file| file.take(DETECT_BYTES).read_to_end(&mut head))
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Format::detect(path, &head).ok_or_else(|| {
-            format!(
-                "cannot tell the format of {}; pass --format kloqo, jsonl or csv",
-                path.display()
-            )
-        })
+            .map_err(|cause| FormatError::Unreadable {
+                path: path.to_owned(),
+                cause,
+            })?;
+        Format::detect(path, &head).ok_or_else(|| FormatError::Unknown(path.to_owned()))
     }
 
     pub fn name(self) -> &'static str {

@@ -98,7 +98,7 @@ pub async fn run(
         .map_err(|e| ImportError::Input(e.to_string()))?;
     let format = match args.format {
         Some(format) => format,
-        None => Format::of_file(&args.file).map_err(ImportError::Input)?,
+        None => Format::of_file(&args.file).map_err(|e| ImportError::Input(e.to_string()))?,
     };
     let (records, bad) = pass(args, format, true, |_| {})?;
     if !bad.is_empty() && !args.skip_bad {
