@@ -137,16 +137,8 @@ impl Auditor {
         &self.store
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
-    }
-
-    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
-        &self.dispatcher
     }
 
     /// Audits one clinic's local day and records the run. Duplicates the real-time
