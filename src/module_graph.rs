@@ -506,6 +506,48 @@ fn the_top_level_modules_import_each_other_one_way_only() {
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
+/// The layers of docs/ARCHITECTURE.md, bottom first: a module may use its own layer
+/// (one way: the test above) and the layers below, never one above.
+const LAYERS: &[&[&str]] = &[
+    &["domain", "clock", "history"],
+    &["store"],
+    &[
+        "detect", "alert", "auth", "metrics", "watch", "booking", "audit",
+    ],
+    &["http", "web", "demo", "check", "loadtest"],
+    &["app"],
+    &["cli"],
+];
+
+#[test]
+fn each_module_uses_only_its_own_layer_and_the_layers_below() {
+    let graphs = graphs(&files());
+    let top = graphs
+        .get(&Vec::new())
+        .expect("the modules import each other");
+    let layer = |module: &str| LAYERS.iter().position(|l| l.contains(&module));
+    let mut found = Vec::new();
+    for (from, uses) in top {
+        let Some(from_layer) = layer(from) else {
+            found.push(format!(
+                "src/{from} is in no layer: add it to LAYERS and docs/ARCHITECTURE.md"
+            ));
+            continue;
+        };
+        for (to, by) in uses {
+            if layer(to).is_some_and(|to_layer| to_layer > from_layer) {
+                found.push(format!(
+                    "{from} (layer {}) uses {to} (layer {}), above it: {}",
+                    from_layer + 1,
+                    layer(to).map_or(0, |l| l + 1),
+                    by.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 #[test]
 fn the_files_of_each_folder_import_each_other_one_way_only() {
     let graphs = graphs(&files());
