@@ -9,15 +9,16 @@
 //! - [`detect`]: duplicates found after each write become incidents (reconcile, detector).
 //! - [`watch`]: mirroring an external app's appointment documents (Kloqo and files).
 //! - [`audit`]: the nightly audit, `slotguard audit` over a database or an export file,
-//!   and the three counts every audit reports.
+//!   and the weekly report (the three counts are `domain::counts`).
 //! - [`alert`]: notifications, their routes and channels (webhook, email, SMS, Sentry, log).
 //! - [`metrics`]: booking outcomes as persisted rollups, `/api/v1/stats` and `/metrics`.
 //! - [`auth`]: API keys, roles and clinic scope.
 //! - [`http`]: the JSON API on axum; `http::error` maps every failure to one status.
 //! - [`web`]: the monitoring dashboard at `/`: pages, staff sessions, live updates.
 //! - [`loadtest`]: `slotguard loadtest`, open and closed models, HDR statistics.
-//! - [`app`]: one running slotguard: bookings, detector, dispatcher, metrics flusher,
-//!   started and stopped together.
+//! - [`app`]: the services built once over a store (`Services`: bookings, detector,
+//!   dispatcher, auditor) and one running slotguard (`App`: their tasks, the metrics
+//!   flusher, started and stopped together).
 //! - [`cli`]: the `slotguard` command line and `serve`.
 //! - [`demo`]: the demo clinic `serve --demo` seeds.
 //! - [`history`]: the JSON-lines record of a load run that `check` verifies.
