@@ -26,9 +26,7 @@ pub trait BookingTx {
 /// A sqlx transaction of either backend.
 impl<T: Tx> BookingTx for T {
     async fn execute(&mut self, s: Statement<'_>) -> Result<u64, StoreError> {
-        Tx::execute(self, s)
-            .await
-            .map_err(|e| super::records::unique_violation(&e).unwrap_or(StoreError::Database(e)))
+        Tx::execute(self, s).await.map_err(super::records::refused)
     }
 
     async fn integers(&mut self, s: Statement<'_>, column: &str) -> Result<Vec<i64>, StoreError> {

@@ -526,27 +526,28 @@ pub async fn insert_notifications<T: Tx>(
     tx: &mut T,
     rows: &[NotificationRow],
 ) -> Result<(), StoreError> {
+    let insert = format!(
+        "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (id, channel) DO NOTHING"
+    );
     for n in rows {
-        query(format!(
-            "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (id, channel) DO NOTHING"
-        ))
-        .bind(&n.id)
-        .bind(&n.channel)
-        .bind(&n.clinic_id)
-        .bind(&n.event)
-        .bind(&n.payload)
-        .bind(n.state.as_str())
-        .bind(i64::from(n.attempts))
-        .bind(n.next_attempt_at)
-        .bind(n.last_error.as_deref())
-        .bind(n.delivered_at)
-        .bind(n.created_at)
-        .bind(i64::from(n.retry_from))
-        .bind(n.retried_at)
-        .bind(n.retried_by.as_deref())
-        .execute(&mut *tx)
-        .await?;
+        query(insert.as_str())
+            .bind(&n.id)
+            .bind(&n.channel)
+            .bind(&n.clinic_id)
+            .bind(&n.event)
+            .bind(&n.payload)
+            .bind(n.state.as_str())
+            .bind(i64::from(n.attempts))
+            .bind(n.next_attempt_at)
+            .bind(n.last_error.as_deref())
+            .bind(n.delivered_at)
+            .bind(n.created_at)
+            .bind(i64::from(n.retry_from))
+            .bind(n.retried_at)
+            .bind(n.retried_by.as_deref())
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! how a unique index's refusal is named.
 
 use super::rows;
-use super::sql::{query, SqlBackend, Tx};
+use super::sql::{query, SqlBackend, Statement, Tx};
 use super::{AppointmentFilter, Backend, Booking, Store};
 use crate::domain::schedule::days_off_to_json;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -27,6 +27,36 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<StoreError> {
     Some(unique_violation_named(
         db.constraint().unwrap_or_else(|| db.message()),
     ))
+}
+
+/// A failed write as the store reports it: what a unique index refused, or the
+/// database's error.
+pub fn refused(err: sqlx::Error) -> StoreError {
+    unique_violation(&err).unwrap_or(StoreError::Database(err))
+}
+
+/// A clinic's fields as the insert and the update bind them: `$1` id, `$2` name,
+/// `$3` zone, `$4` walk-in reserve, `$5` lead minutes, `$6` now, `$7` audit time.
+fn with_clinic<'q>(s: Statement<'q>, clinic: &'q Clinic, now: DateTime<Utc>) -> Statement<'q> {
+    s.bind(clinic.id.as_str())
+        .bind(&clinic.name)
+        .bind(clinic.timezone.name())
+        .bind(i64::from(clinic.policy.walk_in_reserve.basis_points()))
+        .bind(i64::from(clinic.policy.min_lead_minutes))
+        .bind(now)
+        .bind(clinic.audit_at.format("%H:%M").to_string())
+}
+
+/// A doctor's fields as the insert and the update bind them: `$1` clinic, `$2` id,
+/// `$3` name, `$4` slot minutes, `$5` availability, `$6` days off, `$7` now.
+fn with_doctor<'q>(s: Statement<'q>, doctor: &'q Doctor, now: DateTime<Utc>) -> Statement<'q> {
+    s.bind(doctor.clinic_id.as_str())
+        .bind(doctor.id.as_str())
+        .bind(&doctor.name)
+        .bind(i64::from(doctor.slot_minutes))
+        .bind(doctor.availability.to_json().to_string())
+        .bind(days_off_to_json(&doctor.days_off).to_string())
+        .bind(now)
 }
 
 /// The refusal a unique index's name (or SQLite's message, which names its
@@ -95,37 +125,25 @@ impl<B: SqlBackend> Store for B {
     }
 
     async fn insert_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError> {
-        query(
+        let insert = query(
             "INSERT INTO clinics (id, name, timezone, walk_in_reserve_bp, min_lead_minutes, created_at, updated_at, audit_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
-        )
-        .bind(clinic.id.as_str())
-        .bind(&clinic.name)
-        .bind(clinic.timezone.name())
-        .bind(i64::from(clinic.policy.walk_in_reserve.basis_points()))
-        .bind(i64::from(clinic.policy.min_lead_minutes))
-        .bind(now)
-        .bind(clinic.audit_at.format("%H:%M").to_string())
-        .execute(self.writer())
-        .await
-        .map_err(|e| unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        );
+        with_clinic(insert, clinic, now)
+            .execute(self.writer())
+            .await
+            .map_err(refused)?;
         Ok(())
     }
 
     async fn update_clinic(&self, clinic: &Clinic, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let done = query(
+        let update = query(
             "UPDATE clinics SET name = $2, timezone = $3, walk_in_reserve_bp = $4, min_lead_minutes = $5, updated_at = $6, \
              audit_at = $7 WHERE id = $1",
-        )
-        .bind(clinic.id.as_str())
-        .bind(&clinic.name)
-        .bind(clinic.timezone.name())
-        .bind(i64::from(clinic.policy.walk_in_reserve.basis_points()))
-        .bind(i64::from(clinic.policy.min_lead_minutes))
-        .bind(now)
-        .bind(clinic.audit_at.format("%H:%M").to_string())
-        .execute(self.writer())
-        .await?;
+        );
+        let done = with_clinic(update, clinic, now)
+            .execute(self.writer())
+            .await?;
         found(done, Entity::Clinic)
     }
 
@@ -139,37 +157,25 @@ impl<B: SqlBackend> Store for B {
     }
 
     async fn insert_doctor(&self, doctor: &Doctor, now: DateTime<Utc>) -> Result<(), StoreError> {
-        query(
+        let insert = query(
             "INSERT INTO doctors (clinic_id, id, name, slot_minutes, availability, date_overrides, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-        )
-        .bind(doctor.clinic_id.as_str())
-        .bind(doctor.id.as_str())
-        .bind(&doctor.name)
-        .bind(i64::from(doctor.slot_minutes))
-        .bind(doctor.availability.to_json().to_string())
-        .bind(days_off_to_json(&doctor.days_off).to_string())
-        .bind(now)
-        .execute(self.writer())
-        .await
-        .map_err(|e| unique_violation(&e).unwrap_or(StoreError::Database(e)))?;
+        );
+        with_doctor(insert, doctor, now)
+            .execute(self.writer())
+            .await
+            .map_err(refused)?;
         Ok(())
     }
 
     async fn update_doctor(&self, doctor: &Doctor, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let done = query(
+        let update = query(
             "UPDATE doctors SET name = $3, slot_minutes = $4, availability = $5, date_overrides = $6, updated_at = $7 \
              WHERE clinic_id = $1 AND id = $2",
-        )
-        .bind(doctor.clinic_id.as_str())
-        .bind(doctor.id.as_str())
-        .bind(&doctor.name)
-        .bind(i64::from(doctor.slot_minutes))
-        .bind(doctor.availability.to_json().to_string())
-        .bind(days_off_to_json(&doctor.days_off).to_string())
-        .bind(now)
-        .execute(self.writer())
-        .await?;
+        );
+        let done = with_doctor(update, doctor, now)
+            .execute(self.writer())
+            .await?;
         found(done, Entity::Doctor)
     }
 
